@@ -1,0 +1,170 @@
+"""One-call transcription: `amanuensis_npu.transcribe(audio)`.
+
+Models are cached per (model, device, compute type, attention, threads) so
+that a loop over files, or several threads, pays the model load once and
+shares one NPU device.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .attention import AttentionBackend, collect_stats
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """The audio input cannot be read or decoded."""
+
+
+@dataclass
+class TranscriptionResult:
+    """What one transcription produced and what ran to produce it."""
+
+    text: str
+    segments: list[Any]
+    info: Any
+    backend: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whisper/whisperx result dict that their writers take."""
+        segments = []
+        for s in self.segments:
+            seg: dict[str, Any] = {"start": s.start, "end": s.end, "text": s.text}
+            if s.words:
+                seg["words"] = [
+                    {"word": w.word, "start": w.start, "end": w.end, "score": w.probability}
+                    for w in s.words
+                ]
+            segments.append(seg)
+        return {"text": self.text, "segments": segments, "language": self.info.language}
+
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def get_model(
+    model: str | os.PathLike = "base",
+    device: str = "npu",
+    attention: str | AttentionBackend = "auto",
+    compute_type: str = "default",
+    cpu_threads: int = 0,
+) -> Any:
+    """A cached `amanuensis_npu.WhisperModel` for these settings."""
+    from .faster_whisper_model import WhisperModel
+
+    key = (os.fspath(model), device, attention, compute_type, cpu_threads)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = WhisperModel(
+                os.fspath(model),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                attention=attention,
+            )
+        return _MODELS[key]
+
+
+def load_audio(audio: str | os.PathLike | BinaryIO | np.ndarray) -> np.ndarray:
+    """16 kHz mono float32 samples, with a one-line error naming the input if it is unreadable."""
+    if isinstance(audio, np.ndarray):
+        return np.ascontiguousarray(audio, dtype=np.float32)
+    from faster_whisper import decode_audio
+
+    name = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "<audio stream>"
+    if isinstance(audio, (str, os.PathLike)):
+        if not os.path.exists(name):
+            raise AudioError(f"{name}: no such file")
+        if os.path.isdir(name):
+            raise AudioError(f"{name}: is a directory, not an audio file")
+    try:
+        return decode_audio(audio, sampling_rate=SAMPLE_RATE)
+    except Exception as exc:  # PyAV raises many types for bad containers
+        if _is_empty_wav(name):
+            return np.zeros(0, dtype=np.float32)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{name}: cannot decode audio ({detail})") from None
+
+
+def _is_empty_wav(name: str) -> bool:
+    """A WAV header with no samples is valid, empty audio; PyAV refuses it, we do not."""
+    try:
+        import wave
+
+        with wave.open(name, "rb") as w:
+            return w.getnframes() == 0
+    except Exception:
+        return False
+
+
+def transcribe(
+    audio: str | os.PathLike | BinaryIO | np.ndarray,
+    model: str | os.PathLike = "base",
+    device: str = "npu",
+    attention: str | AttentionBackend = "auto",
+    compute_type: str = "default",
+    batch_size: int | None = None,
+    cpu_threads: int = 0,
+    progress: Callable[[float, float], None] | None = None,
+    **transcribe_kwargs: Any,
+) -> TranscriptionResult:
+    """Transcribe a file (or 16 kHz samples) with Whisper, encoder attention on `attention`.
+
+    `transcribe_kwargs` are faster-whisper's `transcribe` options (language,
+    beam_size, word_timestamps, vad_filter, temperature, ...). With
+    `batch_size`, faster-whisper's BatchedInferencePipeline is used.
+    `progress(seconds_done, seconds_total)` is called after each segment.
+    """
+    samples = load_audio(audio)
+    whisper = get_model(model, device, attention, compute_type, cpu_threads)
+    with collect_stats() as stats:
+        if samples.size == 0:
+            segments_iter, info = _empty(whisper, transcribe_kwargs)
+        elif batch_size:
+            from faster_whisper import BatchedInferencePipeline
+
+            pipeline = BatchedInferencePipeline(whisper)
+            segments_iter, info = pipeline.transcribe(
+                samples, batch_size=batch_size, **transcribe_kwargs
+            )
+        else:
+            segments_iter, info = whisper.transcribe(samples, **transcribe_kwargs)
+        segments = []
+        for segment in segments_iter:
+            segments.append(segment)
+            if progress is not None:
+                progress(min(segment.end, info.duration), info.duration)
+    text = "".join(s.text for s in segments).strip()
+    return TranscriptionResult(
+        text=text,
+        segments=segments,
+        info=info,
+        backend=whisper.attention_backend.name,
+        stats=stats.snapshot(),
+    )
+
+
+def _empty(whisper: Any, options: dict[str, Any]) -> tuple[list, Any]:
+    """faster-whisper cannot transcribe zero samples; an empty transcript is the right answer."""
+    from faster_whisper.transcribe import TranscriptionInfo
+
+    info = TranscriptionInfo(
+        language=options.get("language") or "en",
+        language_probability=1.0,
+        duration=0.0,
+        duration_after_vad=0.0,
+        all_language_probs=None,
+        transcription_options=None,
+        vad_options=None,
+    )
+    return [], info
