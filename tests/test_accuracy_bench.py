@@ -1,0 +1,128 @@
+"""benchmarks/accuracy.py on real speech: its parsing, its metrics, and that its bars can fail.
+
+One end-to-end run on a one-second clip measures two stand-in backends: float16
+rounding of Q/K/V (harmless: must pass every bar) and a score scale of 1/16
+instead of 1/8 (a mistake of an earlier NPU attempt: must fail the attention
+bars). That proves the report separates good numerics from bad ones without
+waiting for the emulator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amanuensis_npu.attention import AttentionBackend, register_backend
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+
+pytestmark = pytest.mark.skipif(not SPEECH.is_dir(), reason=f"shared speech data not at {SPEECH}")
+
+
+def _load_accuracy():
+    spec = importlib.util.spec_from_file_location(
+        "accuracy_bench", REPO / "benchmarks" / "accuracy.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+accuracy = _load_accuracy()
+
+
+class _Float16Inputs(AttentionBackend):
+    name = "test_fp16_inputs"
+
+    def forward(self, q, k, v, *, layer=None):
+        r = [t.half().float() for t in (q, k, v)]
+        return F.scaled_dot_product_attention(*r, scale=1.0 / 8.0)
+
+
+class _WrongScale(AttentionBackend):
+    name = "test_scale_1_16"
+
+    def forward(self, q, k, v, *, layer=None):
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0 / 16.0)
+
+
+register_backend("test_fp16_inputs", _Float16Inputs)
+register_backend("test_scale_1_16", _WrongScale)
+
+
+def test_normalize_follows_the_reference_conventions():
+    assert (
+        accuracy.normalize("Mr. John Dashwood, cold-hearted!")
+        == "mister john dashwood cold hearted"
+    )
+    assert accuracy.normalize("  I didn't   know...\nYou?") == "i didnt know you"
+    assert accuracy.normalize("Mrs. Smith") == "missus smith"
+
+
+def test_stm_reference_and_span():
+    text, start, end = accuracy.read_stm(SPEECH / "conversation" / "sample.stm")
+    assert (start, end) == (6.68, 29.987)
+    # `cut -d' ' -f6- sample.stm | wc -w` gives 81 (SOURCES.md says 85; the file has 81).
+    assert len(accuracy.normalize(text).split()) == 81
+    assert text.startswith("Hello? Hello? Oh, hello.")
+
+
+def test_find_clips_pairs_references():
+    clips = {c.name: c for c in accuracy.find_clips(SPEECH)}
+    assert len(clips) == 12
+    assert clips["lecture/lecture.wav"].reference is None
+    assert clips["conversation/sample.wav"].ref_kind == "stm"
+    assert clips["cards/001.wav"].reference.strip() == "ten of clubs"
+    assert sum(c.reference is not None for c in clips.values()) == 11
+
+
+def test_exact_attention_matches_definition_on_small_case():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 64, generator=g) for _ in range(3))
+    ref = torch.softmax((q.double() @ k.double().transpose(-1, -2)) / 8.0, -1) @ v.double()
+    assert torch.allclose(accuracy.exact_attention(q, k, v), ref, atol=1e-12)
+    cos, rel = accuracy.head_metrics(ref * 2.0, ref)
+    assert cos.shape == (1, 2) and abs(cos.min() - 1.0) < 1e-12 and abs(rel.max() - 1.0) < 1e-12
+
+
+def test_end_to_end_on_one_clip_flags_a_wrong_score_scale(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("001.wav", "001.txt"):
+        shutil.copy(SPEECH / "cards" / name, data / name)
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--out", str(out), "--beam-size", "1"]
+    argv += ["--backends", "test_fp16_inputs", "test_scale_1_16", "npu"]
+    assert accuracy.main(argv) == 0
+    result = json.loads((out / "accuracy.json").read_text())
+    assert (out / "accuracy.md").read_text().startswith("# Attention accuracy")
+    assert (out / "fidelity.png").stat().st_size > 10_000
+    assert result["windows"] == 1
+
+    fid = result["fidelity"]
+    # The float32 yardstick itself is near-exact against float64.
+    assert fid["cpu"]["attention_min_cosine"] > 0.999999
+    assert len(fid["test_fp16_inputs"]["per_head_min_cosine"]) == 6
+    assert all(len(row) == 8 for row in fid["test_fp16_inputs"]["per_head_min_cosine"])
+    checks = {c["what"]: c["pass"] for c in result["acceptance"]}
+    assert checks["test_fp16_inputs attention min cosine"]
+    assert checks["test_fp16_inputs encoder-output min cosine vs cpu"]
+    assert not checks["test_scale_1_16 attention min cosine"]
+    assert not checks["test_scale_1_16 attention max relative L2"]
+
+    tr = result["transcripts"]
+    assert set(tr["wer"]) == {"cpu", "test_fp16_inputs", "test_scale_1_16"}
+    cpu_text = tr["per_clip"]["001.wav"]["cpu"]["text"]
+    assert "of" in accuracy.normalize(cpu_text).split()
+    assert 0.0 <= tr["wer"]["cpu"] <= 1.0
+    if "npu" in result["skipped_backends"]:
+        assert result["skipped_backends"]["npu"]
