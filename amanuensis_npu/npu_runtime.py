@@ -1,0 +1,833 @@
+"""Encoder self-attention on the AMD Ryzen AI NPU through XRT (pyxrt), with CPU fallback.
+
+One kernel dispatch computes one encoder layer for a whole batch (all heads, all
+query tiles); the tile loop runs on the device because a host loop over tiles
+costs more in dispatch overhead than the attention itself (kernels/attention/SPEC.md).
+
+The same code drives the real NPU and the simulated one: only the module that
+provides ``xrt`` differs (XRT's ``pyxrt``, or `amanuensis_npu.xrt_sim` when
+``AMANUENSIS_NPU_XRT=sim``). A transcription never fails because of the NPU: any
+failure computes that attention call on the CPU, logs one warning per distinct
+reason and counts it in ``stats``; after ``AMANUENSIS_NPU_MAX_FAILURES``
+(default 3) consecutive failures the device is disabled for the process.
+
+Environment:
+
+- ``AMANUENSIS_NPU_XRT``: unset/``auto`` (pyxrt from site-packages, else
+  ``$XILINX_XRT/python``, else ``/opt/xilinx/xrt/python``), ``sim`` (simulated
+  device, see `amanuensis_npu.xrt_sim`, incl. ``AMANUENSIS_NPU_SIM_FAULTS``), or
+  ``off`` (never use the NPU).
+- ``AMANUENSIS_NPU_ARTIFACTS``: a directory searched first for kernel artifacts
+  (``<dir>/<target>/`` or ``<dir>`` itself holding manifest.json, final.xclbin, insts.bin).
+  Then ``$AMANUENSIS_NPU_CACHE_DIR`` (default ``$XDG_CACHE_HOME/amanuensis-npu``,
+  i.e. ``~/.cache/amanuensis-npu``) ``/artifacts/<target>/``, then the package's
+  ``amanuensis_npu/artifacts/<target>/``. Simulated artifact sets live in
+  ``<target>-sim/`` and are generated in the cache on demand.
+- ``AMANUENSIS_NPU_MAX_FAILURES`` (default 3), ``AMANUENSIS_NPU_TIMEOUT_MS``
+  (per-run wait; default 10000 on hardware, 600000 in the simulation, whose
+  "device" is a scalar host build of the kernel).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import AttentionBackend, cpu_attention
+
+logger = logging.getLogger("amanuensis_npu")
+
+KERNEL_NAME = "MLIR_AIE"
+OPCODE_RUN = 3  # mlir-aie's NPU kernels: opcode 3 runs the instruction stream
+INSTR_GROUP = 1  # group id of the instruction buffer argument
+FIRST_DATA_ARG = 3  # data buffer i is kernel argument 3 + i
+XCLBIN_FILE = "final.xclbin"
+INSTS_FILE = "insts.bin"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_MAX_FAILURES = 3
+DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_SIM_TIMEOUT_MS = 600_000
+_XRT_LOCATIONS = ("$XILINX_XRT/python", "/opt/xilinx/xrt/python")
+_BO_CACHE_SHAPES = 4  # batch sizes whose buffers stay allocated
+
+# Device names: "RyzenAI-npu1" (Phoenix, Hawk Point), "RyzenAI-npu4/5/6" (Strix,
+# Strix Halo, Krackan). Check npu2 names first: "npu1" is not a substring of them.
+_NPU2_KEYS = ("npu4", "npu5", "npu6", "strix", "krackan")
+_NPU1_KEYS = ("npu1", "phoenix", "hawk")
+# PCI device ids of the AMD IPU/NPU functions, for probing without opening the device.
+_PCI_TARGETS = {"0x1502": "npu1", "0x17f0": "npu2"}
+
+
+class NPUError(RuntimeError):
+    """A failure of the NPU path; its message is the fallback reason users see."""
+
+
+# ----------------------------------------------------------------------- configuration
+
+
+def xrt_mode() -> str:
+    """'hardware', 'sim' or 'off', from AMANUENSIS_NPU_XRT."""
+    value = os.environ.get("AMANUENSIS_NPU_XRT", "").strip().lower()
+    if value in ("", "auto", "hw", "hardware", "pyxrt"):
+        return "hardware"
+    if value in ("sim", "simulated", "simulation"):
+        return "sim"
+    if value in ("off", "0", "none", "no", "false", "disable", "disabled"):
+        return "off"
+    raise ValueError(f"AMANUENSIS_NPU_XRT must be unset, 'sim' or 'off', got {value!r}")
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def max_failures() -> int:
+    return _env_int("AMANUENSIS_NPU_MAX_FAILURES", DEFAULT_MAX_FAILURES, 1)
+
+
+def timeout_ms() -> int:
+    default = DEFAULT_SIM_TIMEOUT_MS if xrt_mode() == "sim" else DEFAULT_TIMEOUT_MS
+    return _env_int("AMANUENSIS_NPU_TIMEOUT_MS", default, 1)
+
+
+def cache_dir() -> Path:
+    """Where generated (simulated) and user-installed artifacts are cached."""
+    explicit = os.environ.get("AMANUENSIS_NPU_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "amanuensis-npu"
+
+
+def package_artifacts_dir() -> Path:
+    return Path(__file__).resolve().parent / "artifacts"
+
+
+def artifact_roots() -> list[Path]:
+    """Artifact search order: $AMANUENSIS_NPU_ARTIFACTS, the cache, the package data."""
+    roots = []
+    env = os.environ.get("AMANUENSIS_NPU_ARTIFACTS")
+    if env:
+        roots.append(Path(env).expanduser())
+    roots.append(cache_dir() / "artifacts")
+    roots.append(package_artifacts_dir())
+    return roots
+
+
+# ----------------------------------------------------------------------- pyxrt lookup
+
+_xrt_cache: dict[str, tuple[ModuleType | None, str]] = {}
+_xrt_lock = threading.Lock()
+
+
+def load_xrt() -> tuple[ModuleType | None, str]:
+    """The module to use as ``xrt`` and where it came from, or (None, why not)."""
+    mode = xrt_mode()
+    if mode == "off":
+        return None, "the NPU is switched off (AMANUENSIS_NPU_XRT=off)"
+    if mode == "sim":
+        from . import xrt_sim
+
+        return xrt_sim, f"simulated XRT ({xrt_sim.__name__}, AMANUENSIS_NPU_XRT=sim)"
+    with _xrt_lock:
+        if "hardware" not in _xrt_cache:
+            _xrt_cache["hardware"] = _import_pyxrt()
+        return _xrt_cache["hardware"]
+
+
+def _import_pyxrt() -> tuple[ModuleType | None, str]:
+    try:
+        module = importlib.import_module("pyxrt")
+        return module, f"pyxrt from {getattr(module, '__file__', '?')}"
+    except ImportError as exc:
+        first_error = str(exc)
+    tried = []
+    for location in _XRT_LOCATIONS:
+        if location.startswith("$XILINX_XRT"):
+            root = os.environ.get("XILINX_XRT")
+            if not root:
+                continue
+            location = os.path.join(root, "python")
+        tried.append(location)
+        if not glob.glob(os.path.join(location, "pyxrt*")):
+            continue
+        sys.path.insert(0, location)
+        try:
+            module = importlib.import_module("pyxrt")
+            return module, f"pyxrt from {getattr(module, '__file__', location)}"
+        except ImportError as exc:  # e.g. built for another Python
+            sys.path.remove(location)
+            return None, f"pyxrt in {location} failed to import ({exc})"
+    where = ", ".join(tried) or "no XRT install ($XILINX_XRT unset, /opt/xilinx/xrt absent)"
+    return None, f"XRT Python bindings (pyxrt) not found ({first_error}; looked in {where})"
+
+
+def device_nodes() -> list[str]:
+    """The accel device nodes the amdxdna driver creates (empty without the driver)."""
+    return sorted(glob.glob("/dev/accel/accel*"))
+
+
+def target_from_name(name: str) -> str | None:
+    """'npu1' or 'npu2' from an XRT device name, None for anything else."""
+    lowered = name.lower()
+    if any(key in lowered for key in _NPU2_KEYS):
+        return "npu2"
+    if any(key in lowered for key in _NPU1_KEYS):
+        return "npu1"
+    return None
+
+
+def _target_from_sysfs() -> str | None:
+    for node in device_nodes():
+        pci_id = Path("/sys/class/accel") / Path(node).name / "device" / "device"
+        try:
+            value = pci_id.read_text().strip().lower()
+        except OSError:
+            continue
+        if value in _PCI_TARGETS:
+            return _PCI_TARGETS[value]
+    return None
+
+
+# ----------------------------------------------------------------------- artifacts
+
+
+@dataclass
+class Artifact:
+    """A checked kernel artifact set for one NPU generation."""
+
+    directory: Path
+    target: str
+    manifest: dict[str, Any]
+    simulated: bool
+
+    @property
+    def xclbin(self) -> Path:
+        return self.directory / str(self.manifest.get("xclbin", XCLBIN_FILE))
+
+    @property
+    def insts(self) -> Path:
+        return self.directory / str(self.manifest.get("insts", INSTS_FILE))
+
+    @property
+    def kernel_name(self) -> str:
+        return str(self.manifest.get("kernel_name", KERNEL_NAME))
+
+
+def _spec_version() -> str:
+    from . import quantization
+
+    return str(quantization.SPEC_VERSION)
+
+
+def _layout(batch: int) -> list[Any]:
+    from . import quantization
+
+    return list(quantization.buffer_layout(batch))
+
+
+def _manifest_buffers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    buffers = manifest.get("buffers")
+    if not isinstance(buffers, list) or not buffers:
+        raise NPUError("manifest lists no buffers")
+    return buffers
+
+
+def _manifest_batch(manifest: dict[str, Any]) -> int:
+    return int(manifest.get("batch", 1))
+
+
+def _manifest_hashes(manifest: dict[str, Any]) -> dict[str, str]:
+    raw = manifest.get("sha256")
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    raise NPUError("manifest has no sha256 table")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_artifact(directory: Path, target: str, simulated: bool) -> Artifact:
+    """Load and verify an artifact set; raises NPUError saying what does not match."""
+    manifest_path = directory / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise NPUError(f"no {MANIFEST_FILE} in {directory}") from None
+    except (OSError, ValueError) as exc:
+        raise NPUError(f"unreadable {manifest_path}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise NPUError(f"{manifest_path} is not a JSON object")
+    art = Artifact(directory, target, manifest, bool(manifest.get("simulated", False)))
+    if art.simulated != simulated:
+        kind = "a simulated" if art.simulated else "a hardware"
+        want = "the simulated XRT" if simulated else "real XRT"
+        raise NPUError(f"{directory} holds {kind} artifact, unusable with {want}")
+    found_target = str(manifest.get("target", manifest.get("device", "")))
+    if found_target != target:
+        raise NPUError(f"{directory} is built for {found_target or '?'}, the device is {target}")
+    spec = str(manifest.get("spec_version", ""))
+    if spec != _spec_version():
+        raise NPUError(
+            f"{directory} implements SPEC version {spec or '?'}, this package needs "
+            f"{_spec_version()}"
+        )
+    _check_layout(manifest, directory)
+    hashes = _manifest_hashes(manifest)
+    for path in (art.xclbin, art.insts):
+        expected = hashes.get(path.name)
+        if expected is None:
+            raise NPUError(f"manifest in {directory} has no sha256 for {path.name}")
+        if not path.is_file():
+            raise NPUError(f"{path} is missing")
+        if _sha256(path) != expected:
+            raise NPUError(f"{path} does not match the sha256 in its manifest")
+    return art
+
+
+def _check_layout(manifest: dict[str, Any], directory: Path) -> None:
+    batch = _manifest_batch(manifest)
+    listed = _manifest_buffers(manifest)
+    layout = _layout(batch)
+    if len(listed) != len(layout):
+        raise NPUError(
+            f"{directory}: manifest lists {len(listed)} buffers, the adapters produce {len(layout)}"
+        )
+    for got, spec in zip(listed, layout, strict=True):
+        if got.get("name") != spec.name or int(got.get("nbytes", -1)) != int(spec.nbytes):
+            raise NPUError(
+                f"{directory}: buffer {got.get('name')!r} of {got.get('nbytes')} bytes in the "
+                f"manifest, the adapters produce {spec.name!r} of {spec.nbytes} bytes"
+            )
+
+
+def find_artifact(target: str, simulated: bool) -> Artifact:
+    """The first valid artifact set for `target`; raises NPUError listing what was rejected."""
+    subdir = f"{target}-sim" if simulated else target
+    rejected: list[str] = []
+    seen: set[Path] = set()
+    for root in artifact_roots():
+        for candidate in (root / subdir, root):
+            if candidate in seen or not (candidate / MANIFEST_FILE).is_file():
+                continue
+            seen.add(candidate)
+            try:
+                return check_artifact(candidate, target, simulated)
+            except NPUError as exc:
+                rejected.append(str(exc))
+    if simulated:
+        return _generate_simulated_artifact(target, rejected)
+    if rejected:
+        raise NPUError("no usable kernel artifact: " + "; ".join(rejected))
+    where = ", ".join(str(r / subdir) for r in artifact_roots())
+    raise NPUError(f"no kernel artifact for {target} (looked in {where})")
+
+
+_gen_lock = threading.Lock()
+
+
+def _generate_simulated_artifact(target: str, rejected: list[str]) -> Artifact:
+    """Write a simulated artifact set into the cache (the sim needs files it can load)."""
+    from . import xrt_sim
+
+    directory = cache_dir() / "artifacts" / f"{target}-sim"
+    with _gen_lock:
+        try:
+            return check_artifact(directory, target, True)
+        except NPUError:
+            pass
+        directory.mkdir(parents=True, exist_ok=True)
+        batch = 1
+        layout = _layout(batch)
+        per_batch = [
+            {"name": s.name, "dtype": str(np.dtype(s.dtype)), "nbytes_per_batch": int(s.nbytes)}
+            for s in layout
+        ]
+        tmp = directory / f".tmp-{os.getpid()}-{threading.get_ident()}"
+        tmp.mkdir(exist_ok=True)
+        u = xrt_sim.write_simulated_xclbin(
+            tmp / XCLBIN_FILE,
+            target=target,
+            buffers_per_batch=per_batch,
+            spec_version=_spec_version(),
+        )
+        n_words = xrt_sim.write_simulated_insts(tmp / INSTS_FILE, u, len(layout))
+        manifest = {
+            "simulated": True,
+            "note": "generated by amanuensis_npu for the simulated XRT device; not an NPU build",
+            "target": target,
+            "spec_version": _spec_version(),
+            "kernel_name": KERNEL_NAME,
+            "batch": batch,
+            "batch_generic": True,
+            "buffers": [
+                {
+                    "name": s.name,
+                    "dtype": str(np.dtype(s.dtype)),
+                    "shape": list(s.shape),
+                    "nbytes": int(s.nbytes),
+                    "direction": s.direction,
+                }
+                for s in layout
+            ],
+            "insts_words": n_words,
+            "sha256": {
+                XCLBIN_FILE: _sha256(tmp / XCLBIN_FILE),
+                INSTS_FILE: _sha256(tmp / INSTS_FILE),
+            },
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        for name in (XCLBIN_FILE, INSTS_FILE, MANIFEST_FILE):
+            os.replace(tmp / name, directory / name)
+        tmp.rmdir()
+        logger.info("Generated a simulated NPU artifact set in %s", directory)
+        return check_artifact(directory, target, True)
+
+
+def read_insts(path: Path) -> np.ndarray:
+    """The instruction stream as uint32 words (binary insts.bin, or hex text from older flows)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("ascii")
+        words = [int(tok, 16) for tok in text.split()]
+        if words and all(len(tok) <= 8 for tok in text.split()):
+            return np.asarray(words, dtype=np.uint32)
+    except (UnicodeDecodeError, ValueError):
+        pass
+    if len(raw) % 4:
+        raise NPUError(f"{path} is {len(raw)} bytes, not a whole number of 32-bit words")
+    return np.frombuffer(raw, dtype="<u4").copy()
+
+
+# ----------------------------------------------------------------------- probe/describe
+
+
+def _probe_target(xrt: ModuleType) -> tuple[str | None, str]:
+    if getattr(xrt, "SIMULATED", False):
+        return xrt.simulated_target(), "simulated device"
+    nodes = device_nodes()
+    if not nodes:
+        return None, "no NPU device node (/dev/accel/accel* absent: no Ryzen AI NPU or no amdxdna)"
+    target = _target_from_sysfs()
+    if target is None:
+        return None, f"{', '.join(nodes)} is not a supported Ryzen AI NPU (npu1/npu2)"
+    return target, nodes[0]
+
+
+def probe() -> tuple[bool, str]:
+    """Whether the NPU backend can run here, and why (not); cheap, never raises."""
+    try:
+        xrt, where = load_xrt()
+        if xrt is None:
+            return False, where
+        target, detail = _probe_target(xrt)
+        if target is None:
+            return False, detail
+        art = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
+        sim = " (SIMULATED device and artifact, no NPU hardware)" if art.simulated else ""
+        return True, f"{target} NPU at {detail} with kernel artifact {art.directory}{sim}"
+    except Exception as exc:  # probe must never raise
+        return False, str(exc) or type(exc).__name__
+
+
+def describe() -> dict[str, Any]:
+    """Everything `amanuensis-npu info` shows about XRT, the device and the artifact."""
+    info: dict[str, Any] = {
+        "xrt_mode": None,
+        "xrt": None,
+        "device_nodes": device_nodes(),
+        "device_name": None,
+        "target": None,
+        "artifact": None,
+        "artifact_search_path": [str(r) for r in artifact_roots()],
+        "available": False,
+        "reason": "",
+        "max_failures": None,
+        "timeout_ms": None,
+        "sim_device": os.environ.get("AMANUENSIS_NPU_SIM_DEVICE"),
+        "sim_faults": os.environ.get("AMANUENSIS_NPU_SIM_FAULTS"),
+    }
+    try:
+        info["xrt_mode"] = xrt_mode()
+        info["max_failures"] = max_failures()
+        info["timeout_ms"] = timeout_ms()
+    except ValueError as exc:
+        info["reason"] = str(exc)
+        return info
+    xrt, where = load_xrt()
+    info["xrt"] = where
+    available, reason = probe()
+    info["available"], info["reason"] = available, reason
+    if xrt is not None:
+        try:
+            dev = xrt.device(0)
+            name = dev.get_info(xrt.xrt_info_device.name)
+            info["device_name"] = name
+            info["target"] = target_from_name(name)
+        except Exception as exc:
+            info["device_error"] = f"could not open device 0: {exc}"
+        target = info["target"] or _probe_target(xrt)[0]
+        if target is not None:
+            try:
+                art = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
+                info["artifact"] = {
+                    "directory": str(art.directory),
+                    "simulated": art.simulated,
+                    "spec_version": art.manifest.get("spec_version"),
+                    "target": art.target,
+                    "sha256": _manifest_hashes(art.manifest),
+                }
+            except Exception as exc:
+                info["artifact_error"] = str(exc)
+    from .attention import _SINGLETONS
+
+    live = _SINGLETONS.get("npu")
+    if isinstance(live, NPUAttention):
+        info["backend_state"] = live.state()
+    return info
+
+
+# ----------------------------------------------------------------------- device session
+
+
+@dataclass
+class _BufferSet:
+    bos: list[Any]
+    nbytes: list[int]
+
+
+@dataclass
+class DispatchTiming:
+    """Host-side wall time of one dispatch's phases (seconds)."""
+
+    write_sync_in: float = 0.0
+    run: float = 0.0
+    sync_read_out: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.write_sync_in + self.run + self.sync_read_out
+
+
+@dataclass
+class _Session:
+    """An open device with the kernel loaded; used only under NPUAttention's lock."""
+
+    xrt: ModuleType
+    device: Any
+    device_name: str
+    target: str
+    artifact: Artifact
+    kernel: Any
+    context: Any
+    xclbin: Any
+    instr_bo: Any
+    n_instr: int
+    max_data_args: int
+    buffers: dict[int, _BufferSet] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, xrt: ModuleType) -> _Session:
+        try:
+            device = xrt.device(0)
+        except Exception as exc:
+            raise NPUError(f"could not open NPU device 0: {exc}") from None
+        name = device.get_info(xrt.xrt_info_device.name)
+        target = target_from_name(name)
+        if target is None:
+            raise NPUError(f"device {name!r} is not a supported Ryzen AI NPU (npu1/npu2)")
+        artifact = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
+        try:
+            xclbin = xrt.xclbin(str(artifact.xclbin))
+            kernels = [k for k in xclbin.get_kernels() if k.get_name() == artifact.kernel_name]
+            if not kernels:
+                raise NPUError(f"{artifact.xclbin} has no kernel {artifact.kernel_name!r}")
+            max_data_args = kernels[0].get_num_args() - FIRST_DATA_ARG
+            device.register_xclbin(xclbin)
+            context = xrt.hw_context(device, xclbin.get_uuid())
+            kernel = xrt.kernel(context, artifact.kernel_name)
+            insts = read_insts(artifact.insts)
+            instr_bo = xrt.bo(device, insts.nbytes, xrt.bo.cacheable, kernel.group_id(INSTR_GROUP))
+            instr_bo.write(insts, 0)
+            instr_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, insts.nbytes, 0)
+        except NPUError:
+            raise
+        except Exception as exc:
+            raise NPUError(f"loading {artifact.xclbin} failed: {exc}") from None
+        n_buffers = len(_manifest_buffers(artifact.manifest))
+        if n_buffers > max_data_args:
+            raise NPUError(
+                f"the kernel takes {max_data_args} data buffers, the layout has {n_buffers}"
+            )
+        return cls(
+            xrt,
+            device,
+            name,
+            target,
+            artifact,
+            kernel,
+            context,
+            xclbin,
+            instr_bo,
+            int(insts.size),
+            max_data_args,
+        )
+
+    def supports_batch(self, batch: int) -> bool:
+        manifest = self.artifact.manifest
+        if manifest.get("batch_generic"):
+            return True
+        return batch == _manifest_batch(manifest)
+
+    def buffers_for(self, batch: int, sizes: list[int]) -> _BufferSet:
+        found = self.buffers.get(batch)
+        if found is not None and found.nbytes == sizes:
+            return found
+        if len(self.buffers) >= _BO_CACHE_SHAPES:
+            self.buffers.pop(next(iter(self.buffers)))
+        bos = [
+            self.xrt.bo(
+                self.device, n, self.xrt.bo.host_only, self.kernel.group_id(FIRST_DATA_ARG + i)
+            )
+            for i, n in enumerate(sizes)
+        ]
+        self.buffers[batch] = _BufferSet(bos, list(sizes))
+        return self.buffers[batch]
+
+    def dispatch(
+        self,
+        inputs: list[np.ndarray],
+        out_nbytes: int,
+        batch: int,
+        wait_ms: int,
+        moved: dict[str, int],
+    ) -> tuple[np.ndarray, DispatchTiming]:
+        """Run one layer: write+sync inputs, launch, wait, sync+read output (raw bytes).
+
+        `moved` is filled as data really moves, so that the caller counts what
+        happened even when a step fails.
+        """
+        xrt = self.xrt
+        to_dev = xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
+        from_dev = xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE
+        sizes = [int(a.nbytes) for a in inputs] + [int(out_nbytes)]
+        bufset = self.buffers_for(batch, sizes)
+        timing = DispatchTiming()
+        t0 = time.perf_counter()
+        for bo, arr in zip(bufset.bos, inputs, strict=False):
+            bo.write(np.ascontiguousarray(arr).view(np.uint8).reshape(-1), 0)
+            bo.sync(to_dev, int(arr.nbytes), 0)
+            moved["to_device"] += int(arr.nbytes)
+        t1 = time.perf_counter()
+        run = self.kernel(OPCODE_RUN, self.instr_bo, self.n_instr, *bufset.bos)
+        moved["dispatches"] += 1
+        state = run.wait(wait_ms)
+        t2 = time.perf_counter()
+        timing.write_sync_in, timing.run = t1 - t0, t2 - t1
+        if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
+            name = getattr(state, "name", str(state))
+            if name == "ERT_CMD_STATE_TIMEOUT":
+                raise NPUError(f"kernel run timed out after {wait_ms} ms ({name})")
+            raise NPUError(f"kernel run ended in state {name}")
+        out_bo = bufset.bos[-1]
+        out_bo.sync(from_dev, int(out_nbytes), 0)
+        moved["from_device"] += int(out_nbytes)
+        raw = out_bo.read(int(out_nbytes), 0)
+        timing.sync_read_out = time.perf_counter() - t2
+        return np.asarray(raw).view(np.uint8), timing
+
+
+# ----------------------------------------------------------------------- the backend
+
+
+class NPUAttention(AttentionBackend):
+    """Attention on the Ryzen AI NPU (or the simulated one), falling back to the CPU per call.
+
+    Constructing it never fails: without a usable NPU every call runs on the CPU and
+    the reason is logged once. One instance is shared per process (`get_backend`);
+    the device is used under one lock, quantization and the CPU fallback are not.
+    """
+
+    name = "npu"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._device_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._session: _Session | None = None
+        self._warned: set[str] = set()
+        self._consecutive_failures = 0
+        self._disabled: str | None = None
+        self.last_timing: DispatchTiming | None = None
+        self.timings: list[tuple[int | None, int, DispatchTiming]] = []
+        self.keep_timings = False
+        try:
+            self._max_failures = max_failures()
+            self._timeout_ms = timeout_ms()
+            self._xrt, self._xrt_where = load_xrt()
+        except ValueError as exc:  # a bad environment setting: say so, use the CPU
+            self._max_failures, self._timeout_ms = DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT_MS
+            self._xrt, self._xrt_where = None, str(exc)
+        self._unavailable: str | None = None
+        if self._xrt is None:
+            self._unavailable = self._xrt_where
+        else:
+            ok, reason = probe()
+            if not ok:
+                self._unavailable = reason
+            self._probe_reason = reason
+        if self._unavailable is not None:
+            logger.warning(
+                "NPU attention unavailable (%s); attention runs on the CPU.", self._unavailable
+            )
+
+    # -- public state -----------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self._unavailable is None and self._disabled is None
+
+    def state(self) -> dict[str, Any]:
+        """Live state for `info` and debugging (no device access)."""
+        session = self._session
+        return {
+            "xrt": self._xrt_where,
+            "unavailable": self._unavailable,
+            "disabled": self._disabled,
+            "consecutive_failures": self._consecutive_failures,
+            "max_failures": self._max_failures,
+            "timeout_ms": self._timeout_ms,
+            "session_open": session is not None,
+            "device_name": session.device_name if session else None,
+            "artifact": str(session.artifact.directory) if session else None,
+            "buffer_sets": sorted(session.buffers) if session else [],
+        }
+
+    # -- the attention call -----------------------------------------------------------
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layer: int | None = None
+    ) -> torch.Tensor:
+        if self._unavailable is not None:
+            return self._cpu(q, k, v, f"NPU unavailable: {self._unavailable}", warn=False)
+        if self._disabled is not None:
+            return self._cpu(q, k, v, self._disabled, warn=False)
+        try:
+            return self._npu(q, k, v, layer)
+        except NPUError as exc:
+            return self._failure(q, k, v, str(exc))
+        except Exception as exc:  # anything unexpected: the transcription must go on
+            return self._failure(q, k, v, f"unexpected {type(exc).__name__}: {exc}")
+
+    def _npu(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int | None
+    ) -> torch.Tensor:
+        from . import quantization
+
+        batch = int(q.shape[0])
+        packed = quantization.pack_layer(q, k, v)
+        inputs = [np.ascontiguousarray(a) for a in packed.inputs]
+        out_template = packed.output
+        layout = _layout(batch)
+        sizes = [int(a.nbytes) for a in inputs] + [int(out_template.nbytes)]
+        if sizes != [int(s.nbytes) for s in layout]:
+            raise NPUError(f"packed buffers {sizes} do not match the kernel layout")
+        with self._device_lock:
+            if self._disabled is not None:
+                return self._cpu(q, k, v, self._disabled, warn=False)
+            session = self._session
+            if session is None:
+                session = self._session = _Session.open(self._xrt)
+            if not session.supports_batch(batch):
+                raise NPUError(f"the kernel artifact has no build for batch {batch}")
+            moved = {"dispatches": 0, "to_device": 0, "from_device": 0}
+            try:
+                raw, timing = session.dispatch(
+                    inputs, int(out_template.nbytes), batch, self._timeout_ms, moved
+                )
+            except Exception:
+                # After a failed run the device may still write these buffers, or the
+                # context may be unusable: start from a fresh session next time.
+                self._session = None
+                raise
+            finally:
+                self.stats.add(
+                    dispatches=moved["dispatches"],
+                    bytes_to_device=moved["to_device"],
+                    bytes_from_device=moved["from_device"],
+                )
+            self.stats.add(layer_time=(layer, timing.total))
+        self.last_timing = timing
+        if self.keep_timings:
+            self.timings.append((layer, batch, timing))
+        if not raw.any() and bool(torch.any(v != 0)):
+            raise NPUError("kernel output is all zeros for non-zero input")
+        out_buffer = raw.view(out_template.dtype).reshape(out_template.shape).copy()
+        result = quantization.unpack_output(packed, out_buffer)
+        if not bool(torch.isfinite(result).all()):
+            raise NPUError("kernel output is not finite (NaN/inf)")
+        with self._state_lock:
+            self._consecutive_failures = 0
+        return result.to(dtype=q.dtype)
+
+    # -- fallback ---------------------------------------------------------------------
+
+    def _failure(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reason: str):
+        with self._state_lock:
+            self._consecutive_failures += 1
+            disable = self._disabled is None and self._consecutive_failures >= self._max_failures
+            if disable:
+                self._disabled = (
+                    f"NPU disabled after {self._consecutive_failures} consecutive failures"
+                )
+        result = self._cpu(q, k, v, reason, warn=True)
+        if disable:
+            with self._device_lock:
+                self._session = None
+            logger.warning(
+                "NPU attention disabled for this process after %d consecutive failures "
+                "(last: %s); attention runs on the CPU from now on.",
+                self._consecutive_failures,
+                reason,
+            )
+        return result
+
+    def _cpu(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reason: str, *, warn: bool
+    ) -> torch.Tensor:
+        if warn:
+            with self._state_lock:
+                first = reason not in self._warned
+                self._warned.add(reason)
+            if first:
+                logger.warning("NPU attention failed (%s); this call ran on the CPU.", reason)
+        self.stats.add(fallback_reason=reason)
+        return cpu_attention(q, k, v)

@@ -1,0 +1,57 @@
+"""Fixtures and helpers for the NPU runtime tests (simulated XRT device)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SPEECH = SHARED / "data" / "speech"
+
+_NPU_ENV = (
+    "AMANUENSIS_NPU_XRT",
+    "AMANUENSIS_NPU_SIM_FAULTS",
+    "AMANUENSIS_NPU_SIM_DEVICE",
+    "AMANUENSIS_NPU_ARTIFACTS",
+    "AMANUENSIS_NPU_CACHE_DIR",
+    "AMANUENSIS_NPU_MAX_FAILURES",
+    "AMANUENSIS_NPU_TIMEOUT_MS",
+)
+
+
+@pytest.fixture
+def no_npu_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean environment: no NPU settings, an empty private artifact cache."""
+    for name in _NPU_ENV:
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "npu-cache"
+    monkeypatch.setenv("AMANUENSIS_NPU_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def sim_env(no_npu_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The simulated XRT device, fault numbering restarted, a private artifact cache."""
+    from amanuensis_npu import xrt_sim
+
+    monkeypatch.setenv("AMANUENSIS_NPU_XRT", "sim")
+    xrt_sim.reset_counters()
+    yield no_npu_env
+    xrt_sim.reset_counters()
+
+
+def npu_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings the NPU backend logged (the one-warning-per-reason contract)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "NPU" in r.getMessage()
+    ]
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
