@@ -1,0 +1,108 @@
+"""Word error rate against reference transcripts, the way the accuracy targets are stated.
+
+References come as `<clip>.txt` (plain text) or `<clip>.stm` (speaker turns with
+times; only hypothesis words inside the STM's time span count, because the
+recording has unlabelled audio outside it). Both sides are normalised the same
+way before jiwer scores them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_PUNCT = re.compile(r"[^\w\s']|_")
+
+
+def normalize(text: str) -> str:
+    """Lower case, 'Mr.' spelled out, hyphens split, punctuation dropped, spaces collapsed."""
+    text = text.lower()
+    text = re.sub(r"\bmr\.?(?=\s|$)", "mister", text)
+    text = re.sub(r"\bmrs\.?(?=\s|$)", "missus", text)
+    text = text.replace("-", " ")
+    text = _PUNCT.sub(" ", text)
+    return " ".join(text.split())
+
+
+@dataclass
+class Reference:
+    """A reference transcript and, for STM files, the time span it covers."""
+
+    text: str
+    start: float | None = None
+    end: float | None = None
+
+
+def find_reference(audio: str | Path) -> Reference | None:
+    """The `.txt` or `.stm` next to an audio file, if there is one."""
+    audio = Path(audio)
+    txt = audio.with_suffix(".txt")
+    if txt.is_file():
+        return Reference(txt.read_text(encoding="utf-8").strip())
+    stm = audio.with_suffix(".stm")
+    if stm.is_file():
+        return read_stm(stm)
+    return None
+
+
+def read_stm(path: str | Path) -> Reference:
+    """Join an STM's turns; keep the span from the first start to the last end."""
+    words, starts, ends = [], [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or line.startswith(";;"):
+            continue
+        starts.append(float(parts[3]))
+        ends.append(float(parts[4]))
+        words.append(parts[5])
+    if not words:
+        raise ValueError(f"{path}: no STM turns")
+    return Reference(" ".join(words), min(starts), max(ends))
+
+
+def hypothesis_text(segments: list[Any], reference: Reference) -> str:
+    """The hypothesis words that fall inside the reference's span (all words for .txt).
+
+    With an STM, segments must carry word timestamps; a word counts when its
+    midpoint lies inside the span.
+    """
+    if reference.start is None or reference.end is None:
+        return " ".join(_text(s) for s in segments)
+    kept = []
+    for seg in segments:
+        words = seg.words if hasattr(seg, "words") else seg.get("words")
+        if not words:
+            raise ValueError("STM references need word timestamps (word_timestamps=True)")
+        for w in words:
+            if isinstance(w, dict):
+                start, end, word = w["start"], w["end"], w["word"]
+            else:
+                start, end, word = w.start, w.end, w.word
+            if reference.start <= (start + end) / 2 <= reference.end:
+                kept.append(word)
+    return "".join(kept)
+
+
+def _text(segment: Any) -> str:
+    return segment.text if hasattr(segment, "text") else segment["text"]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """WER of normalised texts (jiwer), 0.0 for an empty reference and hypothesis."""
+    import jiwer
+
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp))
+
+
+def word_counts(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(errors, reference words), for pooling WER over several clips."""
+    import jiwer
+
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, len(ref.split())

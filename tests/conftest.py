@@ -1,0 +1,64 @@
+"""Shared fixtures: real speech from ../shared/data/speech and models loaded once per session."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+
+# Every clip with its reference (None where the data set has none).
+CLIPS = sorted(SPEECH.glob("*/*.wav"))
+
+
+def reference_text(clip: Path) -> str | None:
+    txt = clip.with_suffix(".txt")
+    return txt.read_text().strip() if txt.exists() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the joined model out of the user's home only when asked (CI sets nothing)."""
+    if os.environ.get("AMANUENSIS_NPU_TEST_FRESH_CACHE"):
+        os.environ["AMANUENSIS_NPU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    assert SPEECH.is_dir(), f"shared speech data missing at {SPEECH}"
+    return SPEECH
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    from amanuensis_npu.model_store import resolve_model
+
+    return resolve_model("base")
+
+
+@pytest.fixture(scope="session")
+def windows() -> list[tuple[str, np.ndarray]]:
+    """Log-mel features of every 30 s window of every shared clip, as faster-whisper makes them."""
+    from faster_whisper import decode_audio
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    fe = FeatureExtractor(feature_size=80)
+    out = []
+    for clip in CLIPS:
+        audio = decode_audio(str(clip))
+        mel = fe(audio, padding=160 * 3000)
+        n_frames = mel.shape[-1] - 3000
+        for start in range(0, max(n_frames, 1), 3000):
+            out.append((f"{clip.parent.name}/{clip.name}@{start // 100}s", mel[:, start : start + 3000]))
+    assert len(out) >= 13
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _quiet_ctranslate2_logs() -> None:
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
