@@ -76,6 +76,10 @@ class NPUError(RuntimeError):
     """A failure of the NPU path; its message is the fallback reason users see."""
 
 
+class _Disabled(NPUError):
+    """Another thread disabled the device while this call waited for it."""
+
+
 # ----------------------------------------------------------------------- configuration
 
 
@@ -217,7 +221,7 @@ def _target_from_sysfs() -> str | None:
 
 @dataclass
 class Artifact:
-    """A checked kernel artifact set for one NPU generation."""
+    """A checked kernel artifact (xclbin + instructions + manifest) for one batch size."""
 
     directory: Path
     target: str
@@ -235,6 +239,53 @@ class Artifact:
     @property
     def kernel_name(self) -> str:
         return str(self.manifest.get("kernel_name", KERNEL_NAME))
+
+    @property
+    def batch(self) -> int | None:
+        """The batch size the instruction stream was built for; None if any batch works."""
+        if self.manifest.get("batch_generic"):
+            return None
+        return _manifest_batch(self.manifest)
+
+
+@dataclass
+class ArtifactSet:
+    """Every usable artifact for one device, by the batch size it was built for."""
+
+    target: str
+    simulated: bool
+    by_batch: dict[int, Artifact] = field(default_factory=dict)
+    generic: Artifact | None = None
+
+    def plan(self, batch: int) -> list[tuple[Artifact, int]]:
+        """How to cover `batch` items: one dispatch per layer if an artifact fits exactly.
+
+        Otherwise split greedily into the largest built batch sizes (each chunk is a
+        dispatch); an empty list means no combination covers it.
+        """
+        if self.generic is not None:
+            return [(self.generic, batch)]
+        if batch in self.by_batch:
+            return [(self.by_batch[batch], batch)]
+        sizes = sorted(self.by_batch, reverse=True)
+        chunks: list[tuple[Artifact, int]] = []
+        remaining = batch
+        while remaining:
+            fitting = [size for size in sizes if size <= remaining]
+            if not fitting:
+                return []
+            chunks.append((self.by_batch[fitting[0]], fitting[0]))
+            remaining -= fitting[0]
+        return chunks
+
+    def artifacts(self) -> list[Artifact]:
+        found = [self.generic] if self.generic else []
+        return found + [self.by_batch[b] for b in sorted(self.by_batch)]
+
+    def summary(self) -> str:
+        if self.generic is not None:
+            return f"{self.generic.directory} (any batch)"
+        return ", ".join(f"{a.directory} (batch {b})" for b, a in sorted(self.by_batch.items()))
 
 
 def _spec_version() -> str:
@@ -257,7 +308,13 @@ def _manifest_buffers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _manifest_batch(manifest: dict[str, Any]) -> int:
-    return int(manifest.get("batch", 1))
+    try:
+        batch = int(manifest.get("batch", 1))
+    except (TypeError, ValueError):
+        raise NPUError(f"manifest batch {manifest.get('batch')!r} is not an integer") from None
+    if batch < 1:
+        raise NPUError(f"manifest batch {batch} is not positive")
+    return batch
 
 
 def _manifest_hashes(manifest: dict[str, Any]) -> dict[str, str]:
@@ -276,7 +333,11 @@ def _sha256(path: Path) -> str:
 
 
 def check_artifact(directory: Path, target: str, simulated: bool) -> Artifact:
-    """Load and verify an artifact set; raises NPUError saying what does not match."""
+    """Load and verify an artifact; raises NPUError saying what does not match.
+
+    Checked: simulated vs real, target device, SPEC version, buffer order and byte
+    sizes against `quantization.buffer_layout`, and the sha256 of both files.
+    """
     manifest_path = directory / MANIFEST_FILE
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -291,7 +352,7 @@ def check_artifact(directory: Path, target: str, simulated: bool) -> Artifact:
         kind = "a simulated" if art.simulated else "a hardware"
         want = "the simulated XRT" if simulated else "real XRT"
         raise NPUError(f"{directory} holds {kind} artifact, unusable with {want}")
-    found_target = str(manifest.get("target", manifest.get("device", "")))
+    found_target = str(manifest.get("target", ""))
     if found_target != target:
         raise NPUError(f"{directory} is built for {found_target or '?'}, the device is {target}")
     spec = str(manifest.get("spec_version", ""))
@@ -329,22 +390,46 @@ def _check_layout(manifest: dict[str, Any], directory: Path) -> None:
             )
 
 
-def find_artifact(target: str, simulated: bool) -> Artifact:
-    """The first valid artifact set for `target`; raises NPUError listing what was rejected."""
+def _candidate_dirs(root: Path, subdir: str) -> list[Path]:
+    """`root/<target>/`, its per-batch `b<N>/` folders, and `root` itself (a set given directly)."""
+    out: list[Path] = []
+    for base in (root / subdir, root):
+        if not base.is_dir():
+            continue
+        out.append(base)
+        out.extend(sorted(p for p in base.glob("b*") if p.is_dir()))
+    return [p for p in out if (p / MANIFEST_FILE).is_file()]
+
+
+def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
+    """All valid artifacts for `target`; earlier roots win per batch size.
+
+    Raises NPUError listing what was rejected and where it looked when none is usable.
+    In simulation a simulated set is generated in the cache if none exists.
+    """
     subdir = f"{target}-sim" if simulated else target
+    found = ArtifactSet(target, simulated)
     rejected: list[str] = []
     seen: set[Path] = set()
     for root in artifact_roots():
-        for candidate in (root / subdir, root):
-            if candidate in seen or not (candidate / MANIFEST_FILE).is_file():
+        for candidate in _candidate_dirs(root, subdir):
+            if candidate in seen:
                 continue
             seen.add(candidate)
             try:
-                return check_artifact(candidate, target, simulated)
+                art = check_artifact(candidate, target, simulated)
             except NPUError as exc:
                 rejected.append(str(exc))
+                continue
+            if art.batch is None:
+                found.generic = found.generic or art
+            else:
+                found.by_batch.setdefault(art.batch, art)
+    if found.generic is not None or found.by_batch:
+        return found
     if simulated:
-        return _generate_simulated_artifact(target, rejected)
+        found.generic = _generate_simulated_artifact(target)
+        return found
     if rejected:
         raise NPUError("no usable kernel artifact: " + "; ".join(rejected))
     where = ", ".join(str(r / subdir) for r in artifact_roots())
@@ -354,7 +439,7 @@ def find_artifact(target: str, simulated: bool) -> Artifact:
 _gen_lock = threading.Lock()
 
 
-def _generate_simulated_artifact(target: str, rejected: list[str]) -> Artifact:
+def _generate_simulated_artifact(target: str) -> Artifact:
     """Write a simulated artifact set into the cache (the sim needs files it can load)."""
     from . import xrt_sim
 
@@ -363,7 +448,7 @@ def _generate_simulated_artifact(target: str, rejected: list[str]) -> Artifact:
         try:
             return check_artifact(directory, target, True)
         except NPUError:
-            pass
+            pass  # absent or stale (e.g. after a SPEC change): write a fresh one
         directory.mkdir(parents=True, exist_ok=True)
         batch = 1
         layout = _layout(batch)
@@ -381,24 +466,30 @@ def _generate_simulated_artifact(target: str, rejected: list[str]) -> Artifact:
         )
         n_words = xrt_sim.write_simulated_insts(tmp / INSTS_FILE, u, len(layout))
         manifest = {
+            "schema": 1,
             "simulated": True,
             "note": "generated by amanuensis_npu for the simulated XRT device; not an NPU build",
             "target": target,
+            "device": f"{target} (simulated)",
             "spec_version": _spec_version(),
             "kernel_name": KERNEL_NAME,
             "batch": batch,
             "batch_generic": True,
+            "xclbin": XCLBIN_FILE,
+            "insts": INSTS_FILE,
+            "insts_words": n_words,
             "buffers": [
                 {
+                    "index": i,
+                    "group_id": FIRST_DATA_ARG + i,
                     "name": s.name,
                     "dtype": str(np.dtype(s.dtype)),
-                    "shape": list(s.shape),
+                    "shape": [int(d) for d in s.shape],
                     "nbytes": int(s.nbytes),
                     "direction": s.direction,
                 }
-                for s in layout
+                for i, s in enumerate(layout)
             ],
-            "insts_words": n_words,
             "sha256": {
                 XCLBIN_FILE: _sha256(tmp / XCLBIN_FILE),
                 INSTS_FILE: _sha256(tmp / INSTS_FILE),
@@ -408,7 +499,7 @@ def _generate_simulated_artifact(target: str, rejected: list[str]) -> Artifact:
         for name in (XCLBIN_FILE, INSTS_FILE, MANIFEST_FILE):
             os.replace(tmp / name, directory / name)
         tmp.rmdir()
-        logger.info("Generated a simulated NPU artifact set in %s", directory)
+        logger.info("Generated a SIMULATED NPU artifact set in %s", directory)
         return check_artifact(directory, target, True)
 
 
@@ -443,7 +534,11 @@ def _probe_target(xrt: ModuleType) -> tuple[str | None, str]:
 
 
 def probe() -> tuple[bool, str]:
-    """Whether the NPU backend can run here, and why (not); cheap, never raises."""
+    """Whether the NPU backend can run here, and why (not); cheap, never raises.
+
+    Does not open the device: it checks pyxrt, the device node, the NPU generation
+    (PCI id, or the simulated device's setting) and the kernel artifacts.
+    """
     try:
         xrt, where = load_xrt()
         if xrt is None:
@@ -451,22 +546,30 @@ def probe() -> tuple[bool, str]:
         target, detail = _probe_target(xrt)
         if target is None:
             return False, detail
-        art = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
-        sim = " (SIMULATED device and artifact, no NPU hardware)" if art.simulated else ""
-        return True, f"{target} NPU at {detail} with kernel artifact {art.directory}{sim}"
+        arts = find_artifacts(target, bool(getattr(xrt, "SIMULATED", False)))
+        if arts.simulated:
+            return True, (
+                f"SIMULATED {target} device (AMANUENSIS_NPU_XRT=sim, no NPU hardware) with "
+                f"simulated kernel artifact {arts.summary()}"
+            )
+        return True, f"{target} NPU at {detail} with kernel artifact {arts.summary()}"
     except Exception as exc:  # probe must never raise
         return False, str(exc) or type(exc).__name__
 
 
 def describe() -> dict[str, Any]:
-    """Everything `amanuensis-npu info` shows about XRT, the device and the artifact."""
+    """Everything `amanuensis-npu info` shows about XRT, the device and the artifact.
+
+    Opens the device to read its name (harmless, and what users need to see when
+    detection goes wrong); never raises.
+    """
     info: dict[str, Any] = {
         "xrt_mode": None,
         "xrt": None,
         "device_nodes": device_nodes(),
         "device_name": None,
         "target": None,
-        "artifact": None,
+        "artifacts": [],
         "artifact_search_path": [str(r) for r in artifact_roots()],
         "available": False,
         "reason": "",
@@ -482,14 +585,11 @@ def describe() -> dict[str, Any]:
     except ValueError as exc:
         info["reason"] = str(exc)
         return info
-    xrt, where = load_xrt()
-    info["xrt"] = where
-    available, reason = probe()
-    info["available"], info["reason"] = available, reason
+    info["available"], info["reason"] = probe()
+    xrt, info["xrt"] = load_xrt()
     if xrt is not None:
         try:
-            dev = xrt.device(0)
-            name = dev.get_info(xrt.xrt_info_device.name)
+            name = xrt.device(0).get_info(xrt.xrt_info_device.name)
             info["device_name"] = name
             info["target"] = target_from_name(name)
         except Exception as exc:
@@ -497,14 +597,18 @@ def describe() -> dict[str, Any]:
         target = info["target"] or _probe_target(xrt)[0]
         if target is not None:
             try:
-                art = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
-                info["artifact"] = {
-                    "directory": str(art.directory),
-                    "simulated": art.simulated,
-                    "spec_version": art.manifest.get("spec_version"),
-                    "target": art.target,
-                    "sha256": _manifest_hashes(art.manifest),
-                }
+                arts = find_artifacts(target, bool(getattr(xrt, "SIMULATED", False)))
+                info["artifacts"] = [
+                    {
+                        "directory": str(a.directory),
+                        "batch": a.batch if a.batch is not None else "any",
+                        "simulated": a.simulated,
+                        "spec_version": a.manifest.get("spec_version"),
+                        "target": a.target,
+                        "sha256": _manifest_hashes(a.manifest),
+                    }
+                    for a in arts.artifacts()
+                ]
             except Exception as exc:
                 info["artifact_error"] = str(exc)
     from .attention import _SINGLETONS
@@ -519,111 +623,103 @@ def describe() -> dict[str, Any]:
 
 
 @dataclass
-class _BufferSet:
-    bos: list[Any]
-    nbytes: list[int]
-
-
-@dataclass
 class DispatchTiming:
-    """Host-side wall time of one dispatch's phases (seconds)."""
+    """Host-side wall time of one dispatch's phases (seconds), for the latency benchmark."""
 
-    write_sync_in: float = 0.0
-    run: float = 0.0
-    sync_read_out: float = 0.0
+    write_sync_in: float = 0.0  # bo.write + sync TO_DEVICE of every input
+    launch: float = 0.0  # the kernel call (command submission)
+    wait: float = 0.0  # run.wait until the state comes back
+    sync_read_out: float = 0.0  # sync FROM_DEVICE + bo.read of the output
 
     @property
     def total(self) -> float:
-        return self.write_sync_in + self.run + self.sync_read_out
+        return self.write_sync_in + self.launch + self.wait + self.sync_read_out
 
 
 @dataclass
-class _Session:
-    """An open device with the kernel loaded; used only under NPUAttention's lock."""
+class _Loaded:
+    """One artifact registered on the device: context, kernel, instructions, buffers."""
 
-    xrt: ModuleType
-    device: Any
-    device_name: str
-    target: str
     artifact: Artifact
-    kernel: Any
-    context: Any
     xclbin: Any
+    context: Any
+    kernel: Any
     instr_bo: Any
     n_instr: int
     max_data_args: int
-    buffers: dict[int, _BufferSet] = field(default_factory=dict)
+    buffers: dict[int, list[Any]] = field(default_factory=dict)
 
-    @classmethod
-    def open(cls, xrt: ModuleType) -> _Session:
+
+class _Session:
+    """An open device; only used under NPUAttention's device lock."""
+
+    def __init__(self, xrt: ModuleType) -> None:
+        self.xrt = xrt
         try:
-            device = xrt.device(0)
+            self.device = xrt.device(0)
+            self.device_name = str(self.device.get_info(xrt.xrt_info_device.name))
         except Exception as exc:
             raise NPUError(f"could not open NPU device 0: {exc}") from None
-        name = device.get_info(xrt.xrt_info_device.name)
-        target = target_from_name(name)
+        target = target_from_name(self.device_name)
         if target is None:
-            raise NPUError(f"device {name!r} is not a supported Ryzen AI NPU (npu1/npu2)")
-        artifact = find_artifact(target, bool(getattr(xrt, "SIMULATED", False)))
+            raise NPUError(f"device {self.device_name!r} is not a supported NPU (npu1/npu2)")
+        self.target = target
+        self.artifacts = find_artifacts(target, bool(getattr(xrt, "SIMULATED", False)))
+        self.loaded: dict[Path, _Loaded] = {}
+
+    def load(self, artifact: Artifact) -> _Loaded:
+        """Register the xclbin, create context and kernel, upload the instructions (once)."""
+        found = self.loaded.get(artifact.directory)
+        if found is not None:
+            return found
+        xrt = self.xrt
         try:
             xclbin = xrt.xclbin(str(artifact.xclbin))
             kernels = [k for k in xclbin.get_kernels() if k.get_name() == artifact.kernel_name]
             if not kernels:
                 raise NPUError(f"{artifact.xclbin} has no kernel {artifact.kernel_name!r}")
             max_data_args = kernels[0].get_num_args() - FIRST_DATA_ARG
-            device.register_xclbin(xclbin)
-            context = xrt.hw_context(device, xclbin.get_uuid())
+            n_buffers = len(_manifest_buffers(artifact.manifest))
+            if n_buffers > max_data_args:
+                raise NPUError(
+                    f"{artifact.kernel_name} takes {max_data_args} data buffers, "
+                    f"the layout has {n_buffers}"
+                )
+            self.device.register_xclbin(xclbin)
+            context = xrt.hw_context(self.device, xclbin.get_uuid())
             kernel = xrt.kernel(context, artifact.kernel_name)
             insts = read_insts(artifact.insts)
-            instr_bo = xrt.bo(device, insts.nbytes, xrt.bo.cacheable, kernel.group_id(INSTR_GROUP))
+            instr_bo = xrt.bo(self.device, insts.nbytes, xrt.bo.cacheable, kernel.group_id(1))
             instr_bo.write(insts, 0)
             instr_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, insts.nbytes, 0)
         except NPUError:
             raise
         except Exception as exc:
             raise NPUError(f"loading {artifact.xclbin} failed: {exc}") from None
-        n_buffers = len(_manifest_buffers(artifact.manifest))
-        if n_buffers > max_data_args:
-            raise NPUError(
-                f"the kernel takes {max_data_args} data buffers, the layout has {n_buffers}"
-            )
-        return cls(
-            xrt,
-            device,
-            name,
-            target,
-            artifact,
-            kernel,
-            context,
-            xclbin,
-            instr_bo,
-            int(insts.size),
-            max_data_args,
+        loaded = _Loaded(
+            artifact, xclbin, context, kernel, instr_bo, int(insts.size), max_data_args
         )
+        self.loaded[artifact.directory] = loaded
+        return loaded
 
-    def supports_batch(self, batch: int) -> bool:
-        manifest = self.artifact.manifest
-        if manifest.get("batch_generic"):
-            return True
-        return batch == _manifest_batch(manifest)
-
-    def buffers_for(self, batch: int, sizes: list[int]) -> _BufferSet:
-        found = self.buffers.get(batch)
-        if found is not None and found.nbytes == sizes:
-            return found
-        if len(self.buffers) >= _BO_CACHE_SHAPES:
-            self.buffers.pop(next(iter(self.buffers)))
+    def buffers_for(self, loaded: _Loaded, batch: int, sizes: list[int]) -> list[Any]:
+        """Buffer objects for this batch size, allocated once and reused."""
+        bos = loaded.buffers.get(batch)
+        if bos is not None and [b.size() for b in bos] == sizes:
+            return bos
+        if len(loaded.buffers) >= _BO_CACHE_SHAPES:
+            loaded.buffers.pop(next(iter(loaded.buffers)))
+        xrt = self.xrt
         bos = [
-            self.xrt.bo(
-                self.device, n, self.xrt.bo.host_only, self.kernel.group_id(FIRST_DATA_ARG + i)
-            )
+            xrt.bo(self.device, n, xrt.bo.host_only, loaded.kernel.group_id(FIRST_DATA_ARG + i))
             for i, n in enumerate(sizes)
         ]
-        self.buffers[batch] = _BufferSet(bos, list(sizes))
-        return self.buffers[batch]
+        loaded.buffers[batch] = bos
+        return bos
 
     def dispatch(
         self,
+        loaded: _Loaded,
         inputs: list[np.ndarray],
         out_nbytes: int,
         batch: int,
@@ -632,37 +728,37 @@ class _Session:
     ) -> tuple[np.ndarray, DispatchTiming]:
         """Run one layer: write+sync inputs, launch, wait, sync+read output (raw bytes).
 
-        `moved` is filled as data really moves, so that the caller counts what
-        happened even when a step fails.
+        `moved` is filled as data really moves, so the caller counts what happened
+        even when a step fails.
         """
         xrt = self.xrt
         to_dev = xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
         from_dev = xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE
-        sizes = [int(a.nbytes) for a in inputs] + [int(out_nbytes)]
-        bufset = self.buffers_for(batch, sizes)
+        bos = self.buffers_for(loaded, batch, [int(a.nbytes) for a in inputs] + [out_nbytes])
         timing = DispatchTiming()
         t0 = time.perf_counter()
-        for bo, arr in zip(bufset.bos, inputs, strict=False):
-            bo.write(np.ascontiguousarray(arr).view(np.uint8).reshape(-1), 0)
+        for bo, arr in zip(bos, inputs, strict=False):
+            bo.write(arr.reshape(-1).view(np.uint8), 0)
             bo.sync(to_dev, int(arr.nbytes), 0)
             moved["to_device"] += int(arr.nbytes)
         t1 = time.perf_counter()
-        run = self.kernel(OPCODE_RUN, self.instr_bo, self.n_instr, *bufset.bos)
+        run = loaded.kernel(OPCODE_RUN, loaded.instr_bo, loaded.n_instr, *bos)
         moved["dispatches"] += 1
-        state = run.wait(wait_ms)
         t2 = time.perf_counter()
-        timing.write_sync_in, timing.run = t1 - t0, t2 - t1
+        state = run.wait(wait_ms)
+        t3 = time.perf_counter()
+        timing.write_sync_in, timing.launch, timing.wait = t1 - t0, t2 - t1, t3 - t2
         if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
             name = getattr(state, "name", str(state))
             if name == "ERT_CMD_STATE_TIMEOUT":
                 raise NPUError(f"kernel run timed out after {wait_ms} ms ({name})")
             raise NPUError(f"kernel run ended in state {name}")
-        out_bo = bufset.bos[-1]
-        out_bo.sync(from_dev, int(out_nbytes), 0)
-        moved["from_device"] += int(out_nbytes)
-        raw = out_bo.read(int(out_nbytes), 0)
-        timing.sync_read_out = time.perf_counter() - t2
-        return np.asarray(raw).view(np.uint8), timing
+        out_bo = bos[-1]
+        out_bo.sync(from_dev, out_nbytes, 0)
+        moved["from_device"] += out_nbytes
+        raw = np.asarray(out_bo.read(out_nbytes, 0)).view(np.uint8)
+        timing.sync_read_out = time.perf_counter() - t3
+        return raw, timing
 
 
 # ----------------------------------------------------------------------- the backend
@@ -686,9 +782,8 @@ class NPUAttention(AttentionBackend):
         self._warned: set[str] = set()
         self._consecutive_failures = 0
         self._disabled: str | None = None
-        self.last_timing: DispatchTiming | None = None
-        self.timings: list[tuple[int | None, int, DispatchTiming]] = []
         self.keep_timings = False
+        self.timings: list[tuple[int | None, int, DispatchTiming]] = []
         try:
             self._max_failures = max_failures()
             self._timeout_ms = timeout_ms()
@@ -703,7 +798,8 @@ class NPUAttention(AttentionBackend):
             ok, reason = probe()
             if not ok:
                 self._unavailable = reason
-            self._probe_reason = reason
+            else:
+                logger.info("NPU attention: %s", reason)
         if self._unavailable is not None:
             logger.warning(
                 "NPU attention unavailable (%s); attention runs on the CPU.", self._unavailable
@@ -713,6 +809,7 @@ class NPUAttention(AttentionBackend):
 
     @property
     def available(self) -> bool:
+        """False when there is no usable NPU or it was disabled after repeated failures."""
         return self._unavailable is None and self._disabled is None
 
     def state(self) -> dict[str, Any]:
@@ -727,8 +824,7 @@ class NPUAttention(AttentionBackend):
             "timeout_ms": self._timeout_ms,
             "session_open": session is not None,
             "device_name": session.device_name if session else None,
-            "artifact": str(session.artifact.directory) if session else None,
-            "buffer_sets": sorted(session.buffers) if session else [],
+            "loaded_artifacts": [str(d) for d in session.loaded] if session else [],
         }
 
     # -- the attention call -----------------------------------------------------------
@@ -742,6 +838,8 @@ class NPUAttention(AttentionBackend):
             return self._cpu(q, k, v, self._disabled, warn=False)
         try:
             return self._npu(q, k, v, layer)
+        except _Disabled as exc:
+            return self._cpu(q, k, v, str(exc), warn=False)
         except NPUError as exc:
             return self._failure(q, k, v, str(exc))
         except Exception as exc:  # anything unexpected: the transcription must go on
@@ -750,28 +848,55 @@ class NPUAttention(AttentionBackend):
     def _npu(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int | None
     ) -> torch.Tensor:
+        batch = int(q.shape[0])
+        with self._device_lock:
+            if self._session is None:
+                self._session = _Session(self._xrt)
+            plan = self._session.artifacts.plan(batch)
+        if not plan:
+            raise NPUError(
+                f"no kernel artifact covers batch {batch} "
+                f"(built: {self._session.artifacts.summary()})"
+            )
+        outs = []
+        start = 0
+        for artifact, size in plan:
+            sl = slice(start, start + size)
+            outs.append(self._dispatch(artifact, q[sl], k[sl], v[sl], size, layer))
+            start += size
+        with self._state_lock:
+            self._consecutive_failures = 0
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def _dispatch(
+        self,
+        artifact: Artifact,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        batch: int,
+        layer: int | None,
+    ) -> torch.Tensor:
         from . import quantization
 
-        batch = int(q.shape[0])
-        packed = quantization.pack_layer(q, k, v)
+        packed = quantization.pack_layer(q, k, v)  # outside the lock: other threads may dispatch
         inputs = [np.ascontiguousarray(a) for a in packed.inputs]
-        out_template = packed.output
-        layout = _layout(batch)
-        sizes = [int(a.nbytes) for a in inputs] + [int(out_template.nbytes)]
-        if sizes != [int(s.nbytes) for s in layout]:
-            raise NPUError(f"packed buffers {sizes} do not match the kernel layout")
+        template = packed.output
+        sizes = [int(a.nbytes) for a in inputs] + [int(template.nbytes)]
+        expected = [int(spec.nbytes) for spec in _layout(batch)]
+        if sizes != expected:
+            raise NPUError(f"packed buffers {sizes} do not match the kernel layout {expected}")
+        moved = {"dispatches": 0, "to_device": 0, "from_device": 0}
         with self._device_lock:
             if self._disabled is not None:
-                return self._cpu(q, k, v, self._disabled, warn=False)
+                raise _Disabled(self._disabled)
+            if self._session is None:
+                self._session = _Session(self._xrt)
             session = self._session
-            if session is None:
-                session = self._session = _Session.open(self._xrt)
-            if not session.supports_batch(batch):
-                raise NPUError(f"the kernel artifact has no build for batch {batch}")
-            moved = {"dispatches": 0, "to_device": 0, "from_device": 0}
             try:
+                loaded = session.load(artifact)
                 raw, timing = session.dispatch(
-                    inputs, int(out_template.nbytes), batch, self._timeout_ms, moved
+                    loaded, inputs, int(template.nbytes), batch, self._timeout_ms, moved
                 )
             except Exception:
                 # After a failed run the device may still write these buffers, or the
@@ -784,23 +909,22 @@ class NPUAttention(AttentionBackend):
                     bytes_to_device=moved["to_device"],
                     bytes_from_device=moved["from_device"],
                 )
-            self.stats.add(layer_time=(layer, timing.total))
-        self.last_timing = timing
+        self.stats.add(layer_time=(layer, timing.total))
         if self.keep_timings:
             self.timings.append((layer, batch, timing))
         if not raw.any() and bool(torch.any(v != 0)):
             raise NPUError("kernel output is all zeros for non-zero input")
-        out_buffer = raw.view(out_template.dtype).reshape(out_template.shape).copy()
+        out_buffer = raw.view(template.dtype).reshape(template.shape).copy()
         result = quantization.unpack_output(packed, out_buffer)
         if not bool(torch.isfinite(result).all()):
             raise NPUError("kernel output is not finite (NaN/inf)")
-        with self._state_lock:
-            self._consecutive_failures = 0
         return result.to(dtype=q.dtype)
 
     # -- fallback ---------------------------------------------------------------------
 
-    def _failure(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reason: str):
+    def _failure(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reason: str
+    ) -> torch.Tensor:
         with self._state_lock:
             self._consecutive_failures += 1
             disable = self._disabled is None and self._consecutive_failures >= self._max_failures
@@ -815,7 +939,7 @@ class NPUAttention(AttentionBackend):
             logger.warning(
                 "NPU attention disabled for this process after %d consecutive failures "
                 "(last: %s); attention runs on the CPU from now on.",
-                self._consecutive_failures,
+                self._max_failures,
                 reason,
             )
         return result
