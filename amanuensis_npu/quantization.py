@@ -1,0 +1,211 @@
+"""Quantize/dequantize adapters between float attention and the NPU kernel's buffers.
+
+`kernels/attention/SPEC.md` is the contract; section numbers below refer to it. The
+same functions serve the NPU runtime and the emulator, so both see identical integer
+inputs and dequantize identically:
+
+- `pack_layer(q, k, v)`: float32 `[B, H, T, 64]` -> the kernel's five host buffers
+  (`q`, `k`, `v`, `rowp` inputs and a zeroed `out`), plus the per-channel float metadata
+  that dequantization needs (it never goes to the device).
+- `unpack_output(packed, out)`: the kernel's int16 output -> float32 `[B, H, T, 64]`.
+- `buffer_layout(batch)`: name, dtype, shape, bytes and direction of every buffer, in
+  the runtime sequence's argument order; the manifest and the XRT runtime use it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SPEC_VERSION = 1
+
+HEAD_DIM = 64
+HEADS = 8
+FRAMES = 1500
+KEY_TILE = 64
+HEADER_WORDS = 16
+
+FRAC_BITS = 12  # Q12 base-2 exponent
+P_BITS = 13  # p = 1.0 is 8192
+P_ONE = 1 << P_BITS
+T_ZERO = 14 << FRAC_BITS  # exponents at or past this give p = 0
+# Nats per score unit -> Q12 log2 units, with the 1/sqrt(64) = 1/8 score scale folded in.
+SCORE_SCALE = 1.0 / math.sqrt(HEAD_DIM)
+K2 = float(1 << FRAC_BITS) * math.log2(math.e) * SCORE_SCALE
+MULT_MAX = 1000
+SH_MAX = 30
+OUT_FRAC = 256  # out16 is in units of sv / 256
+
+
+def padded_frames(frames: int) -> int:
+    """Frames rounded up to whole key tiles (1500 -> 1536)."""
+    return KEY_TILE * -(-int(frames) // KEY_TILE)
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """One kernel buffer: `name`, numpy `dtype` string, `shape`, `nbytes`, `direction`."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    direction: str  # "in" or "out"
+
+
+def buffer_layout(
+    batch: int, frames: int = FRAMES, heads: int = HEADS
+) -> list[BufferSpec]:
+    """The kernel's buffers in argument order (inputs, then the output); SPEC.md §2."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    tp = padded_frames(frames)
+    rows = (batch, heads, tp, HEAD_DIM)
+    specs = [
+        ("q", "int8", rows, "in"),
+        ("k", "int8", rows, "in"),
+        ("v", "int8", rows, "in"),
+        ("rowp", "int32", (batch, heads, HEADER_WORDS + tp), "in"),
+        ("out", "int16", rows, "out"),
+    ]
+    return [
+        BufferSpec(name, dtype, tuple(shape), int(np.prod(shape)) * np.dtype(dtype).itemsize, d)
+        for name, dtype, shape, d in specs
+    ]
+
+
+@dataclass
+class PackedLayer:
+    """The kernel buffers for one layer and what the host needs to dequantize.
+
+    `inputs` are C-contiguous numpy arrays in argument order (`q`, `k`, `v`, `rowp`);
+    `output` is a zeroed int16 buffer of the output's shape. `sv` and `vmu` are the
+    per-channel V scale and mean, float32 `[B, H, 64]`.
+    """
+
+    inputs: list[np.ndarray]
+    output: np.ndarray
+    sv: torch.Tensor
+    vmu: torch.Tensor
+    frames: int
+
+    @property
+    def batch(self) -> int:
+        return int(self.output.shape[0])
+
+    @property
+    def buffers(self) -> list[np.ndarray]:
+        """Inputs then output, the order `HostKernel.run_layer` and the NPU take."""
+        return [*self.inputs, self.output]
+
+
+def _abs_max(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x.abs().amax(dim=dim)
+
+
+def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean over frames, the smoothed tensor and its per-channel scale (§3.1, §3.4)."""
+    mu = x.mean(dim=2, keepdim=True)
+    xs = x - mu
+    amax = _abs_max(xs, dim=2).unsqueeze(2)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return mu, xs, scale
+
+
+def _to_int8(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x).clamp_(-127, 127).to(torch.int8)
+
+
+def row_multipliers(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row `(mult, sh)` on the SPEC §3.2 grid, from `a = max_d |qf|` (float32).
+
+    Returns int64 tensors; rows with `a == 0` get `mult = 0, sh = 0`.
+    """
+    cmin = amax.to(torch.float64) * (K2 / 127.0)
+    mant, exp = torch.frexp(cmin)  # cmin = mant * 2^exp, mant in [0.5, 1)
+    f = mant * 2.0  # cmin = f * 2^E with f in [1, 2), E = exp - 1
+    big_e = exp.to(torch.int64) - 1
+    mult = torch.ceil(f * 4.0).to(torch.int64)
+    wrap = mult == 8
+    mult = torch.where(wrap, torch.full_like(mult, 4), mult)
+    big_e = big_e + wrap.to(torch.int64)
+    sh = 2 - big_e
+    tiny = sh > SH_MAX
+    mult = torch.where(tiny, torch.full_like(mult, 4), mult)
+    sh = torch.where(tiny, torch.full_like(sh, SH_MAX), sh)
+    large = cmin > 7.0
+    mult = torch.where(
+        large, torch.ceil(cmin).clamp(max=MULT_MAX).to(torch.int64), mult
+    )
+    sh = torch.where(large, torch.zeros_like(sh), sh)
+    zero = cmin <= 0
+    mult = torch.where(zero, torch.zeros_like(mult), mult)
+    sh = torch.where(zero, torch.zeros_like(sh), sh)
+    return mult, sh
+
+
+def pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLayer:
+    """Float32 `[B, H, T, 64]` Q, K, V -> the kernel's buffers (SPEC.md §2-§3)."""
+    if q.shape != k.shape or q.shape != v.shape or q.dim() != 4 or q.shape[-1] != HEAD_DIM:
+        raise ValueError(
+            f"expected q, k, v of one shape [batch, heads, frames, {HEAD_DIM}], got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    batch, heads, frames, _ = q.shape
+    if frames < 1:
+        raise ValueError("attention needs at least one frame")
+    q = q.detach().to(device="cpu", dtype=torch.float32)
+    k = k.detach().to(device="cpu", dtype=torch.float32)
+    v = v.detach().to(device="cpu", dtype=torch.float32)
+    tp = padded_frames(frames)
+    specs = buffer_layout(batch, frames, heads)
+    bufs = [np.zeros(s.shape, dtype=s.dtype) for s in specs]
+    qb, kb, vb, rowp, out = (torch.from_numpy(b) for b in bufs)
+
+    # K: smoothing, per-channel scale (§3.1).
+    _, ks, sk = _per_channel(k)
+    kb[:, :, :frames] = _to_int8(ks / sk)
+    # Q: fold the K channel scale, per-row scale on the exponent grid (§3.2).
+    qf = q * sk
+    mult, sh = row_multipliers(_abs_max(qf, dim=3))
+    c = mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))
+    inv = torch.where(mult > 0, K2 / torch.where(mult > 0, c, torch.ones_like(c)), 0.0)
+    qb[:, :, :frames] = _to_int8(qf * inv.to(torch.float32).unsqueeze(-1))
+    # rowp: header and per-row words (§2, §3.3).
+    rowp[:, :, 0] = SPEC_VERSION
+    rowp[:, :, 1] = frames
+    rowp[:, :, 2] = tp
+    rowp[:, :, HEADER_WORDS : HEADER_WORDS + frames] = (mult | (sh << 16)).to(torch.int32)
+    # V: smoothing, per-channel scale (§3.4).
+    vmu, vs, sv = _per_channel(v)
+    vb[:, :, :frames] = _to_int8(vs / sv)
+    del out
+    return PackedLayer(
+        inputs=bufs[:4],
+        output=bufs[4],
+        sv=sv.squeeze(2).contiguous(),
+        vmu=vmu.squeeze(2).contiguous(),
+        frames=int(frames),
+    )
+
+
+def unpack_output(packed: PackedLayer, out_buffer: np.ndarray) -> torch.Tensor:
+    """The kernel's int16 output -> float32 `[B, H, T, 64]` (SPEC.md §5, dequantization)."""
+    expected = packed.output.shape
+    out = np.asarray(out_buffer)
+    if out.dtype != np.int16:
+        raise TypeError(f"kernel output must be int16, got {out.dtype}")
+    if out.shape != expected:
+        out = out.reshape(expected)
+    raw = torch.from_numpy(np.ascontiguousarray(out[:, :, : packed.frames]))
+    scale = (packed.sv / OUT_FRAC).unsqueeze(2)
+    return raw.to(torch.float32) * scale + packed.vmu.unsqueeze(2)
+
+
+def decode_rowp(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row `(mult, sh)` from `rowp` words (without the header)."""
+    w = np.asarray(words).astype(np.int64)
+    return w & 0xFFFF, (w >> 16) & 0xFF
