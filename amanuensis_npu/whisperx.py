@@ -91,7 +91,7 @@ def claims_device(device: Any) -> bool:
     """
     if not isinstance(device, str):
         return False
-    name = device.strip().lower()
+    name = device.strip()
     if name == AMD_NPU:
         return True
     if name != "npu":
@@ -198,7 +198,7 @@ def load_model(
     "default" means float32 (the decoder is on the CPU), and the VAD runs on
     the CPU. Any other device is passed to stock whisperx unchanged.
     """
-    name = device.strip().lower() if isinstance(device, str) else device
+    name = device.strip() if isinstance(device, str) else device
     ours = name == AMD_NPU or name == "npu"
     if name == "npu" and torch_npu_present():
         logger.warning(
@@ -361,9 +361,10 @@ def _align_help(name: str, language: str, model_dir: str | None, cause: BaseExce
         bundle = torchaudio.pipelines.__dict__[name]
         filename = os.path.basename(getattr(bundle, "_path", "") or f"{name}.pth")
         where = _torch_hub_checkpoints(model_dir) / filename
+        url = f"https://download.pytorch.org/torchaudio/models/{getattr(bundle, '_path', '')}"
         return (
             f"alignment model {name} (torchaudio, language '{language}') is not available "
-            f"offline ({why}). Copy its checkpoint {filename} to {where} "
+            f"offline ({why}). Download {url} where there is network and copy it to {where} "
             "(or pass --model_dir DIR containing it), or run with --no_align"
         )
     return (
