@@ -737,15 +737,24 @@ class _Session:
         bos = self.buffers_for(loaded, batch, [int(a.nbytes) for a in inputs] + [out_nbytes])
         timing = DispatchTiming()
         t0 = time.perf_counter()
-        for bo, arr in zip(bos, inputs, strict=False):
-            bo.write(arr.reshape(-1).view(np.uint8), 0)
-            bo.sync(to_dev, int(arr.nbytes), 0)
-            moved["to_device"] += int(arr.nbytes)
+        try:
+            for bo, arr in zip(bos, inputs, strict=False):
+                bo.write(arr.reshape(-1).view(np.uint8), 0)
+                bo.sync(to_dev, int(arr.nbytes), 0)
+                moved["to_device"] += int(arr.nbytes)
+        except Exception as exc:
+            raise NPUError(f"copying inputs to the device failed: {exc}") from None
         t1 = time.perf_counter()
-        run = loaded.kernel(OPCODE_RUN, loaded.instr_bo, loaded.n_instr, *bos)
+        try:
+            run = loaded.kernel(OPCODE_RUN, loaded.instr_bo, loaded.n_instr, *bos)
+        except Exception as exc:
+            raise NPUError(f"kernel launch failed: {exc}") from None
         moved["dispatches"] += 1
         t2 = time.perf_counter()
-        state = run.wait(wait_ms)
+        try:
+            state = run.wait(wait_ms)
+        except Exception as exc:
+            raise NPUError(f"waiting for the kernel failed: {exc}") from None
         t3 = time.perf_counter()
         timing.write_sync_in, timing.launch, timing.wait = t1 - t0, t2 - t1, t3 - t2
         if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
@@ -754,9 +763,12 @@ class _Session:
                 raise NPUError(f"kernel run timed out after {wait_ms} ms ({name})")
             raise NPUError(f"kernel run ended in state {name}")
         out_bo = bos[-1]
-        out_bo.sync(from_dev, out_nbytes, 0)
-        moved["from_device"] += out_nbytes
-        raw = np.asarray(out_bo.read(out_nbytes, 0)).view(np.uint8)
+        try:
+            out_bo.sync(from_dev, out_nbytes, 0)
+            moved["from_device"] += out_nbytes
+            raw = np.asarray(out_bo.read(out_nbytes, 0)).view(np.uint8)
+        except Exception as exc:
+            raise NPUError(f"reading the output back failed: {exc}") from None
         timing.sync_read_out = time.perf_counter() - t3
         return raw, timing
 
@@ -915,6 +927,11 @@ class NPUAttention(AttentionBackend):
         if not raw.any() and bool(torch.any(v != 0)):
             raise NPUError("kernel output is all zeros for non-zero input")
         out_buffer = raw.view(template.dtype).reshape(template.shape).copy()
+        if np.issubdtype(out_buffer.dtype, np.integer):
+            # SPEC.md §5: |out16| <= 127 * 256 on valid input; beyond it is garbage.
+            limit = 127 * quantization.OUT_FRAC
+            if int(np.abs(out_buffer.astype(np.int32)).max()) > limit:
+                raise NPUError(f"kernel output exceeds the SPEC bound |out| <= {limit}")
         result = quantization.unpack_output(packed, out_buffer)
         if not bool(torch.isfinite(result).all()):
             raise NPUError("kernel output is not finite (NaN/inf)")

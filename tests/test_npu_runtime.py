@@ -213,9 +213,247 @@ def test_real_device_opens_and_reports_target(no_npu_env):  # pragma: no cover -
     assert npu_runtime.target_from_name(name) in ("npu1", "npu2"), name
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text())
+# ----------------------------------------------------------------------- artifacts
 
 
-# Tests that need the numerics modules follow in test_npu_runtime's second half.
-_ = threading
+def _sim_artifact(sim_env: Path) -> Path:
+    ok, reason = npu_runtime.probe()
+    assert ok, reason
+    assert "SIMULATED" in reason
+    directory = sim_env / "artifacts" / "npu1-sim"
+    assert (directory / "manifest.json").is_file()
+    return directory
+
+
+def _copy_set(src: Path, dst: Path, **changes) -> Path:
+    dst.mkdir(parents=True)
+    for name in ("final.xclbin", "insts.bin", "manifest.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest.update(changes)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_artifact_checks_reject_each_mismatch(sim_env, tmp_path):
+    good = _sim_artifact(sim_env)
+    art = npu_runtime.check_artifact(good, "npu1", simulated=True)
+    assert art.simulated and art.batch is None
+    manifest = json.loads((good / "manifest.json").read_text())
+    from amanuensis_npu.quantization import SPEC_VERSION, buffer_layout
+
+    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in buffer_layout(1)]
+
+    def rejected(directory: Path, target: str = "npu1", simulated: bool = True) -> str:
+        with pytest.raises(npu_runtime.NPUError) as err:
+            npu_runtime.check_artifact(directory, target, simulated)
+        return str(err.value)
+
+    assert "npu2" in rejected(good, target="npu2")
+    assert "simulated" in rejected(good, simulated=False)
+    assert "SPEC version" in rejected(_copy_set(good, tmp_path / "spec", spec_version="0"))
+    assert str(SPEC_VERSION) in rejected(_copy_set(good, tmp_path / "spec2", spec_version="9"))
+    buffers = [dict(b) for b in manifest["buffers"]]
+    buffers[3]["nbytes"] += 4
+    assert "rowp" in rejected(_copy_set(good, tmp_path / "sizes", buffers=buffers))
+    assert "buffers" in rejected(_copy_set(good, tmp_path / "order", buffers=buffers[::-1][1:]))
+    tampered = _copy_set(good, tmp_path / "sha")
+    with (tampered / "insts.bin").open("ab") as fh:
+        fh.write(b"\0\0\0\0")
+    assert "sha256" in rejected(tampered)
+    (tampered / "manifest.json").write_text("{not json")
+    assert "unreadable" in rejected(tampered)
+
+
+def test_hardware_mode_ignores_simulated_artifacts_and_says_where_it_looked(
+    sim_env, monkeypatch, tmp_path
+):
+    good = _sim_artifact(sim_env)
+    root = tmp_path / "user-artifacts"
+    _copy_set(good, root / "npu1")  # a simulated set where a hardware one is expected
+    monkeypatch.setenv("AMANUENSIS_NPU_ARTIFACTS", str(root))
+    with pytest.raises(npu_runtime.NPUError, match="simulated"):
+        npu_runtime.find_artifacts("npu1", simulated=False)
+    with pytest.raises(npu_runtime.NPUError, match="looked in"):
+        npu_runtime.find_artifacts("npu2", simulated=False)
+
+
+def test_batch_plan_uses_built_batches(sim_env):
+    def art(batch: int) -> npu_runtime.Artifact:
+        return npu_runtime.Artifact(Path(f"/b{batch}"), "npu1", {"batch": batch}, False)
+
+    arts = npu_runtime.ArtifactSet("npu1", False, {1: art(1), 8: art(8)})
+    assert [(a.batch, n) for a, n in arts.plan(8)] == [(8, 8)]
+    assert [(a.batch, n) for a, n in arts.plan(1)] == [(1, 1)]
+    assert [(a.batch, n) for a, n in arts.plan(10)] == [(8, 8), (1, 1), (1, 1)]
+    assert npu_runtime.ArtifactSet("npu1", False, {8: art(8)}).plan(3) == []
+
+
+def test_describe_in_simulation(sim_env):
+    info = npu_runtime.describe()
+    assert info["available"] is True and info["xrt_mode"] == "sim"
+    assert info["device_name"] == "NPU Phoenix (simulated)" and info["target"] == "npu1"
+    assert info["artifacts"] and all(a["simulated"] for a in info["artifacts"])
+    assert "SIMULATED" in info["reason"]
+
+
+# ----------------------------------------------------------------------- the backend
+
+
+def _qkv(batch: int = 1, seed: int = 0, frames: int = 1500):
+    """Q, K, V with the statistics of Whisper's projections (a shared key offset, outliers)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, 8, frames, 64)
+    q = torch.randn(shape, generator=g) * 1.5
+    k = torch.randn(shape, generator=g) * 1.2 + torch.randn(1, 8, 1, 64, generator=g) * 3
+    v = torch.randn(shape, generator=g)
+    q[..., 5] *= 6  # outlier channels, as real Q/K have
+    k[..., 5] *= 4
+    return q, k, v
+
+
+def _emulated(q, k, v):
+    from amanuensis_npu.emulator import EmulatorAttention
+
+    return EmulatorAttention()(q, k, v)
+
+
+def test_layer_through_sim_is_bit_exact_with_emulator_and_moves_few_bytes(sim_env):
+    import torch
+
+    backend = npu_runtime.NPUAttention()
+    assert backend.available
+    for batch in (1, 2):
+        q, k, v = _qkv(batch, seed=batch)
+        before = backend.stats.snapshot()
+        out = backend(q, k, v, layer=0)
+        after = backend.stats.snapshot()
+        assert torch.equal(out, _emulated(q, k, v)), f"batch {batch}: sim != emulator"
+        assert not torch.equal(out, npu_runtime.cpu_attention(q, k, v))
+        assert after["dispatches"] - before["dispatches"] == 1, "one dispatch per layer"
+        assert after["fallbacks"] == 0
+        moved = (after["bytes_to_device"] - before["bytes_to_device"]) + (
+            after["bytes_from_device"] - before["bytes_from_device"]
+        )
+        # What must move at least: int8 Q, K, V, one scale word per query row, int16 output.
+        b, h, t, d = q.shape
+        minimum = 3 * b * h * t * d + b * h * t * 4 + b * h * t * d * 2
+        assert moved <= 1.1 * minimum, (moved, minimum)
+    assert backend.state()["session_open"]
+
+
+FAULT_CASES = {
+    # kind: (dispatches counted over 4 calls with the fault always on, the reason given)
+    "error": (3, "kernel run ended in state ERT_CMD_STATE_ERROR"),
+    "abort": (3, "kernel run ended in state ERT_CMD_STATE_ABORT"),
+    "timeout": (3, "kernel run timed out after 200 ms (ERT_CMD_STATE_TIMEOUT)"),
+    "zeros": (3, "kernel output is all zeros for non-zero input"),
+    "nan": (3, "kernel output exceeds the SPEC bound |out| <= 32512"),
+    "raise": (0, "kernel launch failed: xrt_sim: simulated fault: kernel submission failed"),
+    "open": (0, "could not open NPU device 0: xrt_sim: simulated fault: failed to open device"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAULT_CASES))
+def test_persistent_fault_falls_back_warns_twice_and_disables(sim_env, monkeypatch, caplog, kind):
+    import torch
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", kind)
+    monkeypatch.setenv("AMANUENSIS_NPU_TIMEOUT_MS", "200")
+    backend = npu_runtime.NPUAttention()
+    q, k, v = _qkv(1, seed=3)
+    expected = npu_runtime.cpu_attention(q, k, v)
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        outs = [backend(q, k, v, layer=i) for i in range(4)]
+    assert time.perf_counter() - t0 < 60, "no hang"
+    assert all(torch.equal(o, expected) for o in outs), "fallback must be the CPU path"
+    stats = backend.stats.snapshot()
+    assert stats["attention_calls"] == 4 and stats["fallbacks"] == 4
+    dispatches, reason = FAULT_CASES[kind]
+    assert stats["dispatches"] == dispatches
+    reasons = stats["fallback_reasons"]
+    assert reasons.pop("NPU disabled after 3 consecutive failures") == 1
+    assert len(reasons) == 1 and next(iter(reasons)).startswith(reason), reasons
+    assert list(reasons.values()) == [3]  # one reason, three times
+    warnings = npu_warnings(caplog)
+    assert len(warnings) == 2, warnings  # the failure once, then the disabling
+    assert "disabled" in warnings[1] and not backend.available
+
+
+def test_fault_on_nth_dispatch_recovers(sim_env, monkeypatch, caplog):
+    import torch
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "error@2,zeros@4")
+    backend = npu_runtime.NPUAttention()
+    q, k, v = _qkv(1, seed=4)
+    emulated, cpu = _emulated(q, k, v), npu_runtime.cpu_attention(q, k, v)
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        outs = [backend(q, k, v, layer=i) for i in range(5)]
+    assert [torch.equal(o, emulated) for o in outs] == [True, False, True, False, True]
+    assert torch.equal(outs[1], cpu) and torch.equal(outs[3], cpu)
+    stats = backend.stats.snapshot()
+    assert stats["dispatches"] == 5 and stats["fallbacks"] == 2
+    assert sorted(stats["fallback_reasons"]) == [
+        "kernel output is all zeros for non-zero input",
+        "kernel run ended in state ERT_CMD_STATE_ERROR",
+    ]
+    assert len(npu_warnings(caplog)) == 2 and backend.available
+
+
+def test_max_failures_setting(sim_env, monkeypatch):
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "error@1,error@2")
+    monkeypatch.setenv("AMANUENSIS_NPU_MAX_FAILURES", "2")
+    backend = npu_runtime.NPUAttention()
+    q, k, v = _qkv(1, seed=5)
+    for _ in range(3):
+        backend(q, k, v)
+    stats = backend.stats.snapshot()
+    assert not backend.available and stats["dispatches"] == 2 and stats["fallbacks"] == 3
+
+
+def test_no_npu_constructs_and_every_call_falls_back_once_warned(no_npu_env, caplog):
+    import torch
+
+    if npu_runtime.probe()[0]:
+        pytest.skip("an NPU is available here")
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        backend = npu_runtime.NPUAttention()
+        q, k, v = _qkv(1, seed=6, frames=300)
+        outs = [backend(q, k, v, layer=i) for i in range(3)]
+    assert all(torch.equal(o, npu_runtime.cpu_attention(q, k, v)) for o in outs)
+    warnings = npu_warnings(caplog)
+    assert len(warnings) == 1 and "pyxrt" in warnings[0]
+    stats = backend.stats.snapshot()
+    assert stats["fallbacks"] == 3 and stats["dispatches"] == 0
+    (reason,) = stats["fallback_reasons"]
+    assert reason.startswith("NPU unavailable: ")
+
+
+def test_concurrent_calls_share_one_device(sim_env):
+    """Four threads through one simulated device give what four sequential calls give."""
+    import torch
+
+    backend = npu_runtime.NPUAttention()
+    inputs = [_qkv(1, seed=10 + i) for i in range(4)]
+    sequential = [backend(*qkv, layer=0) for qkv in inputs]
+    results: list = [None] * 4
+    errors: list = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = backend(*inputs[i], layer=0)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and all(r is not None for r in results)
+    assert all(torch.equal(a, b) for a, b in zip(results, sequential, strict=True))
+    stats = backend.stats.snapshot()
+    assert stats["dispatches"] == 8 and stats["fallbacks"] == 0
