@@ -134,15 +134,20 @@ class WhisperEncoder(nn.Module):
         return self.ln_post(x)
 
 
-_CACHE: dict[str, dict[str, np.ndarray]] = {}
+_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def _weights_for(model_dir: os.PathLike | str) -> dict[str, np.ndarray]:
-    key = os.path.realpath(os.path.join(os.fspath(model_dir), "model.bin"))
+    path = os.path.realpath(os.path.join(os.fspath(model_dir), "model.bin"))
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise ModelFormatError(f"{model_dir}: not a CTranslate2 model directory (no model.bin)")
+    key = (path, st.st_size, st.st_mtime_ns)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = read_encoder_weights(key)
+            _CACHE[key] = read_encoder_weights(path)
         return _CACHE[key]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .attention import AttentionBackend, get_backend
-from .ct2_weights import read_encoder_weights
+from .ct2_weights import ModelFormatError, read_encoder_weights
 from .encoder import WhisperEncoder, _weights_for
 from .model_store import resolve_model
 
@@ -50,8 +50,9 @@ class NPUEncoderMixin:
         model_bytes: bytes | None = None,
     ) -> None:
         backend = get_backend(attention)
-        weights = read_encoder_weights(model_bytes) if model_bytes else _weights_for(model_path)
-        self.npu_encoder = WhisperEncoder.from_weights(weights, backend)
+        self.npu_encoder = WhisperEncoder.from_weights(
+            _encoder_weights(model_path, model_bytes), backend
+        )
 
     @property
     def attention_backend(self) -> AttentionBackend:
@@ -107,18 +108,34 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
             model_path = str(resolve_model(model_size_or_path, download_root, local_files_only))
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
-        super().__init__(
-            model_path,
-            device="cpu",
-            device_index=device_index,
-            compute_type=compute_type,
-            cpu_threads=cpu_threads,
-            num_workers=num_workers,
-            files=files,
-            **model_kwargs,
-        )
+        # Our reader first: it checks the whole file and names it in its errors,
+        # where CTranslate2 only says which variable it choked on.
+        _encoder_weights(model_path, model_bytes)
+        try:
+            super().__init__(
+                model_path,
+                device="cpu",
+                device_index=device_index,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                num_workers=num_workers,
+                files=files,
+                **model_kwargs,
+            )
+        except RuntimeError as exc:
+            raise ModelFormatError(
+                f"{model_path}: CTranslate2 cannot load the model ({exc})"
+            ) from None
         self.model_path = model_path
         self._init_npu_encoder(model_path, attention, model_bytes)
+
+
+def _encoder_weights(
+    model_path: str | os.PathLike | None, model_bytes: bytes | None
+) -> dict[str, np.ndarray]:
+    if model_bytes is not None:
+        return read_encoder_weights(model_bytes)
+    return _weights_for(model_path)
 
 
 def _read_file_entry(entry: Any) -> bytes:

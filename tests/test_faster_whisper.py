@@ -1,0 +1,126 @@
+"""`amanuensis_npu.WhisperModel` against stock faster-whisper on every shared clip.
+
+Decoding is deterministic (temperature=0): with faster-whisper's default
+temperature fallback, even stock faster-whisper gives different text on two
+runs of the same clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faster_whisper
+import pytest
+from conftest import CLIPS
+
+import amanuensis_npu
+from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
+
+DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
+
+
+@pytest.fixture(scope="module")
+def models(base_dir: Path) -> tuple:
+    stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+    ours = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
+    return stock, ours
+
+
+def _run(model, clip: Path, batched: bool, **options) -> list:  # noqa: ANN001
+    if batched:
+        pipeline = faster_whisper.BatchedInferencePipeline(model)
+        segments, _ = pipeline.transcribe(str(clip), batch_size=8, **options)
+    else:
+        segments, _ = model.transcribe(str(clip), **options)
+    return list(segments)
+
+
+@pytest.fixture(scope="module")
+def word_runs(models: tuple) -> dict:
+    """Sequential transcription with word timestamps, both models, every clip (reused below)."""
+    stock, ours = models
+    return {
+        clip: (
+            _run(stock, clip, False, word_timestamps=True, **DETERMINISTIC),
+            _run(ours, clip, False, word_timestamps=True, **DETERMINISTIC),
+        )
+        for clip in CLIPS
+    }
+
+
+def _text(segments: list) -> str:
+    return "".join(s.text for s in segments).strip()
+
+
+def test_device_cpu_uses_cpu_backend(models: tuple) -> None:
+    assert models[1].attention_backend.name == "cpu"
+
+
+def test_sequential_with_word_timestamps_matches_stock(word_runs: dict) -> None:
+    for clip, (stock, ours) in word_runs.items():
+        assert _text(ours) == _text(stock), clip.name
+        stock_words = [w for s in stock for w in s.words]
+        our_words = [w for s in ours for w in s.words]
+        assert [w.word for w in our_words] == [w.word for w in stock_words], clip.name
+        for a, b in zip(our_words, stock_words, strict=True):
+            assert abs(a.start - b.start) <= 0.02 and abs(a.end - b.end) <= 0.02, (clip.name, a, b)
+        assert [(s.start, s.end) for s in ours] == [(s.start, s.end) for s in stock]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["transcribe", "batched"])
+def test_text_matches_stock_on_every_clip(models: tuple, batched: bool) -> None:
+    stock, ours = models
+    for clip in CLIPS:
+        expected = _text(_run(stock, clip, batched, **DETERMINISTIC))
+        assert _text(_run(ours, clip, batched, **DETERMINISTIC)) == expected, clip.name
+
+
+def test_language_detection_and_vad(models: tuple) -> None:
+    stock, ours = models
+    clip = next(c for c in CLIPS if c.parent.name == "conversation")
+    _, info_stock = stock.transcribe(str(clip), temperature=0.0, vad_filter=True)
+    segs, info = ours.transcribe(str(clip), temperature=0.0, vad_filter=True)
+    assert info.language == info_stock.language == "en"
+    assert abs(info.language_probability - info_stock.language_probability) < 1e-3
+    assert info.duration_after_vad < info.duration  # the silent opening was cut
+    assert _text(list(segs))
+
+
+def test_wer_librivox_and_conversation(word_runs: dict) -> None:
+    errors = words = 0
+    for clip, (_, ours) in word_runs.items():
+        if clip.parent.name == "librivox":
+            ref = find_reference(clip)
+            e, n = word_counts(ref.text, hypothesis_text(ours, ref))
+            errors, words = errors + e, words + n
+    assert words > 60
+    assert errors / words <= 0.03, f"librivox WER {errors / words:.3f}"
+    conv = next(c for c in word_runs if c.parent.name == "conversation")
+    ref = find_reference(conv)
+    stock_e, n = word_counts(ref.text, hypothesis_text(word_runs[conv][0], ref))
+    ours_e, _ = word_counts(ref.text, hypothesis_text(word_runs[conv][1], ref))
+    assert n == 81  # whitespace-separated words in the STM
+    assert ours_e <= stock_e, f"conversation WER {ours_e / n:.3f} vs stock {stock_e / n:.3f}"
+
+
+def test_auto_without_npu_warns_once_and_uses_cpu(
+    base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amanuensis_npu import attention
+
+    monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
+    monkeypatch.setattr(attention, "_warned_auto", False)
+    ok, reason = attention.npu_availability()
+    assert not ok and reason
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
+        amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
+    assert model.attention_backend.name == "cpu"
+    warnings = [r for r in caplog.records if "NPU attention unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and reason in warnings[0].getMessage()
+
+
+def test_bad_device_is_rejected(base_dir: Path) -> None:
+    with pytest.raises(ValueError, match="device must be one of"):
+        amanuensis_npu.WhisperModel(base_dir, device="cuda")
