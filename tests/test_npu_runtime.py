@@ -457,3 +457,120 @@ def test_concurrent_calls_share_one_device(sim_env):
     assert all(torch.equal(a, b) for a, b in zip(results, sequential, strict=True))
     stats = backend.stats.snapshot()
     assert stats["dispatches"] == 8 and stats["fallbacks"] == 0
+
+
+# ----------------------------------------------------------------------- end to end
+
+DECODE = {"temperature": 0.0, "condition_on_previous_text": False}
+SHORT_CLIP = helpers.SPEECH / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.wav"
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    """One CTranslate2 float32 model for these tests; the encoder's backend is swapped per run."""
+    from amanuensis_npu.faster_whisper_model import WhisperModel
+    from amanuensis_npu.model_store import resolve_model
+
+    return WhisperModel(
+        resolve_model("base"), device="cpu", compute_type="float32", attention="cpu"
+    )
+
+
+def _transcribe(model, audio, backend, batch_size=None, **options):
+    """Text, the batch size of every encoder call, and this run's attention counters."""
+    from faster_whisper import BatchedInferencePipeline
+
+    from amanuensis_npu.attention import collect_stats
+
+    model.npu_encoder.backend = backend
+    batches: list[int] = []
+    hook = model.npu_encoder.register_forward_hook(
+        lambda _m, args, _o: batches.append(int(args[0].shape[0]))
+    )
+    try:
+        with collect_stats() as stats:
+            if batch_size:
+                pipeline = BatchedInferencePipeline(model)
+                segments, _ = pipeline.transcribe(audio, batch_size=batch_size, **DECODE, **options)
+            else:
+                segments, _ = model.transcribe(audio, **DECODE, **options)
+            text = "".join(s.text for s in segments).strip()
+    finally:
+        hook.remove()
+    return text, batches, stats.snapshot()
+
+
+def _audio(path: Path) -> np.ndarray:
+    from faster_whisper import decode_audio
+
+    return decode_audio(str(path), sampling_rate=16000)
+
+
+def test_clip_through_sim_matches_emulator_six_dispatches_per_window(sim_env, whisper):
+    """The whole NPU path on real speech: same words as the emulator, one dispatch per layer."""
+    from amanuensis_npu.emulator import EmulatorAttention
+
+    audio = _audio(SHORT_CLIP)
+    text, batches, stats = _transcribe(whisper, audio, npu_runtime.NPUAttention())
+    emulated, _, _ = _transcribe(whisper, audio, EmulatorAttention())
+    reference = SHORT_CLIP.with_suffix(".txt").read_text().split()
+    assert text == emulated
+    assert len(text.split()) >= len(reference) - 2, text  # real words came out
+    assert batches and set(batches) == {1}
+    assert stats["fallbacks"] == 0
+    assert stats["dispatches"] == whisper.npu_encoder.n_layers * len(batches) == 6 * len(batches)
+    assert stats["attention_calls"] == stats["dispatches"]
+    assert sorted(stats["device_time_s_per_layer"]) == list(range(6))
+
+
+def test_batched_pipeline_six_dispatches_per_batch_of_eight(sim_env, whisper):
+    """BatchedInferencePipeline(batch_size=8): one dispatch per layer for all 8 windows."""
+    clips = (
+        sorted((helpers.SPEECH / "cards").glob("*.wav"))
+        + sorted((helpers.SPEECH / "librivox").glob("*.wav"))[:3]
+    )
+    assert len(clips) == 8
+    gap = np.zeros(8000, dtype=np.float32)
+    pieces, stamps, pos = [], [], 0
+    for clip in clips:
+        audio = _audio(clip)
+        stamps.append({"start": pos / 16000, "end": (pos + audio.size) / 16000})
+        pieces += [audio, gap]
+        pos += audio.size + gap.size
+    audio = np.concatenate(pieces)
+    backend = npu_runtime.NPUAttention()
+    text, batches, stats = _transcribe(
+        whisper, audio, backend, batch_size=8, clip_timestamps=stamps, language="en"
+    )
+    assert batches == [8]
+    assert stats["dispatches"] == 6 and stats["fallbacks"] == 0
+    per_layer = (stats["bytes_to_device"] + stats["bytes_from_device"]) / 6
+    minimum = 8 * (3 * 8 * 1500 * 64 + 8 * 1500 * 4 + 8 * 1500 * 64 * 2)
+    assert per_layer <= 1.1 * minimum
+    assert "ten of clubs" in text.lower() or "clubs" in text.lower(), text
+
+
+def test_injected_faults_complete_with_cpu_text(sim_env, whisper, monkeypatch, caplog):
+    """A persistent fault gives exactly the CPU path's transcript; a one-off fault recovers."""
+    from amanuensis_npu.attention import CPUAttention
+
+    audio = _audio(SHORT_CLIP)
+    cpu_text, _, _ = _transcribe(whisper, audio, CPUAttention())
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "error")
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        text, batches, stats = _transcribe(whisper, audio, npu_runtime.NPUAttention())
+    assert text == cpu_text
+    assert stats["fallbacks"] == stats["attention_calls"] == 6 * len(batches)
+    assert stats["dispatches"] == 3  # then the device is disabled
+    assert len(npu_warnings(caplog)) == 2
+
+    caplog.clear()
+    xrt_sim.reset_counters()
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "nan@3")
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        text, batches, stats = _transcribe(whisper, audio, npu_runtime.NPUAttention())
+    assert stats["fallbacks"] == 1 and stats["dispatches"] == 6 * len(batches)
+    assert stats["fallback_reasons"] == {"kernel output exceeds the SPEC bound |out| <= 32512": 1}
+    assert len(npu_warnings(caplog)) == 1
+    assert text.split()[:3] == cpu_text.split()[:3]  # same words, within the numerics bound
