@@ -143,7 +143,9 @@ def _weights_for(model_dir: os.PathLike | str) -> dict[str, np.ndarray]:
     try:
         st = os.stat(path)
     except OSError:
-        raise ModelFormatError(f"{model_dir}: not a CTranslate2 model directory (no model.bin)")
+        raise ModelFormatError(
+            f"{model_dir}: not a CTranslate2 model directory (no model.bin)"
+        ) from None
     key = (path, st.st_size, st.st_mtime_ns)
     with _CACHE_LOCK:
         if key not in _CACHE:
