@@ -64,9 +64,10 @@ def buffer_layout(
         raise ValueError(f"batch must be >= 1, got {batch}")
     tp = padded_frames(frames)
     rows = (batch, heads, tp, HEAD_DIM)
+    key_tiles = (batch, heads, tp // KEY_TILE, HEAD_DIM, KEY_TILE)  # K transposed per tile
     specs = [
         ("q", "int8", rows, "in"),
-        ("k", "int8", rows, "in"),
+        ("k", "int8", key_tiles, "in"),
         ("v", "int8", rows, "in"),
         ("rowp", "int32", (batch, heads, HEADER_WORDS + tp), "in"),
         ("out", "int16", rows, "out"),
@@ -81,7 +82,8 @@ def buffer_layout(
 class PackedLayer:
     """The kernel buffers for one layer and what the host needs to dequantize.
 
-    `inputs` are C-contiguous numpy arrays in argument order (`q`, `k`, `v`, `rowp`);
+    `inputs` are C-contiguous numpy arrays in argument order (`q`, `k`, `v`, `rowp`;
+    `k` is stored per key tile as dims x keys, see SPEC.md §2);
     `output` is a zeroed int16 buffer of the output's shape. `sv` and `vmu` are the
     per-channel V scale and mean, float32 `[B, H, 64]`.
     """
@@ -167,7 +169,10 @@ def pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLayer
 
     # K: smoothing, per-channel scale (§3.1).
     _, ks, sk = _per_channel(k)
-    kb[:, :, :frames] = _to_int8(ks / sk)
+    k8 = torch.zeros(batch, heads, tp, HEAD_DIM, dtype=torch.int8)
+    k8[:, :, :frames] = _to_int8(ks / sk)
+    # Host layout: per key tile, dims x keys (Kᵀ), the B operand of the QKᵀ mmul.
+    kb.copy_(k8.view(batch, heads, tp // KEY_TILE, KEY_TILE, HEAD_DIM).transpose(3, 4))
     # Q: fold the K channel scale, per-row scale on the exponent grid (§3.2).
     qf = q * sk
     mult, sh = row_multipliers(_abs_max(qf, dim=3))

@@ -1,0 +1,185 @@
+"""Bit-exact emulation of the NPU attention kernel (kernels/attention/SPEC.md), vectorised.
+
+`emulate_layer(packed)` takes the kernel's own host buffers (from
+`quantization.pack_layer`) and returns the int16 output buffer the kernel would
+write, byte for byte. `EmulatorAttention` (`get_backend("emulator")`) wraps it as an
+attention backend: pack -> emulate -> unpack, exactly the NPU's data path.
+
+Every integer of the kernel is reproduced exactly with float32 tensor arithmetic where
+SPEC.md §7 shows that float32 is exact (all partial sums are integers below 2^24),
+and with int64 where it is not. Pass 2's probabilities come from a table of
+`EXP2N(t)` for every exponent `t` the kernel can produce (57,345 entries), built from
+the integer formula of §4.1 once per process. The loop runs over (head, query block)
+chunks sized for the cache; all keys of a chunk are handled at once, since the
+two-pass softmax has no order-dependent rescaling.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from . import quantization as qz
+from .attention import AttentionBackend
+
+_F24 = float(1 << 24)
+
+# ----------------------------------------------------------------------------- tables
+
+
+def exp_segment_table() -> np.ndarray:
+    """`E[x] = rne(2^22 * 2^(-x/128))`, x = 0..128 (SPEC.md §4.1), int64."""
+    x = np.arange(129, dtype=np.float64)
+    return np.rint(np.ldexp(np.exp2(-x / 128.0), 22)).astype(np.int64)
+
+
+def reciprocal_seed_table() -> np.ndarray:
+    """`R[u] = rne(2^37 / (128 + 2u + 1))`, u = 0..63 (SPEC.md §5), int64."""
+    u = np.arange(64, dtype=np.float64)
+    return np.rint(np.ldexp(1.0, 37) / (129.0 + 2.0 * u)).astype(np.int64)
+
+
+def exp2n(t: np.ndarray) -> np.ndarray:
+    """`EXP2N(t)` of SPEC.md §4.1 for an int64 array of exponents `t >= 0`."""
+    t = np.asarray(t, dtype=np.int64)
+    e = exp_segment_table()
+    g = e[:-1] - e[1:]
+    tc = np.minimum(t, qz.T_ZERO - 1)
+    n = tc >> qz.FRAC_BITS
+    f = tc & ((1 << qz.FRAC_BITS) - 1)
+    x = f >> 5
+    r = f & 31
+    y = e[x] - ((g[x] * r + 16) >> 5)
+    p = (y * (np.int64(1) << (13 - n)) + (1 << 21)) >> 22
+    return np.where(t >= qz.T_ZERO, 0, p)
+
+
+_TABLE_LOCK = threading.Lock()
+_P_TABLES: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def p_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """`EXP2N(t) >> 7` and `EXP2N(t) & 127` for t = 0..T_ZERO, as int8 tables.
+
+    The last entry stands for every `t >= T_ZERO` (p = 0). Splitting p (<= 8192) into
+    two int8 halves lets P·V run as one exact int8 x int8 -> int32 product.
+    """
+    global _P_TABLES
+    with _TABLE_LOCK:
+        if _P_TABLES is None:
+            p = exp2n(np.arange(qz.T_ZERO + 1, dtype=np.int64))
+            _P_TABLES = (
+                torch.from_numpy((p >> 7).astype(np.int8)),
+                torch.from_numpy((p & 127).astype(np.int8)),
+            )
+        return _P_TABLES
+
+
+def normalise(acc: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """SPEC.md §5: int64 `acc [..., 64]` and `l [...]` -> int16 `round(256 * acc / l)`."""
+    seeds = torch.from_numpy(reciprocal_seed_table())
+    l = l.to(torch.int64)
+    _, e = torch.frexp(l.to(torch.float64))
+    k = e.to(torch.int64) - 1  # floor(log2(l)), exact for l < 2^53
+    x = l << (30 - k)
+    y = seeds[(x >> 24) - 64]
+    one = 1 << 31
+    y = (y * (one - ((x * y) >> 30))) >> 30
+    y = (y * (one - ((x * y) >> 30))) >> 30
+    shift = (22 + k).unsqueeze(-1)
+    out = (acc * y.unsqueeze(-1) + (torch.ones_like(shift) << (shift - 1))) >> shift
+    return out.clamp_(-32768, 32767).to(torch.int16)
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+def _keys_rowmajor(kbuf: np.ndarray) -> np.ndarray:
+    """`k` host buffer `[B, H, TP/64, 64 dims, 64 keys]` -> `[B, H, TP, 64]` int8."""
+    b, h, nt, d, tk = kbuf.shape
+    return np.ascontiguousarray(kbuf.transpose(0, 1, 2, 4, 3)).reshape(b, h, nt * tk, d)
+
+
+def check_header(rowp: np.ndarray, tp: int) -> int:
+    """Validate the `rowp` headers and return `n_frames` (one value for the whole call)."""
+    head = rowp[..., : qz.HEADER_WORDS].reshape(-1, qz.HEADER_WORDS)
+    if not (head[:, 0] == qz.SPEC_VERSION).all():
+        raise ValueError(f"rowp header: SPEC version {head[0, 0]}, expected {qz.SPEC_VERSION}")
+    n = int(head[0, 1])
+    if not (head[:, 1] == n).all() or not (head[:, 2] == tp).all() or not 1 <= n <= tp:
+        raise ValueError(f"rowp header: inconsistent n_frames/TP ({head[0, 1]}, {head[0, 2]})")
+    return n
+
+
+def emulate_layer(
+    packed: qz.PackedLayer | list[np.ndarray], rows_per_chunk: int = 256
+) -> np.ndarray:
+    """Run SPEC.md §4-§5 on the kernel's input buffers; returns the int16 `out` buffer.
+
+    Per chunk of query rows of one head: (1) `x = (q8 * c) · k8ᵀ`, which is `s * c`
+    exactly in float32 when every `mult <= 7` (|Σ q k| * mult < 2^23), else `s` first and
+    `(m - s) * c` after; (2) `t = min(max_j x - x, T_ZERO)` floored by the int32 cast;
+    (3) p from the table, as two int8 halves `p >> 7` and `p & 127`, stacked; (4) l and
+    P·V from exact integer sums (int8 x int8 -> int32 product); (5) §5 in int64.
+    Masked keys (j >= n_frames) are left out altogether, which is what the kernel's
+    masking amounts to (no part in the max, p = 0).
+    """
+    bufs = packed.inputs if isinstance(packed, qz.PackedLayer) else list(packed)[:4]
+    qbuf, kbuf, vbuf, rowp = bufs
+    batch, heads, tp, dim = qbuf.shape
+    n = check_header(rowp, tp)
+    nbh = batch * heads
+    q8 = torch.from_numpy(qbuf).reshape(nbh, tp, dim)
+    k8 = torch.from_numpy(_keys_rowmajor(kbuf)).reshape(nbh, tp, dim)
+    v8 = torch.from_numpy(vbuf).reshape(nbh, tp, dim)
+    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS :].astype(np.int64)).reshape(nbh, tp)
+    mult = words & 0xFFFF
+    sh = (words >> 16) & 0xFF
+    # c = mult * 2^-sh, exact in float32 (mult <= 1000, sh <= 30).
+    cm = (mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))).to(torch.float32)
+    small = (mult <= 7).all(dim=1)
+    hi_t, lo_t = p_tables()
+    out = np.empty((nbh, tp, dim), dtype=np.int16)
+    out_t = torch.from_numpy(out)
+    rows = min(rows_per_chunk, tp)
+    work = torch.empty(2 * rows * n, dtype=torch.int8)  # [p >> 7 ; p & 127] of one chunk
+    for bh in range(nbh):
+        kt = k8[bh, :n].to(torch.float32).t().contiguous()
+        vk = v8[bh, :n].contiguous()
+        for r0 in range(0, tp, rows):
+            r1 = min(tp, r0 + rows)
+            m = r1 - r0
+            c = cm[bh, r0:r1].unsqueeze(-1)
+            qf = q8[bh, r0:r1].to(torch.float32)
+            if bool(small[bh]):
+                x = qf.mul_(c) @ kt
+                torch.sub(x.amax(dim=-1, keepdim=True), x, out=x)
+            else:
+                x = qf @ kt
+                torch.sub(x.amax(dim=-1, keepdim=True), x, out=x).mul_(c)
+            idx = x.clamp_(max=float(qz.T_ZERO)).to(torch.int32).view(-1)
+            del x
+            torch.index_select(hi_t, 0, idx, out=work[: m * n])
+            torch.index_select(lo_t, 0, idx, out=work[m * n : 2 * m * n])
+            pp = work[: 2 * m * n].view(2 * m, n)
+            sums = pp.sum(dim=-1, dtype=torch.int64)
+            l = sums[:m] * 128 + sums[m:]
+            pv = torch._int_mm(pp, vk).to(torch.int64)  # exact: |sums| <= n * 127 * 127
+            acc = pv[:m] * 128 + pv[m:]
+            out_t[bh, r0:r1] = normalise(acc, l)
+    return out.reshape(batch, heads, tp, dim)
+
+
+class EmulatorAttention(AttentionBackend):
+    """The NPU kernel's exact arithmetic on the CPU: pack -> emulate -> unpack."""
+
+    name = "emulator"
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layer: int | None = None
+    ) -> torch.Tensor:
+        packed = qz.pack_layer(q, k, v)
+        out = emulate_layer(packed)
+        return qz.unpack_output(packed, out).to(dtype=q.dtype, device=q.device)

@@ -1,0 +1,349 @@
+// Whisper encoder self-attention for the Ryzen AI NPU: the compute-tile kernel.
+//
+// The arithmetic is kernels/attention/SPEC.md (version 1); section numbers below
+// refer to it. One source, two paths selected by the preprocessor:
+//
+//   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
+//                   amanuensis_npu.kernel_host builds it into a shared library and the
+//                   tests compare its output byte for byte with amanuensis_npu.emulator.
+//   (default)       AIE path against aie_api for npu1 (AIE-ML, __AIE_ARCH__ == 20) and
+//                   npu2 (AIE2P, __AIE_ARCH__ == 21), compiled by Peano:
+//                   clang++ -O2 -std=c++20 --target=aie2-none-unknown-elf (or aie2p-...)
+//                   -I <mlir-aie>/include -c attention.cc
+//
+// Both paths export the same four tile functions, which the IRON design
+// (kernels/attention/design.py) calls on every compute core, per query tile of
+// ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
+//
+//   attn_rows_init(m, l, acc)                          before a query tile
+//   attn_tile_max(q, kt, m, valid)                     pass 1, key tiles 0..NKT-1 in order
+//   attn_tile_accum(q, kt, v, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1 in order
+//   attn_rows_finish(l, acc, out)                      after pass 2
+//
+// Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
+//   q      int8  [32 rows][64 dims]           (row-major)
+//   kt     int8  [64 dims][64 keys]           (K transposed per key tile, as in the host buffer)
+//   v      int8  [64 keys][64 dims]
+//   words  int32 [32]                         rowp words 16 + i of the tile's rows
+//   m, l   int32 [32]                         per-row state (core-local)
+//   acc    int32 [32][64]                     P·V accumulator (core-local)
+//   out    int16 [32][64]
+//   valid  keys of this tile that are < n_frames: 64, except 28 for tile 23 at T = 1500
+//
+// The scalar path also exports attn_layer(), the whole-layer driver that walks the
+// buffers exactly like the design's runtime sequence; kernel_host calls it.
+
+#include <stdint.h>
+
+#include "attention_tables.h"
+
+#define ATTN_SPEC_VERSION 1
+#define ATTN_D 64
+#define ATTN_TQ 32
+#define ATTN_TK 64
+#define ATTN_HEADER 16
+#define ATTN_FRAC_BITS 12
+#define ATTN_T_ZERO (14 << ATTN_FRAC_BITS)
+#define ATTN_P_BITS 13
+
+#if defined(ATTN_SCALAR)
+
+// --------------------------------------------------------------------------- scalar path
+
+#if defined(_WIN32)
+#define ATTN_EXPORT extern "C" __declspec(dllexport)
+#else
+#define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
+#endif
+
+// §4 step 2: t = min((e * mult) >> sh, T_ZERO), e = m - s >= 0.
+static inline int32_t attn_exponent(int32_t e, int32_t mult, int32_t sh) {
+  int64_t t = ((int64_t)e * (int64_t)mult) >> sh;
+  return t > ATTN_T_ZERO ? ATTN_T_ZERO : (int32_t)t;
+}
+
+// §4.1: round(8192 * 2^(-t/4096)) by a 128-segment table and a shift.
+static inline int32_t attn_exp2n(int32_t t) {
+  if (t >= ATTN_T_ZERO) return 0;
+  const int32_t n = t >> ATTN_FRAC_BITS;
+  const int32_t f = t & ((1 << ATTN_FRAC_BITS) - 1);
+  const int32_t x = f >> 5;
+  const int32_t r = f & 31;
+  const int32_t y = ATTN_EXP_E[x] - ((ATTN_EXP_G[x] * r + 16) >> 5);
+  return (int32_t)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
+}
+
+// s[i][j] = sum_d q[i][d] * kt[d][j] for the tile's 32 rows and 64 keys.
+static inline void attn_scores(const int8_t *q, const int8_t *kt, int32_t *s) {
+  for (int i = 0; i < ATTN_TQ; ++i) {
+    int32_t *row = s + i * ATTN_TK;
+    for (int j = 0; j < ATTN_TK; ++j) row[j] = 0;
+    for (int d = 0; d < ATTN_D; ++d) {
+      const int32_t a = q[i * ATTN_D + d];
+      const int8_t *kd = kt + d * ATTN_TK;
+      for (int j = 0; j < ATTN_TK; ++j) row[j] += a * (int32_t)kd[j];
+    }
+  }
+}
+
+ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
+  for (int i = 0; i < ATTN_TQ; ++i) {
+    m[i] = INT32_MIN;
+    l[i] = 0;
+  }
+  for (int i = 0; i < ATTN_TQ * ATTN_D; ++i) acc[i] = 0;
+}
+
+// Pass 1 (§4): running row max over the valid keys of this tile.
+ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
+  int32_t s[ATTN_TQ * ATTN_TK];
+  attn_scores(q, kt, s);
+  for (int i = 0; i < ATTN_TQ; ++i) {
+    int32_t best = m[i];
+    for (int j = 0; j < valid; ++j) best = s[i * ATTN_TK + j] > best ? s[i * ATTN_TK + j] : best;
+    m[i] = best;
+  }
+}
+
+// Pass 2 (§4 steps 1-5): p relative to the final max, row sums and P·V.
+ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int8_t *v,
+                                 const int32_t *words, const int32_t *m, int32_t *l,
+                                 int32_t *acc, int32_t valid) {
+  int32_t s[ATTN_TQ * ATTN_TK];
+  int32_t p[ATTN_TK];
+  attn_scores(q, kt, s);
+  for (int i = 0; i < ATTN_TQ; ++i) {
+    const int32_t mult = words[i] & 0xFFFF;
+    const int32_t sh = (words[i] >> 16) & 0xFF;
+    int32_t sum = 0;
+    for (int j = 0; j < ATTN_TK; ++j) {
+      p[j] = j < valid ? attn_exp2n(attn_exponent(m[i] - s[i * ATTN_TK + j], mult, sh)) : 0;
+      sum += p[j];
+    }
+    l[i] += sum;
+    int32_t *o = acc + i * ATTN_D;
+    for (int j = 0; j < valid; ++j) {
+      const int32_t pj = p[j];
+      if (pj == 0) continue;  // adds nothing; integer sums are order-free
+      const int8_t *vj = v + j * ATTN_D;
+      for (int d = 0; d < ATTN_D; ++d) o[d] += pj * (int32_t)vj[d];
+    }
+  }
+}
+
+// §5: out = round(256 * acc / l) with a seeded Newton reciprocal, saturated to int16.
+ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
+  for (int i = 0; i < ATTN_TQ; ++i) {
+    const int64_t li = l[i];
+    const int k = 31 - __builtin_clz((uint32_t)li);
+    const int64_t x = li << (30 - k);
+    int64_t y = ATTN_RECIP_SEED[(x >> 24) - 64];
+    const int64_t two = (int64_t)1 << 31;
+    y = (y * (two - ((x * y) >> 30))) >> 30;
+    y = (y * (two - ((x * y) >> 30))) >> 30;
+    const int shift = 22 + k;
+    const int64_t half = (int64_t)1 << (shift - 1);
+    for (int d = 0; d < ATTN_D; ++d) {
+      int64_t r = ((int64_t)acc[i * ATTN_D + d] * y + half) >> shift;
+      r = r < -32768 ? -32768 : (r > 32767 ? 32767 : r);
+      out[i * ATTN_D + d] = (int16_t)r;
+    }
+  }
+}
+
+// The whole layer, walked like the design's runtime sequence (§6.1): for every
+// (batch, head) in [head_lo, head_hi) and every query tile, pass 1 then pass 2 over the
+// key tiles in order, then the finish. Returns 0, or a negative code for a bad header.
+ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v,
+                               const int32_t *rowp, int16_t *out, int32_t batch, int32_t heads,
+                               int32_t tp, int32_t head_lo, int32_t head_hi) {
+  if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
+  const int64_t nbh = (int64_t)batch * heads;
+  if (head_lo < 0 || head_hi > nbh || head_lo > head_hi) return -2;
+  const int64_t rowp_len = ATTN_HEADER + tp;
+  int32_t m[ATTN_TQ], l[ATTN_TQ];
+  static thread_local int32_t acc[ATTN_TQ * ATTN_D];
+  for (int64_t bh = head_lo; bh < head_hi; ++bh) {
+    const int32_t *hdr = rowp + bh * rowp_len;
+    const int32_t n = hdr[1];
+    if (hdr[0] != ATTN_SPEC_VERSION) return -3;
+    if (hdr[2] != tp || n < 1 || n > tp) return -4;
+    const int32_t nkt = (n + ATTN_TK - 1) / ATTN_TK;
+    const int8_t *qh = q + bh * tp * ATTN_D;
+    const int8_t *kh = k + bh * tp * ATTN_D;  // [tp/64][64 dims][64 keys]
+    const int8_t *vh = v + bh * tp * ATTN_D;
+    const int32_t *wh = hdr + ATTN_HEADER;
+    int16_t *oh = out + bh * tp * ATTN_D;
+    for (int32_t r0 = 0; r0 < tp; r0 += ATTN_TQ) {
+      const int8_t *qt = qh + (int64_t)r0 * ATTN_D;
+      attn_rows_init(m, l, acc);
+      for (int32_t t = 0; t < nkt; ++t) {
+        const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
+        attn_tile_max(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, m, valid);
+      }
+      for (int32_t t = 0; t < nkt; ++t) {
+        const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
+        attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, vh + (int64_t)t * ATTN_TK * ATTN_D,
+                        wh + r0, m, l, acc, valid);
+      }
+      attn_rows_finish(l, acc, oh + (int64_t)r0 * ATTN_D);
+    }
+  }
+  return 0;
+}
+
+ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }
+
+#else  // ------------------------------------------------------------------- AIE path
+
+#include <aie_api/aie.hpp>
+
+// npu1 (AIE-ML): int8 x int8 mmul 4x8x8, int16 x int8 4x4x8.
+// npu2 (AIE2P): int8 x int8 8x8x8, int16 x int8 4x8x8.
+#if __AIE_ARCH__ == 21
+#define QK_M 8
+#define PV_N 8
+#else
+#define QK_M 4
+#define PV_N 4
+#endif
+#define QK_K 8
+#define QK_N 8
+#define PV_M 4
+#define PV_K 8
+
+using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int8, int8, acc32>;
+using MMulPV = aie::mmul<PV_M, PV_K, PV_N, int16, int8, acc32>;
+
+alignas(aie::vector_decl_align) static int32_t attn_s[ATTN_TQ * ATTN_TK];
+alignas(aie::vector_decl_align) static int16_t attn_p[ATTN_TQ * ATTN_TK];
+
+// S = Q (32x64) · Kᵀ tile (64 dims x 64 keys), row-major int32 into attn_s. Operands are
+// gathered into mmul blocks from the row-major tiles with vector loads and shuffles
+// (the design may instead deliver pre-blocked tiles through the memory tile's DMA;
+// the arithmetic is the same exact int32 sum).
+static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict kt) {
+  for (unsigned ib = 0; ib < ATTN_TQ / QK_M; ++ib) {
+    for (unsigned jb = 0; jb < ATTN_TK / QK_N; ++jb) {
+      MMulQK mm;
+      for (unsigned db = 0; db < ATTN_D / QK_K; ++db) {
+        aie::vector<int8, QK_M * QK_K> a;
+        aie::vector<int8, QK_K * QK_N> b;
+        for (unsigned r = 0; r < QK_M; ++r)
+          a.insert(r, aie::load_v<QK_K>(q + (ib * QK_M + r) * ATTN_D + db * QK_K));
+        for (unsigned r = 0; r < QK_K; ++r)
+          b.insert(r, aie::load_v<QK_N>(kt + (db * QK_K + r) * ATTN_TK + jb * QK_N));
+        if (db == 0) mm.mul(a, b); else mm.mac(a, b);
+      }
+      aie::vector<int32, QK_M * QK_N> c = mm.template to_vector<int32>();
+      for (unsigned r = 0; r < QK_M; ++r)
+        aie::store_v(attn_s + (ib * QK_M + r) * ATTN_TK + jb * QK_N, c.extract<QK_N>(r));
+    }
+  }
+}
+
+extern "C" {
+
+void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
+  for (unsigned i = 0; i < ATTN_TQ; i += 16) {
+    aie::store_v(m + i, aie::broadcast<int32, 16>(INT32_MIN));
+    aie::store_v(l + i, aie::zeros<int32, 16>());
+  }
+  for (unsigned i = 0; i < ATTN_TQ * ATTN_D; i += 16) aie::store_v(acc + i, aie::zeros<int32, 16>());
+}
+
+void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
+  attn_scores(q, kt);
+  const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
+  for (unsigned i = 0; i < ATTN_TQ; ++i) {
+    aie::vector<int32, 16> best = aie::broadcast<int32, 16>(m[i]);
+    for (unsigned j = 0; j < ATTN_TK; j += 16) {
+      aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
+      auto ok = aie::lt(aie::add(lane, (int32)j), valid);  // mask keys >= n_frames
+      best = aie::select(best, aie::max(best, s), ok);
+    }
+    m[i] = aie::reduce_max(best);
+  }
+}
+
+void attn_tile_accum(const int8_t *q, const int8_t *kt, const int8_t *v, const int32_t *words,
+                     const int32_t *m, int32_t *l, int32_t *acc, int32_t valid) {
+  attn_scores(q, kt);
+  const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
+  aie::set_rounding(aie::rounding_mode::floor);
+  aie::set_saturation(aie::saturation_mode::saturate);
+  for (unsigned i = 0; i < ATTN_TQ; ++i) {
+    const int32 mult = words[i] & 0xFFFF;
+    const int32 sh = (words[i] >> 16) & 0xFF;
+    aie::vector<int32, 16> rowsum = aie::zeros<int32, 16>();
+    for (unsigned j = 0; j < ATTN_TK; j += 16) {
+      aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
+      aie::vector<int32, 16> e = aie::sub(aie::broadcast<int32, 16>(m[i]), s);
+      // t = min((e * mult) >> sh, T_ZERO): int32 x int32 -> acc64, floor shift, saturate.
+      aie::accum<acc64, 16> em = aie::mul(e, aie::broadcast<int32, 16>(mult));
+      aie::vector<int32, 16> t = aie::min(em.template to_vector<int32>(sh), (int32)ATTN_T_ZERO);
+      // EXP2N (§4.1): n, x, r by shifts and masks; E[x], G[x] by 4-way parallel lookups
+      // (aie::parallel_lookup over the two-bank copies of the tables); y * 2^(13-n) by a
+      // per-lane shift, then the round-half-up >> 22.
+      alignas(aie::vector_decl_align) int32 tv[16], pv[16];
+      aie::store_v(tv, t);
+      for (unsigned u = 0; u < 16; ++u) {  // lookup stage; scalar stand-in for parallel_lookup
+        const int32 tt = tv[u];
+        if (tt >= ATTN_T_ZERO || (int32)(j + u) >= valid) { pv[u] = 0; continue; }
+        const int32 n = tt >> ATTN_FRAC_BITS, f = tt & 4095, x = f >> 5, r = f & 31;
+        const int32 y = ATTN_EXP_E[x] - ((ATTN_EXP_G[x] * r + 16) >> 5);
+        pv[u] = (int32)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
+      }
+      aie::vector<int32, 16> p = aie::load_v<16>(pv);
+      rowsum = aie::add(rowsum, p);
+      aie::store_v(attn_p + i * ATTN_TK + j, p.pack());  // int32 -> int16 (p <= 8192)
+    }
+    l[i] += aie::reduce_add(rowsum);
+  }
+  // acc += P (32x64 int16) · V (64x64 int8), exact in acc32 (§4 step 5 bound).
+  for (unsigned ib = 0; ib < ATTN_TQ / PV_M; ++ib) {
+    for (unsigned db = 0; db < ATTN_D / PV_N; ++db) {
+      aie::vector<int32, PV_M * PV_N> c0;
+      for (unsigned r = 0; r < PV_M; ++r)
+        c0.insert(r, aie::load_v<PV_N>(acc + (ib * PV_M + r) * ATTN_D + db * PV_N));
+      MMulPV mm(c0);
+      for (unsigned jb = 0; jb < ATTN_TK / PV_K; ++jb) {
+        aie::vector<int16, PV_M * PV_K> a;
+        aie::vector<int8, PV_K * PV_N> b;
+        for (unsigned r = 0; r < PV_M; ++r)
+          a.insert(r, aie::load_v<PV_K>(attn_p + (ib * PV_M + r) * ATTN_TK + jb * PV_K));
+        for (unsigned r = 0; r < PV_K; ++r)
+          b.insert(r, aie::load_v<PV_N>(v + (jb * PV_K + r) * ATTN_D + db * PV_N));
+        mm.mac(a, b);
+      }
+      aie::vector<int32, PV_M * PV_N> c = mm.template to_vector<int32>();
+      for (unsigned r = 0; r < PV_M; ++r)
+        aie::store_v(acc + (ib * PV_M + r) * ATTN_D + db * PV_N, c.extract<PV_N>(r));
+    }
+  }
+}
+
+void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
+  aie::set_rounding(aie::rounding_mode::positive_inf);  // round half up
+  aie::set_saturation(aie::saturation_mode::saturate);  // clamp to int16
+  for (unsigned i = 0; i < ATTN_TQ; ++i) {
+    // Reciprocal on the scalar unit (§5): clz, seed, two Newton steps in 64-bit.
+    const int64_t li = l[i];
+    const int k = 31 - __builtin_clz((uint32_t)li);
+    const int64_t x = li << (30 - k);
+    int64_t y = ATTN_RECIP_SEED[(x >> 24) - 64];
+    const int64_t two = (int64_t)1 << 31;
+    y = (y * (two - ((x * y) >> 30))) >> 30;
+    y = (y * (two - ((x * y) >> 30))) >> 30;
+    const aie::vector<int32, 16> yv = aie::broadcast<int32, 16>((int32)y);
+    for (unsigned d = 0; d < ATTN_D; d += 16) {
+      aie::vector<int32, 16> a = aie::load_v<16>(acc + i * ATTN_D + d);
+      aie::accum<acc64, 16> prod = aie::mul(a, yv);  // |acc| * y < 2^61
+      aie::store_v(out + i * ATTN_D + d, prod.template to_vector<int16>(22 + k));
+    }
+  }
+}
+
+}  // extern "C"
+
+#endif  // ATTN_SCALAR

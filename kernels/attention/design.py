@@ -1,0 +1,547 @@
+#!/usr/bin/env python3
+"""IRON design of the Whisper encoder attention kernel (SPEC.md), for npu1 and npu2.
+
+Prints (or writes with -o) the MLIR that `aiecc.py` turns into final.xclbin and
+insts.bin. One kernel invocation computes one encoder layer for a whole batch:
+every batch element, all 8 heads, all 48 query tiles (TQ = 32) of the 1536
+padded frames, each query tile reading all 24 key tiles (TK = 64) in both
+passes of SPEC §4, so there is no block-diagonal shortcut anywhere.
+
+Data flow (the reasons are hardware limits, see kernels/README.md):
+
+- A *group* is 4 columns x 4 compute rows = 16 cores working on one head at a
+  time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
+  Each head takes 3 rounds; in round `rd` the core in column c, row r handles
+  query tile `16 rd + 4 c + r`.
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,768-byte object
+  per round: the column's 4 query tiles (4 x 32 x 64 int8), the head's rowp
+  header (16 int32) and the column's 128 rowp row words. Three shim transfers
+  (from `q`, `rowp` header, `rowp` rows) fill one object. Each core uses its
+  slot `r`.
+- `kv<g>`: the head's K and V tiles arrive on two shim channels and are joined
+  in a memory tile into 8 KiB objects (K tile j, V tile j), broadcast to the
+  group's 16 cores: 24 objects for pass 1 (row max, K half used) and 24 for
+  pass 2 (probabilities and P.V), per round.
+- `out<col>`: each core's 32 x 64 int16 output tile is joined in its column's
+  memory tile (4 tiles = 128 consecutive rows) and drained to `out`.
+
+Only numpy is needed to import this module (and to compute the transfer plan
+and the configuration the manifest records); generating MLIR needs mlir-aie's
+IRON (`aie.iron`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------- SPEC.md §1
+SPEC_VERSION = 1
+D = 64  # head dim
+H = 8  # heads
+FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
+TK = 64  # key tile
+TQ = 32  # query tile
+TP = TK * -(-FRAMES // TK)  # padded frames, 1536
+NKT = -(-FRAMES // TK)  # key tiles processed per pass, 24
+NQT = TP // TQ  # query tiles per head, 48
+HEADER_WORDS = 16
+ROWP_WORDS = HEADER_WORDS + TP  # 1552 int32 per (b, h)
+
+# ------------------------------------------------------------------ this design
+ROWS = 4  # compute rows per column on npu1 and npu2
+COLS_PER_GROUP = 4
+CORES_PER_GROUP = ROWS * COLS_PER_GROUP  # 16
+ROUNDS = NQT // CORES_PER_GROUP  # 3 rounds of 16 query tiles per head
+FIRST_CORE_ROW = 2
+MEM_ROW = 1
+SHIM_ROW = 0
+
+QR_Q_BYTES = ROWS * TQ * D  # 8192: the column's 4 query tiles, slot r at r * 2048
+QR_HDR_OFFSET = QR_Q_BYTES  # 16 int32 header words
+QR_ROWS_OFFSET = QR_HDR_OFFSET + 4 * HEADER_WORDS  # slot r's 32 row words at + 128 r
+QR_BYTES = QR_ROWS_OFFSET + 4 * ROWS * TQ  # 8768
+KV_BYTES = 2 * TK * D  # 8192: K tile then V tile, both 64 x 64 int8 row-major
+OUT_TILE_ELEMS = TQ * D  # int16
+
+KERNEL_OBJECT = "attention.o"
+# Entry points the AIE path of attention.cc exports (extern "C"); every one takes the
+# column's qr object and the core's slot (0..3), and keeps its row state (m, l, O, key
+# tile counter) in core-local static memory between calls:
+#   attn_begin(qr, slot)            start a query tile: m = min, key tile 0 (SPEC §4 pass 1)
+#   attn_pass1(qr, kv, slot)        one key tile of pass 1 (uses the K half of kv)
+#   attn_mid(qr, slot)              between passes: l = 0, O = 0, key tile 0
+#   attn_pass2(qr, kv, slot)        one key tile of pass 2 (K and V halves)
+#   attn_end(qr, out, slot)         SPEC §5: normalise and write the int16 tile
+ENTRY_POINTS = ("attn_begin", "attn_pass1", "attn_mid", "attn_pass2", "attn_end")
+
+TARGETS: dict[str, dict[str, Any]] = {
+    # columns usable by one application; mmul shapes per SPEC §6.3
+    "npu1": {
+        "columns": 4,
+        "device_class": "NPU1",
+        "arch": "aie2",
+        "mmul_qk": "4x8x8 int8",
+        "mmul_pv": "4x4x8 int16 x int8",
+    },
+    "npu2": {
+        "columns": 8,
+        "device_class": "NPU2",
+        "arch": "aie2p",
+        "mmul_qk": "8x8x8 int8",
+        "mmul_pv": "4x8x8 int16 x int8",
+    },
+}
+
+# Per-core data memory (bytes) of this design; SPEC §6.2 with the qr object instead of
+# separate q and rowp buffers (one fewer DMA input channel, see kernels/README.md).
+CORE_MEMORY = {
+    "qr object (depth 1)": QR_BYTES,
+    "kv objects (depth 2)": 2 * KV_BYTES,
+    "out tiles int16 32x64 (depth 2)": 2 * OUT_TILE_ELEMS * 2,
+    "scores S int32 32x64": TQ * TK * 4,
+    "P int16 32x64": TQ * TK * 2,
+    "O accumulator int32 32x64": TQ * D * 4,
+    "row state m, l int32 x 32": 2 * TQ * 4,
+    "E/G exp tables": 2 * 129 * 2 * 4,
+    "reciprocal seeds R int32 x 64": 64 * 4,
+    "stack": 1024,
+}
+CORE_MEMORY_LIMIT = 64 * 1024
+
+
+def groups(target: str) -> int:
+    return TARGETS[target]["columns"] // COLS_PER_GROUP
+
+
+def runtime_buffers(batch: int) -> list[dict[str, Any]]:
+    """The runtime sequence's arguments in order (SPEC §2); make_manifest checks them
+    against amanuensis_npu.quantization.buffer_layout, so the two cannot drift."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    rows = (batch, H, TP, D)
+    specs = [
+        ("q", "int8", rows, "in"),
+        ("k", "int8", rows, "in"),
+        ("v", "int8", rows, "in"),
+        ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
+        ("out", "int16", rows, "out"),
+    ]
+    return [
+        {
+            "name": name,
+            "dtype": dtype,
+            "shape": list(shape),
+            "nbytes": int(np.prod(shape)) * np.dtype(dtype).itemsize,
+            "direction": direction,
+        }
+        for name, dtype, shape, direction in specs
+    ]
+
+
+def design_config(target: str, batch: int) -> dict[str, Any]:
+    """Tiling and placement, as recorded in the manifest."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose npu1 or npu2")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    t = TARGETS[target]
+    g = groups(target)
+    return {
+        "device_class": t["device_class"],
+        "arch": t["arch"],
+        "tiles": {
+            "head_dim": D,
+            "heads": H,
+            "frames": FRAMES,
+            "padded_frames": TP,
+            "query_tile": TQ,
+            "key_tile": TK,
+            "key_tiles_per_pass": NKT,
+            "query_tiles_per_head": NQT,
+            "rowp_header_words": HEADER_WORDS,
+            "qr_object_bytes": QR_BYTES,
+            "kv_object_bytes": KV_BYTES,
+            "mmul_qk": t["mmul_qk"],
+            "mmul_pv": t["mmul_pv"],
+        },
+        "placement": {
+            "columns": t["columns"],
+            "compute_rows": ROWS,
+            "cores": t["columns"] * ROWS,
+            "groups": g,
+            "cores_per_group": CORES_PER_GROUP,
+            "rounds_per_head": ROUNDS,
+            "rounds_per_core_per_dispatch": batch * (H // g) * ROUNDS,
+            "head_of_group": "h = g + G * step (G groups)",
+            "query_tile_of_core": "16 * round + 4 * column_in_group + row",
+            "core_memory_bytes": sum(CORE_MEMORY.values()),
+            "kernel_object": KERNEL_OBJECT,
+            "entry_points": list(ENTRY_POINTS),
+            "dispatches_per_layer": 1,
+        },
+    }
+
+
+# ------------------------------------------------------------------ transfer plan
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One shim DMA task of the runtime sequence (a fill or a drain).
+
+    `offset`, `sizes` and `strides` are in elements of `buffer`, outermost first, as
+    IRON's TensorAccessPattern takes them; `fifo` names the ObjectFifo endpoint and
+    `column` the shim tile that runs the transfer.
+    """
+
+    kind: str  # "fill" | "drain"
+    fifo: str
+    buffer: str
+    offset: int
+    sizes: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
+    column: int
+    group_step: int  # transfers of one step form one task group
+
+
+def _bh(batch_index: int, head: int) -> int:
+    return batch_index * H + head
+
+
+def transfer_plan(target: str, batch: int) -> list[Transfer]:
+    """Every shim transfer of one dispatch, in issue order.
+
+    The same list drives build_program() and the data-movement test, so what is tested
+    is what the runtime sequence does.
+    """
+    g_count = groups(target)
+    plan: list[Transfer] = []
+    step_index = 0
+    for b in range(batch):
+        for step in range(H // g_count):
+            for g in range(g_count):
+                head = step * g_count + g
+                bh = _bh(b, head)
+                base = bh * TP * D
+                half = TP // 2 * D  # keeps every DMA dimension below 1024 words
+                k_col, v_col = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
+                # The head's K and V, once per pass per round, in key-tile order.
+                reps = 2 * ROUNDS
+                plan.append(
+                    Transfer(
+                        "fill",
+                        f"k{g}",
+                        "k",
+                        base,
+                        (reps, 2, TP // 2, D),
+                        (0, half, D, 1),
+                        k_col,
+                        step_index,
+                    )
+                )
+                plan.append(
+                    Transfer(
+                        "fill",
+                        f"v{g}",
+                        "v",
+                        base,
+                        (reps, 2, TP // 2, D),
+                        (0, half, D, 1),
+                        v_col,
+                        step_index,
+                    )
+                )
+                for c in range(COLS_PER_GROUP):
+                    col = COLS_PER_GROUP * g + c
+                    for rd in range(ROUNDS):
+                        qt0 = CORES_PER_GROUP * rd + ROWS * c
+                        plan.append(
+                            Transfer(
+                                "fill",
+                                f"qr{col}",
+                                "q",
+                                base + qt0 * TQ * D,
+                                (1, 1, ROWS * TQ, D),
+                                (0, 0, D, 1),
+                                col,
+                                step_index,
+                            )
+                        )
+                        plan.append(
+                            Transfer(
+                                "fill",
+                                f"qr{col}",
+                                "rowp",
+                                bh * ROWP_WORDS,
+                                (1, 1, 1, HEADER_WORDS),
+                                (0, 0, 0, 1),
+                                col,
+                                step_index,
+                            )
+                        )
+                        plan.append(
+                            Transfer(
+                                "fill",
+                                f"qr{col}",
+                                "rowp",
+                                bh * ROWP_WORDS + HEADER_WORDS + qt0 * TQ,
+                                (1, 1, 1, ROWS * TQ),
+                                (0, 0, 0, 1),
+                                col,
+                                step_index,
+                            )
+                        )
+                    plan.append(
+                        Transfer(
+                            "drain",
+                            f"out{col}",
+                            "out",
+                            base + ROWS * c * TQ * D,
+                            (1, ROUNDS, ROWS * TQ, D),
+                            (0, CORES_PER_GROUP * TQ * D, D, 1),
+                            col,
+                            step_index,
+                        )
+                    )
+            step_index += 1
+    return plan
+
+
+# ---------------------------------------------------------------------- IRON part
+
+
+class IronMissing(RuntimeError):
+    """mlir-aie's Python package (aie.iron) is not importable."""
+
+
+def iron_status() -> tuple[bool, str]:
+    """Whether IRON can be imported here, and if not, why (one sentence)."""
+    try:
+        import aie.iron  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means "cannot generate"
+        return False, f"mlir-aie (IRON) not installed: import aie.iron failed ({exc})"
+    return True, "mlir-aie (IRON) is importable"
+
+
+def _device(target: str) -> Any:
+    """The IRON device object; class names moved between mlir-aie releases."""
+    import aie.iron.device as devices
+
+    names = {"npu1": ("NPU1", "NPU1Col4"), "npu2": ("NPU2",)}[target]
+    for name in names:
+        cls = getattr(devices, name, None)
+        if cls is not None:
+            return cls()
+    raise IronMissing(f"this mlir-aie has none of the device classes {names}")
+
+
+def build_program(target: str, batch: int) -> Any:
+    """The IRON program for `target` and `batch`, resolved to an MLIR module."""
+    ok, reason = iron_status()
+    if not ok:
+        raise IronMissing(reason)
+    from aie.helpers.taplib import TensorAccessPattern
+    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron.controlflow import range_
+    from aie.iron.device import Tile
+    from aie.iron.placers import SequentialPlacer
+
+    n_cols = TARGETS[target]["columns"]
+    g_count = groups(target)
+
+    qr_ty = np.ndarray[(QR_BYTES,), np.dtype[np.int8]]
+    tile_ty = np.ndarray[(TK, D), np.dtype[np.int8]]
+    kv_ty = np.ndarray[(2, TK, D), np.dtype[np.int8]]
+    out_tile_ty = np.ndarray[(TQ, D), np.dtype[np.int16]]
+    out_col_ty = np.ndarray[(ROWS * TQ, D), np.dtype[np.int16]]
+
+    begin = Kernel("attn_begin", KERNEL_OBJECT, [qr_ty, np.int32])
+    pass1 = Kernel("attn_pass1", KERNEL_OBJECT, [qr_ty, kv_ty, np.int32])
+    mid = Kernel("attn_mid", KERNEL_OBJECT, [qr_ty, np.int32])
+    pass2 = Kernel("attn_pass2", KERNEL_OBJECT, [qr_ty, kv_ty, np.int32])
+    end = Kernel("attn_end", KERNEL_OBJECT, [qr_ty, out_tile_ty, np.int32])
+
+    # K and V of a group's head arrive separately and are joined tile by tile in the
+    # memory tile of the group's first column, then broadcast to its 16 cores.
+    kv: list[Any] = []
+    k_in: list[Any] = []
+    v_in: list[Any] = []
+    for g in range(g_count):
+        fifo = ObjectFifo(kv_ty, depth=2, name=f"kv{g}")
+        parts = fifo.prod().join(
+            offsets=[0, TK * D],
+            placement=Tile(COLS_PER_GROUP * g, MEM_ROW),
+            depths=[2, 2],
+            obj_types=[tile_ty, tile_ty],
+            names=[f"k{g}", f"v{g}"],
+        )
+        kv.append(fifo)
+        k_in.append(parts[0])
+        v_in.append(parts[1])
+
+    qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
+    out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
+    out_parts = [
+        out_col[col]
+        .prod()
+        .join(
+            offsets=[r * OUT_TILE_ELEMS for r in range(ROWS)],
+            placement=Tile(col, MEM_ROW),
+            depths=[2] * ROWS,
+            obj_types=[out_tile_ty] * ROWS,
+            names=[f"out{col}_{r}" for r in range(ROWS)],
+        )
+        for col in range(n_cols)
+    ]
+
+    def core_body(of_qr, of_kv, of_out, k_begin, k_pass1, k_mid, k_pass2, k_end, slot):
+        # One query tile per iteration; the Worker repeats this for as long as the
+        # runtime sequence supplies query tiles, so the core program is batch-agnostic.
+        elem_qr = of_qr.acquire(1)
+        k_begin(elem_qr, slot)
+        for _ in range_(NKT):
+            elem_kv = of_kv.acquire(1)
+            k_pass1(elem_qr, elem_kv, slot)
+            of_kv.release(1)
+        k_mid(elem_qr, slot)
+        for _ in range_(NKT):
+            elem_kv = of_kv.acquire(1)
+            k_pass2(elem_qr, elem_kv, slot)
+            of_kv.release(1)
+        elem_out = of_out.acquire(1)
+        k_end(elem_qr, elem_out, slot)
+        of_out.release(1)
+        of_qr.release(1)
+
+    workers = []
+    for col in range(n_cols):
+        g = col // COLS_PER_GROUP
+        for r in range(ROWS):
+            workers.append(
+                Worker(
+                    core_body,
+                    fn_args=[
+                        qr[col].cons(),
+                        kv[g].cons(),
+                        out_parts[col][r].prod(),
+                        begin,
+                        pass1,
+                        mid,
+                        pass2,
+                        end,
+                        r,
+                    ],
+                    placement=Tile(col, FIRST_CORE_ROW + r),
+                )
+            )
+
+    layout = runtime_buffers(batch)
+    arg_types = [
+        np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in layout
+    ]
+    flat = {b["name"]: (int(np.prod(b["shape"])),) for b in layout}
+    fifo_handles = {f"k{g}": k_in[g] for g in range(g_count)}
+    fifo_handles |= {f"v{g}": v_in[g] for g in range(g_count)}
+    fifo_handles |= {f"qr{col}": qr[col] for col in range(n_cols)}
+    fifo_handles |= {f"out{col}": out_col[col] for col in range(n_cols)}
+
+    rt = Runtime()
+    with rt.sequence(*arg_types) as buffers:
+        named = dict(zip([b["name"] for b in layout], buffers, strict=True))
+        rt.start(*workers)
+        plan = transfer_plan(target, batch)
+        for step in sorted({t.group_step for t in plan}):
+            tg = rt.task_group()
+            for t in (t for t in plan if t.group_step == step):
+                tap = TensorAccessPattern(flat[t.buffer], t.offset, list(t.sizes), list(t.strides))
+                if t.kind == "fill":
+                    rt.fill(
+                        fifo_handles[t.fifo].prod(),
+                        named[t.buffer],
+                        tap=tap,
+                        task_group=tg,
+                        placement=Tile(t.column, SHIM_ROW),
+                    )
+                else:
+                    rt.drain(
+                        fifo_handles[t.fifo].cons(),
+                        named[t.buffer],
+                        tap=tap,
+                        task_group=tg,
+                        wait=True,
+                        placement=Tile(t.column, SHIM_ROW),
+                    )
+            rt.finish_task_group(tg)
+
+    program = Program(_device(target), rt)
+    return program.resolve_program(SequentialPlacer())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    ok, reason = iron_status()
+    epilog = (
+        f"IRON here: {reason}. --config and --plan work without it; emitting MLIR needs "
+        "mlir-aie (see kernels/README.md)."
+    )
+    p = argparse.ArgumentParser(
+        description="Emit the MLIR of the amanuensis-npu attention kernel (SPEC.md v"
+        f"{SPEC_VERSION}) for one NPU generation and batch size.",
+        epilog=epilog,
+    )
+    p.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="npu1",
+        help="npu1 (Phoenix, Hawk Point) or npu2 (Strix, Krackan)",
+    )
+    p.add_argument("--batch", type=int, default=1, help="30 s windows per dispatch")
+    p.add_argument("-o", "--output", type=Path, help="write the MLIR here (default: stdout)")
+    p.add_argument(
+        "--config",
+        action="store_true",
+        help="print the tiling/placement JSON the manifest records, and exit",
+    )
+    p.add_argument(
+        "--plan", action="store_true", help="print the shim transfer plan as JSON lines, and exit"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.batch < 1:
+        print("design.py: --batch must be >= 1", file=sys.stderr)
+        return 2
+    if args.config:
+        print(json.dumps(design_config(args.target, args.batch), indent=2))
+        return 0
+    if args.plan:
+        for t in transfer_plan(args.target, args.batch):
+            print(json.dumps(asdict(t)))
+        return 0
+    try:
+        module = build_program(args.target, args.batch)
+    except IronMissing as exc:
+        print(f"design.py: {exc}", file=sys.stderr)
+        return 2
+    text = str(module)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
