@@ -185,8 +185,13 @@ def _import_pyxrt() -> tuple[ModuleType | None, str]:
         except ImportError as exc:  # e.g. built for another Python
             sys.path.remove(location)
             return None, f"pyxrt in {location} failed to import ({exc})"
-    where = ", ".join(tried) or "no XRT install ($XILINX_XRT unset, /opt/xilinx/xrt absent)"
-    return None, f"XRT Python bindings (pyxrt) not found ({first_error}; looked in {where})"
+    where = ", ".join(tried)
+    if not os.environ.get("XILINX_XRT"):
+        where += " ($XILINX_XRT unset)"
+    reason = f"XRT Python bindings (pyxrt) not found ({first_error}; looked in {where})"
+    if not device_nodes():
+        reason += "; no NPU device node either (/dev/accel/accel* absent)"
+    return None, reason
 
 
 def device_nodes() -> list[str]:
