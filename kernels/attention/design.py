@@ -13,15 +13,17 @@ Data flow (the reasons are hardware limits, see kernels/README.md):
   time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
-- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,768-byte object
-  per round: the column's 4 query tiles (4 x 32 x 64 int8), the head's rowp
-  header (16 int32) and the column's 128 rowp row words. Three shim transfers
-  (from `q`, `rowp` header, `rowp` rows) fill one object. Each core uses its
-  slot `r`.
-- `kv<g>`: the head's K and V tiles arrive on two shim channels and are joined
-  in a memory tile into 8 KiB objects (K tile j, V tile j), broadcast to the
-  group's 16 cores: 24 objects for pass 1 (row max, K half used) and 24 for
-  pass 2 (probabilities and P.V), per round.
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,704-byte object
+  per round: the column's 4 query tiles (4 x 32 x 64 int8) and their 128 rowp
+  row words. Two shim transfers (from `q` and from `rowp`) fill one object; each
+  core uses its slot `r` through the wrappers in iron_glue.cc.
+- `kv<g>`: the head's K (stored as Kᵀ per key tile) and V tiles arrive on two
+  shim channels and are joined in a memory tile into 8 KiB objects (Kᵀ tile j,
+  V tile j), broadcast to the group's 16 cores: 24 objects for pass 1 (row max,
+  K half used) and 24 for pass 2 (probabilities and P.V), per round.
+- The rowp header is not sent: the design is built for n_frames = 1500 (every
+  Whisper window) and passes each key tile's count of valid keys (64, and 28 for
+  the last tile) to the kernel as a constant; padded keys are masked by it.
 - `out<col>`: each core's 32 x 64 int16 output tile is joined in its column's
   memory tile (4 tiles = 128 consecutive rows) and drained to `out`.
 
@@ -63,23 +65,22 @@ FIRST_CORE_ROW = 2
 MEM_ROW = 1
 SHIM_ROW = 0
 
-QR_Q_BYTES = ROWS * TQ * D  # 8192: the column's 4 query tiles, slot r at r * 2048
-QR_HDR_OFFSET = QR_Q_BYTES  # 16 int32 header words
-QR_ROWS_OFFSET = QR_HDR_OFFSET + 4 * HEADER_WORDS  # slot r's 32 row words at + 128 r
-QR_BYTES = QR_ROWS_OFFSET + 4 * ROWS * TQ  # 8768
-KV_BYTES = 2 * TK * D  # 8192: K tile then V tile, both 64 x 64 int8 row-major
+LAST_VALID = FRAMES - (NKT - 1) * TK  # valid keys in the last key tile, 28
+QR_Q_TILE_BYTES = TQ * D  # 2048: slot r's query tile at r * 2048
+QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
+QR_BYTES = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704
+KV_V_OFFSET = TK * D  # 4096: the kv object is [Kᵀ tile 64 x 64][V tile 64 x 64], int8
+KV_BYTES = 2 * TK * D  # 8192
 OUT_TILE_ELEMS = TQ * D  # int16
 
+# attention.o is iron_glue.cc (which includes attention.cc) built with Peano. Calls per
+# query tile, all on core-local buffers m, l (int32 x 32) and acc (int32 x 32 x 64):
+#   attn_rows_init(m, l, acc)
+#   attn_qr_tile_max(qr, kv, m, slot, valid)              key tiles 0..23 (pass 1)
+#   attn_qr_tile_accum(qr, kv, m, l, acc, slot, valid)    key tiles 0..23 (pass 2)
+#   attn_rows_finish(l, acc, out)
 KERNEL_OBJECT = "attention.o"
-# Entry points the AIE path of attention.cc exports (extern "C"); every one takes the
-# column's qr object and the core's slot (0..3), and keeps its row state (m, l, O, key
-# tile counter) in core-local static memory between calls:
-#   attn_begin(qr, slot)            start a query tile: m = min, key tile 0 (SPEC §4 pass 1)
-#   attn_pass1(qr, kv, slot)        one key tile of pass 1 (uses the K half of kv)
-#   attn_mid(qr, slot)              between passes: l = 0, O = 0, key tile 0
-#   attn_pass2(qr, kv, slot)        one key tile of pass 2 (K and V halves)
-#   attn_end(qr, out, slot)         SPEC §5: normalise and write the int16 tile
-ENTRY_POINTS = ("attn_begin", "attn_pass1", "attn_mid", "attn_pass2", "attn_end")
+ENTRY_POINTS = ("attn_rows_init", "attn_qr_tile_max", "attn_qr_tile_accum", "attn_rows_finish")
 
 TARGETS: dict[str, dict[str, Any]] = {
     # columns usable by one application; mmul shapes per SPEC §6.3
@@ -105,12 +106,11 @@ CORE_MEMORY = {
     "qr object (depth 1)": QR_BYTES,
     "kv objects (depth 2)": 2 * KV_BYTES,
     "out tiles int16 32x64 (depth 2)": 2 * OUT_TILE_ELEMS * 2,
-    "scores S int32 32x64": TQ * TK * 4,
-    "P int16 32x64": TQ * TK * 2,
-    "O accumulator int32 32x64": TQ * D * 4,
+    "scores S int32 32x64 (attention.cc static)": TQ * TK * 4,
+    "P int16 32x64 (attention.cc static)": TQ * TK * 2,
+    "acc int32 32x64": TQ * D * 4,
     "row state m, l int32 x 32": 2 * TQ * 4,
-    "E/G exp tables": 2 * 129 * 2 * 4,
-    "reciprocal seeds R int32 x 64": 64 * 4,
+    "E, G, R tables int32 (129 + 128 + 64)": (129 + 128 + 64) * 4,
     "stack": 1024,
 }
 CORE_MEMORY_LIMIT = 64 * 1024
@@ -126,9 +126,10 @@ def runtime_buffers(batch: int) -> list[dict[str, Any]]:
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     rows = (batch, H, TP, D)
+    key_tiles = (batch, H, TP // TK, D, TK)  # K stored transposed per key tile (SPEC §2)
     specs = [
         ("q", "int8", rows, "in"),
-        ("k", "int8", rows, "in"),
+        ("k", "int8", key_tiles, "in"),
         ("v", "int8", rows, "in"),
         ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
         ("out", "int16", rows, "out"),
@@ -165,7 +166,9 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "key_tile": TK,
             "key_tiles_per_pass": NKT,
             "query_tiles_per_head": NQT,
+            "valid_keys_last_tile": LAST_VALID,
             "rowp_header_words": HEADER_WORDS,
+            "rowp_header_on_device": False,
             "qr_object_bytes": QR_BYTES,
             "kv_object_bytes": KV_BYTES,
             "mmul_qk": t["mmul_qk"],
@@ -183,6 +186,7 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "query_tile_of_core": "16 * round + 4 * column_in_group + row",
             "core_memory_bytes": sum(CORE_MEMORY.values()),
             "kernel_object": KERNEL_OBJECT,
+            "kernel_sources": ["attention/iron_glue.cc", "attention/attention.cc"],
             "entry_points": list(ENTRY_POINTS),
             "dispatches_per_layer": 1,
         },
@@ -219,96 +223,73 @@ def transfer_plan(target: str, batch: int) -> list[Transfer]:
     """Every shim transfer of one dispatch, in issue order.
 
     The same list drives build_program() and the data-movement test, so what is tested
-    is what the runtime sequence does.
+    is what the runtime sequence does. Offsets, sizes and strides are in elements.
     """
     g_count = groups(target)
     plan: list[Transfer] = []
     step_index = 0
+
+    def add(
+        kind: str, fifo: str, buf: str, offset: int, sizes: tuple, strides: tuple, col: int
+    ) -> None:
+        plan.append(Transfer(kind, fifo, buf, offset, sizes, strides, col, step_index))
+
+    half = TP // 2 * D  # a head's K or V in two halves keeps every DMA dim below 1024 words
     for b in range(batch):
         for step in range(H // g_count):
             for g in range(g_count):
-                head = step * g_count + g
-                bh = _bh(b, head)
+                bh = _bh(b, step * g_count + g)
                 base = bh * TP * D
-                half = TP // 2 * D  # keeps every DMA dimension below 1024 words
-                k_col, v_col = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
-                # The head's K and V, once per pass per round, in key-tile order.
+                # The head's Kᵀ tiles and V tiles, once per pass per round, in key-tile order.
                 reps = 2 * ROUNDS
-                plan.append(
-                    Transfer(
-                        "fill",
-                        f"k{g}",
-                        "k",
-                        base,
-                        (reps, 2, TP // 2, D),
-                        (0, half, D, 1),
-                        k_col,
-                        step_index,
-                    )
+                add(
+                    "fill",
+                    f"k{g}",
+                    "k",
+                    base,
+                    (reps, 2, TP // 2, D),
+                    (0, half, D, 1),
+                    COLS_PER_GROUP * g,
                 )
-                plan.append(
-                    Transfer(
-                        "fill",
-                        f"v{g}",
-                        "v",
-                        base,
-                        (reps, 2, TP // 2, D),
-                        (0, half, D, 1),
-                        v_col,
-                        step_index,
-                    )
+                add(
+                    "fill",
+                    f"v{g}",
+                    "v",
+                    base,
+                    (reps, 2, TP // 2, D),
+                    (0, half, D, 1),
+                    COLS_PER_GROUP * g + 1,
                 )
                 for c in range(COLS_PER_GROUP):
                     col = COLS_PER_GROUP * g + c
                     for rd in range(ROUNDS):
-                        qt0 = CORES_PER_GROUP * rd + ROWS * c
-                        plan.append(
-                            Transfer(
-                                "fill",
-                                f"qr{col}",
-                                "q",
-                                base + qt0 * TQ * D,
-                                (1, 1, ROWS * TQ, D),
-                                (0, 0, D, 1),
-                                col,
-                                step_index,
-                            )
-                        )
-                        plan.append(
-                            Transfer(
-                                "fill",
-                                f"qr{col}",
-                                "rowp",
-                                bh * ROWP_WORDS,
-                                (1, 1, 1, HEADER_WORDS),
-                                (0, 0, 0, 1),
-                                col,
-                                step_index,
-                            )
-                        )
-                        plan.append(
-                            Transfer(
-                                "fill",
-                                f"qr{col}",
-                                "rowp",
-                                bh * ROWP_WORDS + HEADER_WORDS + qt0 * TQ,
-                                (1, 1, 1, ROWS * TQ),
-                                (0, 0, 0, 1),
-                                col,
-                                step_index,
-                            )
-                        )
-                    plan.append(
-                        Transfer(
-                            "drain",
-                            f"out{col}",
-                            "out",
-                            base + ROWS * c * TQ * D,
-                            (1, ROUNDS, ROWS * TQ, D),
-                            (0, CORES_PER_GROUP * TQ * D, D, 1),
+                        qt0 = CORES_PER_GROUP * rd + ROWS * c  # query tile of slot 0
+                        add(
+                            "fill",
+                            f"qr{col}",
+                            "q",
+                            base + qt0 * TQ * D,
+                            (1, 1, ROWS * TQ, D),
+                            (0, 0, D, 1),
                             col,
-                            step_index,
                         )
+                        add(
+                            "fill",
+                            f"qr{col}",
+                            "rowp",
+                            bh * ROWP_WORDS + HEADER_WORDS + qt0 * TQ,
+                            (1, 1, 1, ROWS * TQ),
+                            (0, 0, 0, 1),
+                            col,
+                        )
+                    add(
+                        "drain",
+                        f"out{col}",
+                        "out",
+                        base + ROWS * c * TQ * D,
+                        (1, ROUNDS, ROWS * TQ, D),
+                        (0, CORES_PER_GROUP * TQ * D, D, 1),
+                        col,
                     )
             step_index += 1
     return plan
@@ -347,6 +328,7 @@ def build_program(target: str, batch: int) -> Any:
     ok, reason = iron_status()
     if not ok:
         raise IronMissing(reason)
+    import aie.iron as iron
     from aie.helpers.taplib import TensorAccessPattern
     from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
     from aie.iron.controlflow import range_
@@ -355,28 +337,35 @@ def build_program(target: str, batch: int) -> Any:
 
     n_cols = TARGETS[target]["columns"]
     g_count = groups(target)
+    # Core-local buffers are `Buffer` in current mlir-aie, `GlobalBuffer` in older releases.
+    buffer_cls = getattr(iron, "Buffer", None) or iron.GlobalBuffer
 
     qr_ty = np.ndarray[(QR_BYTES,), np.dtype[np.int8]]
     tile_ty = np.ndarray[(TK, D), np.dtype[np.int8]]
     kv_ty = np.ndarray[(2, TK, D), np.dtype[np.int8]]
     out_tile_ty = np.ndarray[(TQ, D), np.dtype[np.int16]]
     out_col_ty = np.ndarray[(ROWS * TQ, D), np.dtype[np.int16]]
+    row_ty = np.ndarray[(TQ,), np.dtype[np.int32]]
+    acc_ty = np.ndarray[(TQ, D), np.dtype[np.int32]]
 
-    begin = Kernel("attn_begin", KERNEL_OBJECT, [qr_ty, np.int32])
-    pass1 = Kernel("attn_pass1", KERNEL_OBJECT, [qr_ty, kv_ty, np.int32])
-    mid = Kernel("attn_mid", KERNEL_OBJECT, [qr_ty, np.int32])
-    pass2 = Kernel("attn_pass2", KERNEL_OBJECT, [qr_ty, kv_ty, np.int32])
-    end = Kernel("attn_end", KERNEL_OBJECT, [qr_ty, out_tile_ty, np.int32])
+    rows_init = Kernel("attn_rows_init", KERNEL_OBJECT, [row_ty, row_ty, acc_ty])
+    tile_max = Kernel("attn_qr_tile_max", KERNEL_OBJECT, [qr_ty, kv_ty, row_ty, np.int32, np.int32])
+    tile_accum = Kernel(
+        "attn_qr_tile_accum",
+        KERNEL_OBJECT,
+        [qr_ty, kv_ty, row_ty, row_ty, acc_ty, np.int32, np.int32],
+    )
+    rows_finish = Kernel("attn_rows_finish", KERNEL_OBJECT, [row_ty, acc_ty, out_tile_ty])
 
-    # K and V of a group's head arrive separately and are joined tile by tile in the
-    # memory tile of the group's first column, then broadcast to its 16 cores.
+    # Kᵀ and V tiles of a group's head arrive on two shim channels and are joined tile by
+    # tile in the memory tile of the group's first column, then broadcast to its 16 cores.
     kv: list[Any] = []
     k_in: list[Any] = []
     v_in: list[Any] = []
     for g in range(g_count):
         fifo = ObjectFifo(kv_ty, depth=2, name=f"kv{g}")
         parts = fifo.prod().join(
-            offsets=[0, TK * D],
+            offsets=[0, KV_V_OFFSET],
             placement=Tile(COLS_PER_GROUP * g, MEM_ROW),
             depths=[2, 2],
             obj_types=[tile_ty, tile_ty],
@@ -386,6 +375,8 @@ def build_program(target: str, batch: int) -> Any:
         k_in.append(parts[0])
         v_in.append(parts[1])
 
+    # Shim -> the column's 4 cores directly: the memory tile's input channels are all
+    # taken by the output join (4) and, in a group's first column, K and V (2).
     qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
     out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
     out_parts = [
@@ -401,22 +392,29 @@ def build_program(target: str, batch: int) -> Any:
         for col in range(n_cols)
     ]
 
-    def core_body(of_qr, of_kv, of_out, k_begin, k_pass1, k_mid, k_pass2, k_end, slot):
+    def core_body(
+        of_qr, of_kv, of_out, row_max, row_sum, acc, k_init, k_max, k_accum, k_finish, slot
+    ):
         # One query tile per iteration; the Worker repeats this for as long as the
         # runtime sequence supplies query tiles, so the core program is batch-agnostic.
         elem_qr = of_qr.acquire(1)
-        k_begin(elem_qr, slot)
-        for _ in range_(NKT):
+        k_init(row_max, row_sum, acc)
+        for _ in range_(NKT - 1):
             elem_kv = of_kv.acquire(1)
-            k_pass1(elem_qr, elem_kv, slot)
+            k_max(elem_qr, elem_kv, row_max, slot, TK)
             of_kv.release(1)
-        k_mid(elem_qr, slot)
-        for _ in range_(NKT):
+        elem_kv = of_kv.acquire(1)
+        k_max(elem_qr, elem_kv, row_max, slot, LAST_VALID)  # keys >= 1500 are masked
+        of_kv.release(1)
+        for _ in range_(NKT - 1):
             elem_kv = of_kv.acquire(1)
-            k_pass2(elem_qr, elem_kv, slot)
+            k_accum(elem_qr, elem_kv, row_max, row_sum, acc, slot, TK)
             of_kv.release(1)
+        elem_kv = of_kv.acquire(1)
+        k_accum(elem_qr, elem_kv, row_max, row_sum, acc, slot, LAST_VALID)
+        of_kv.release(1)
         elem_out = of_out.acquire(1)
-        k_end(elem_qr, elem_out, slot)
+        k_finish(row_sum, acc, elem_out)
         of_out.release(1)
         of_qr.release(1)
 
@@ -424,6 +422,11 @@ def build_program(target: str, batch: int) -> Any:
     for col in range(n_cols):
         g = col // COLS_PER_GROUP
         for r in range(ROWS):
+            state = [
+                buffer_cls(row_ty, name=f"m_{col}_{r}"),
+                buffer_cls(row_ty, name=f"l_{col}_{r}"),
+                buffer_cls(acc_ty, name=f"acc_{col}_{r}"),
+            ]
             workers.append(
                 Worker(
                     core_body,
@@ -431,11 +434,11 @@ def build_program(target: str, batch: int) -> Any:
                         qr[col].cons(),
                         kv[g].cons(),
                         out_parts[col][r].prod(),
-                        begin,
-                        pass1,
-                        mid,
-                        pass2,
-                        end,
+                        *state,
+                        rows_init,
+                        tile_max,
+                        tile_accum,
+                        rows_finish,
                         r,
                     ],
                     placement=Tile(col, FIRST_CORE_ROW + r),

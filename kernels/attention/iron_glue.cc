@@ -1,0 +1,59 @@
+// Glue between the IRON design (design.py) and the tile functions of attention.cc.
+//
+// The design delivers each compute core its query tile and rowp row words inside
+// one object shared by the 4 cores of a column (the "qr" object), and each key tile
+// with its value tile inside one "kv" object, because a compute tile has only two
+// input DMA channels (kernels/README.md). IRON cannot take sub-views of an object,
+// so these wrappers do the pointer arithmetic: `slot` is the core's row in its
+// column (0..3). The arithmetic stays entirely in attention.cc.
+//
+//   qr  int8 [QR_BYTES]:  [slot 0..3: q tile int8 32 x 64 row-major]   bytes 0 .. 8191
+//                         [slot 0..3: 32 rowp words int32]             bytes 8192 .. 8703
+//   kv  int8 [8192]:      [Kᵀ tile int8 64 dims x 64 keys][V tile int8 64 keys x 64 dims]
+//
+// Built by the Makefile with Peano for the NPU (`attention.o`, the object every
+// Worker links), and by tests/test_kernel_build.py with the host g++ and
+// -DATTN_SCALAR, which replays design.py's whole transfer plan through these
+// entry points and compares the result byte for byte with the scalar layer driver.
+
+#include "attention.cc"
+
+#define GLUE_SLOTS 4
+#define GLUE_Q_TILE_BYTES (ATTN_TQ * ATTN_D)
+#define GLUE_WORDS_OFFSET (GLUE_SLOTS * GLUE_Q_TILE_BYTES)
+#define GLUE_QR_BYTES (GLUE_WORDS_OFFSET + GLUE_SLOTS * ATTN_TQ * 4)
+#define GLUE_V_OFFSET (ATTN_TK * ATTN_D)
+
+static_assert(GLUE_QR_BYTES == 8704, "qr object layout differs from design.py");
+static_assert(GLUE_V_OFFSET == 4096, "kv object layout differs from design.py");
+
+#if defined(ATTN_SCALAR)
+#define GLUE_EXPORT ATTN_EXPORT
+#else
+#define GLUE_EXPORT extern "C"
+#endif
+
+// Pass 1 step for the core in `slot`: row max over the K half of `kv` (SPEC §4).
+GLUE_EXPORT void attn_qr_tile_max(const int8_t *qr, const int8_t *kv, int32_t *m, int32_t slot,
+                                  int32_t valid) {
+  attn_tile_max(qr + slot * GLUE_Q_TILE_BYTES, kv, m, valid);
+}
+
+// Pass 2 step for the core in `slot`: probabilities, row sum and P·V (SPEC §4).
+GLUE_EXPORT void attn_qr_tile_accum(const int8_t *qr, const int8_t *kv, const int32_t *m,
+                                    int32_t *l, int32_t *acc, int32_t slot, int32_t valid) {
+  const int32_t *words = (const int32_t *)(qr + GLUE_WORDS_OFFSET) + slot * ATTN_TQ;
+  attn_tile_accum(qr + slot * GLUE_Q_TILE_BYTES, kv, kv + GLUE_V_OFFSET, words, m, l, acc, valid);
+}
+
+// The object layout compiled in, so a test can check it against design.py.
+GLUE_EXPORT int32_t attn_qr_layout(int32_t what) {
+  switch (what) {
+    case 0: return GLUE_SLOTS;
+    case 1: return GLUE_Q_TILE_BYTES;
+    case 2: return GLUE_WORDS_OFFSET;
+    case 3: return GLUE_QR_BYTES;
+    case 4: return GLUE_V_OFFSET;
+    default: return -1;
+  }
+}
