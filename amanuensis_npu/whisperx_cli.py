@@ -150,3 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.argv = saved_argv
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

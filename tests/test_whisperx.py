@@ -1,0 +1,431 @@
+"""WhisperX integration (issue 5): Python API, `whisperx-npu`, the whisperx patch, offline VAD.
+
+whisperx is imported unconditionally: CI installs it with .ci/install-whisperx.sh,
+and a missing whisperx must fail this module, not skip it. Transcripts are
+compared with stock whisperx run on the same model directory with
+deterministic decoding (temperature 0, no fallback), on the short clips; the
+every-clip comparison is benchmarks/whisperx_agreement.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import whisperx  # noqa: F401  (a missing whisperx must fail here, loudly)
+import whisperx.asr
+
+import amanuensis_npu.whisperx as wxn
+from amanuensis_npu import whisperx_patch
+from amanuensis_npu.evaluation import wer
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+LIBRIVOX = sorted((SPEECH / "librivox").glob("*.wav"))
+SHORT_CLIPS = [LIBRIVOX[0], LIBRIVOX[1], SPEECH / "cards" / "001.wav"]
+LECTURE = SPEECH / "lecture" / "lecture.wav"
+FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+DETERMINISTIC = {"temperatures": [0.0]}
+CLI_DETERMINISTIC = ["--temperature_increment_on_fallback", "None"]
+PATCH = REPO / "patches" / "whisperx-3.8.6-npu.patch"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **extra}
+    env.pop("AMANUENSIS_NPU_ATTENTION", None)
+    return env
+
+
+def _run(cmd: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=_env(**env), cwd=REPO
+    )
+
+
+def _script(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"console script {name!r} missing: pip install -e . (and .ci/install-whisperx.sh)"
+    return path
+
+
+def _json_text(path: Path) -> str:
+    return " ".join(s["text"].strip() for s in json.loads(path.read_text())["segments"])
+
+
+def _text(result: dict) -> str:
+    return " ".join(s["text"].strip() for s in result["segments"])
+
+
+@pytest.fixture(scope="module")
+def audio() -> dict[Path, object]:
+    assert SPEECH.is_dir(), f"shared speech data missing at {SPEECH}"
+    return {clip: whisperx.load_audio(str(clip)) for clip in [*SHORT_CLIPS, LECTURE]}
+
+
+@pytest.fixture(scope="module")
+def npu_pipeline(base_dir: Path) -> whisperx.asr.FasterWhisperPipeline:
+    """Our pipeline with the CPU attention backend, so it must equal stock whisperx exactly."""
+    return wxn.load_model(
+        "base",
+        device="npu",
+        compute_type="float32",
+        language="en",
+        asr_options=DETERMINISTIC,
+        attention="cpu",
+    )
+
+
+@pytest.fixture(scope="module")
+def stock_pipeline(base_dir: Path) -> whisperx.asr.FasterWhisperPipeline:
+    return whisperx.load_model(
+        str(base_dir), "cpu", compute_type="float32", language="en", asr_options=DETERMINISTIC
+    )
+
+
+# --- Python API ---------------------------------------------------------------------------
+
+
+def test_load_model_has_whisperx_signature() -> None:
+    ours = inspect.signature(wxn.load_model).parameters
+    stock = inspect.signature(wxn._STOCK_LOAD_MODEL).parameters
+    assert wxn._STOCK_LOAD_MODEL.__module__ == "whisperx.asr"
+    assert list(ours)[: len(stock)] == list(stock)
+    for name, param in stock.items():
+        if name != "device":
+            assert ours[name].default == param.default, name
+    assert ours["device"].default == "npu"
+    assert [n for n in ours if n not in stock] == ["attention"]
+    assert ours["attention"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_pipeline_is_whisperx_with_our_encoder(npu_pipeline, audio) -> None:  # noqa: ANN001
+    assert isinstance(npu_pipeline, whisperx.asr.FasterWhisperPipeline)
+    model = npu_pipeline.model
+    assert isinstance(model, whisperx.asr.WhisperModel)
+    assert isinstance(model, wxn.NPUWhisperModel)
+    assert model.model.device == "cpu"  # CTranslate2 decodes on the CPU
+    before = model.attention_backend.stats.snapshot()["attention_calls"]
+    result = npu_pipeline.transcribe(audio[SHORT_CLIPS[0]], batch_size=8)
+    after = model.attention_backend.stats.snapshot()["attention_calls"]
+    # One 30 s window through 6 encoder layers: our encoder, not CTranslate2's, ran.
+    assert after - before == 6 * len(result["segments"])
+    assert _text(result)
+
+
+@pytest.mark.parametrize("clip", SHORT_CLIPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_transcript_matches_stock_whisperx(npu_pipeline, stock_pipeline, audio, clip) -> None:  # noqa: ANN001
+    ours = npu_pipeline.transcribe(audio[clip], batch_size=8)
+    stock = stock_pipeline.transcribe(audio[clip], batch_size=8)
+    assert [s["text"] for s in ours["segments"]] == [s["text"] for s in stock["segments"]]
+    assert [(s["start"], s["end"]) for s in ours["segments"]] == [
+        (s["start"], s["end"]) for s in stock["segments"]
+    ]
+
+
+def test_librivox_word_error_rate(npu_pipeline, audio) -> None:  # noqa: ANN001
+    """A real outcome, not only agreement: the text is close to the human reference."""
+    errors = []
+    for clip in LIBRIVOX[:2]:
+        hyp = _text(npu_pipeline.transcribe(audio[clip], batch_size=8))
+        errors.append(wer(clip.with_suffix(".txt").read_text(), hyp))
+    assert max(errors) < 0.2, errors
+
+
+@pytest.mark.parametrize("chunk_size", [30, 8])
+def test_batch_size_1_and_8_agree(npu_pipeline, audio, chunk_size: int) -> None:  # noqa: ANN001
+    one = npu_pipeline.transcribe(audio[LECTURE], batch_size=1, chunk_size=chunk_size)
+    eight = npu_pipeline.transcribe(audio[LECTURE], batch_size=8, chunk_size=chunk_size)
+    assert len(one["segments"]) >= 3  # several chunks, so batching really groups windows
+    assert [s["text"] for s in one["segments"]] == [s["text"] for s in eight["segments"]]
+
+
+def test_install_routes_whisperx_load_model(base_dir: Path, npu_pipeline) -> None:  # noqa: ANN001
+    import whisperx.transcribe
+
+    stock = whisperx.asr.load_model
+    wxn.install()
+    try:
+        assert whisperx.transcribe.load_model is whisperx.asr.load_model is not stock
+        # Reuse the loaded model (model=) so the hook's routing, not model loading, is timed.
+        pipe = whisperx.load_model("base", device="npu", model=npu_pipeline.model, language="en")
+        assert pipe.model is npu_pipeline.model
+        assert isinstance(pipe.vad_model, whisperx.vads.Pyannote)
+        fresh = whisperx.load_model("base", device="amd-npu", language="en", compute_type="int8")
+        assert isinstance(fresh.model, wxn.NPUWhisperModel)
+        cpu = whisperx.load_model(str(base_dir), device="cpu", compute_type="int8")
+        assert type(cpu.model) is whisperx.asr.WhisperModel  # other devices stay stock
+    finally:
+        wxn.uninstall()
+    assert whisperx.asr.load_model is stock
+    assert whisperx.transcribe.load_model is stock
+    assert whisperx.asr.Silero is not wxn.OfflineSilero
+
+
+@pytest.fixture
+def fake_torch_npu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make `torch_npu` importable (an empty package), as on a Huawei Ascend machine."""
+    (tmp_path / "torch_npu").mkdir()
+    (tmp_path / "torch_npu" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(wxn, "_warned_clash", False)
+    return tmp_path
+
+
+def test_npu_name_yields_to_torch_npu(fake_torch_npu, base_dir, caplog) -> None:  # noqa: ANN001
+    assert wxn.torch_npu_present()
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        assert wxn.claims_device("npu") is False
+    assert "amd-npu" in caplog.text
+    assert wxn.claims_device("amd-npu") is True
+    wxn.install()
+    try:
+        # "npu" now goes to stock whisperx, whose CTranslate2 rejects it: not silently ours.
+        with pytest.raises(ValueError, match="npu"):
+            whisperx.load_model(str(base_dir), device="npu", compute_type="int8")
+    finally:
+        wxn.uninstall()
+
+
+def test_npu_name_is_ours_without_torch_npu() -> None:
+    assert not wxn.torch_npu_present()
+    assert wxn.claims_device("npu") and wxn.claims_device("amd-npu")
+    assert not wxn.claims_device("cpu") and not wxn.claims_device("cuda")
+
+
+# --- offline VAD, alignment and diarization ---------------------------------------------
+
+
+def test_silero_vad_loads_offline_from_package(npu_pipeline, audio, monkeypatch) -> None:  # noqa: ANN001
+    def no_hub(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("torch.hub must not be used for silero VAD")
+
+    monkeypatch.setattr(torch.hub, "load", no_hub)
+    pipe = wxn.load_model(
+        "base", device="npu", model=npu_pipeline.model, vad_method="silero", language="en"
+    )
+    assert isinstance(pipe.vad_model, wxn.OfflineSilero)
+    assert whisperx.asr.Silero is not wxn.OfflineSilero  # patched only while loading
+    clip = LIBRIVOX[0]
+    hyp = _text(pipe.transcribe(audio[clip], batch_size=8))
+    assert wer(clip.with_suffix(".txt").read_text(), hyp) < 0.2
+
+
+def test_silero_without_package_says_how_to_fix(monkeypatch) -> None:  # noqa: ANN001
+    def offline_hub(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("It looks like there is no internet connection")
+
+    monkeypatch.setitem(sys.modules, "silero_vad", None)
+    monkeypatch.setattr(torch.hub, "load", offline_hub)
+    with pytest.raises(wxn.ModelUnavailableError, match="pip install silero-vad"):
+        wxn.OfflineSilero(vad_onset=0.5, chunk_size=30)
+
+
+def test_alignment_model_missing_offline_names_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    def no_network(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)  # where torch.hub downloads from
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(wxn.ModelUnavailableError) as info:
+        wxn.load_align_model("en", "npu")
+    msg = str(info.value)
+    assert "WAV2VEC2_ASR_BASE_960H" in msg
+    assert str(tmp_path / "checkpoints") in msg and "--no_align" in msg
+    assert "\n" not in msg
+
+
+def test_diarization_model_missing_offline_names_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(wxn.ModelUnavailableError) as info:
+        wxn.DiarizationPipeline(device="npu", cache_dir=str(tmp_path))
+    msg = str(info.value)
+    assert "pyannote/speaker-diarization-community-1" in msg and "--diarize" in msg
+    assert "\n" not in msg
+
+
+# --- whisperx-npu command line -------------------------------------------------------------
+
+
+def test_cli_int8_writes_all_five_formats(tmp_path: Path) -> None:
+    clip = SHORT_CLIPS[0]
+    proc = _run(
+        [_script("whisperx-npu"), str(clip), "--model", "base", "--device", "npu",
+         "--compute_type", "int8", "--no_align", "--language", "en",
+         "--output_format", "all", "--output_dir", str(tmp_path)]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for ext in FORMATS:
+        assert (tmp_path / f"{clip.stem}.{ext}").stat().st_size > 0, ext
+    text = _json_text(tmp_path / f"{clip.stem}.json")
+    assert wer(clip.with_suffix(".txt").read_text(), text) < 0.2
+    assert "Whisper encoder from amanuensis-npu" in proc.stdout + proc.stderr
+
+
+def test_cli_float32_matches_stock_whisperx_cli(tmp_path: Path, base_dir: Path) -> None:
+    clips = [str(c) for c in SHORT_CLIPS[1:]]
+    common = ["--compute_type", "float32", *CLI_DETERMINISTIC, "--no_align", "--language", "en"]
+    ours = _run(
+        [_script("whisperx-npu"), *clips, "--model", "base", "--device", "npu", *common,
+         "-o", str(tmp_path / "npu")],
+        AMANUENSIS_NPU_ATTENTION="cpu",
+    )  # fmt: skip
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    stock = _run(
+        [_script("whisperx"), *clips, "--model", str(base_dir), "--device", "cpu", *common,
+         "-o", str(tmp_path / "cpu")]
+    )  # fmt: skip
+    assert stock.returncode == 0, stock.stderr[-2000:]
+    for clip in SHORT_CLIPS[1:]:
+        a = _json_text(tmp_path / "npu" / f"{clip.stem}.json")
+        b = _json_text(tmp_path / "cpu" / f"{clip.stem}.json")
+        assert a and a == b
+
+
+def test_cli_alignment_offline_is_one_clear_line(tmp_path: Path) -> None:
+    proc = _run(
+        [_script("whisperx-npu"), str(SHORT_CLIPS[2]), "--model", "base", "--device", "npu",
+         "--compute_type", "int8", "--language", "en", "-o", str(tmp_path)],
+        TORCH_HOME=str(tmp_path / "torch"),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("whisperx-npu: error: alignment model WAV2VEC2_ASR_BASE_960H"), last
+
+
+def test_cli_stock_arguments_untouched() -> None:
+    proc = _run([_script("whisperx-npu"), "--version"])
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "whisperx-npu 3.8.6"
+
+
+# --- the whisperx patch --------------------------------------------------------------------
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@pytest.fixture
+def whisperx_copy(tmp_path: Path) -> Path:
+    """A private copy of the installed whisperx, importable with PYTHONPATH=<returned dir>."""
+    installed = Path(next(iter(whisperx.__spec__.submodule_search_locations)))
+    root = tmp_path / "site"
+    shutil.copytree(installed, root / "whisperx", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _patch_cli(root: Path, *flags: str) -> subprocess.CompletedProcess:
+    return _run(
+        [sys.executable, "-m", "amanuensis_npu.cli", "patch-whisperx", *flags], PYTHONPATH=str(root)
+    )
+
+
+def test_patch_dry_run_apply_cli_and_revert(whisperx_copy: Path, tmp_path: Path) -> None:
+    original = _tree_digest(whisperx_copy)
+
+    dry = _patch_cli(whisperx_copy, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would apply" in dry.stdout
+    assert _tree_digest(whisperx_copy) == original
+
+    applied = _patch_cli(whisperx_copy)
+    assert applied.returncode == 0, applied.stderr
+    changed = _tree_digest(whisperx_copy)
+    assert {k for k in original if original[k] != changed[k]} == {"whisperx/__main__.py"}
+    again = _patch_cli(whisperx_copy)
+    assert again.returncode == 0 and "already applied" in again.stdout
+
+    out = tmp_path / "out"
+    clip = SHORT_CLIPS[2]
+    run = _run(
+        [sys.executable, "-m", "whisperx", str(clip), "--model", "base", "--device", "npu",
+         "--compute_type", "int8", "--no_align", "--language", "en", "-o", str(out)],
+        PYTHONPATH=str(whisperx_copy),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Whisper encoder from amanuensis-npu" in run.stdout + run.stderr
+    for ext in FORMATS:
+        assert (out / f"{clip.stem}.{ext}").is_file()
+    assert wer(clip.with_suffix(".txt").read_text(), _json_text(out / f"{clip.stem}.json")) < 0.5
+
+    # Without the plugin, the patched whisperx says so in one line (argparse error, exit 2).
+    no_plugin = _run(
+        [sys.executable, "-c",
+         "import runpy, sys; sys.modules['amanuensis_npu'] = None; "
+         f"sys.argv = ['whisperx', {str(clip)!r}, '--device', 'npu']; "
+         "runpy.run_module('whisperx', run_name='__main__')"],
+        PYTHONPATH=str(whisperx_copy),
+    )  # fmt: skip
+    assert no_plugin.returncode == 2
+    assert "Traceback" not in no_plugin.stderr
+    assert "amanuensis-npu plugin, which is not installed" in no_plugin.stderr
+
+    dry_revert = _patch_cli(whisperx_copy, "--revert", "--dry-run")
+    assert dry_revert.returncode == 0 and "would revert" in dry_revert.stdout
+    assert _tree_digest(whisperx_copy) == changed
+
+    reverted = _patch_cli(whisperx_copy, "--revert")
+    assert reverted.returncode == 0, reverted.stderr
+    assert _tree_digest(whisperx_copy) == original
+
+
+def test_patched_cli_leaves_npu_to_torch_npu(whisperx_copy: Path, fake_torch_npu: Path) -> None:
+    assert whisperx_patch.run(target=whisperx_copy) == 0
+    probe = (
+        "import whisperx.__main__ as m; "
+        "print(m._wants_amd_npu('npu'), m._wants_amd_npu('amd-npu'), m._wants_amd_npu('cpu'))"
+    )
+    plain = _run([sys.executable, "-c", probe], PYTHONPATH=str(whisperx_copy))
+    assert plain.stdout.split() == ["True", "True", "False"], plain.stderr[-1000:]
+    ascend = _run(
+        [sys.executable, "-c", probe], PYTHONPATH=f"{whisperx_copy}{os.pathsep}{fake_torch_npu}"
+    )
+    assert ascend.stdout.split() == ["False", "True", "False"], ascend.stderr[-1000:]
+
+
+def test_patch_refuses_a_modified_whisperx(whisperx_copy: Path) -> None:
+    main = whisperx_copy / "whisperx" / "__main__.py"
+    text = main.read_text().replace("from whisperx.transcribe import transcribe_task", "pass")
+    main.write_text(text)
+    before = _tree_digest(whisperx_copy)
+    assert whisperx_patch.run(target=whisperx_copy) == 1
+    assert whisperx_patch.run(target=whisperx_copy, revert=True) == 1
+    assert _tree_digest(whisperx_copy) == before
+
+
+def test_patch_equals_git_apply(whisperx_copy: Path, tmp_path: Path) -> None:
+    """Our applier and git's agree byte for byte, so the file is a standard unified diff."""
+    git_copy = tmp_path / "git"
+    shutil.copytree(whisperx_copy, git_copy)
+    proc = subprocess.run(
+        ["git", "apply", "-p1", str(PATCH)], cwd=git_copy, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert whisperx_patch.run(target=whisperx_copy) == 0
+    assert _tree_digest(whisperx_copy) == _tree_digest(git_copy)
+
+
+def test_dry_run_on_installed_whisperx_changes_nothing() -> None:
+    installed = Path(next(iter(whisperx.__spec__.submodule_search_locations))).parent
+    before = _tree_digest(installed / "whisperx")
+    proc = _run([sys.executable, "-m", "amanuensis_npu.cli", "patch-whisperx", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to do" in proc.stdout or "dry run: nothing changed" in proc.stdout
+    assert _tree_digest(installed / "whisperx") == before
