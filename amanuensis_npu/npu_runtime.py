@@ -18,11 +18,14 @@ Environment:
   device, see `amanuensis_npu.xrt_sim`, incl. ``AMANUENSIS_NPU_SIM_FAULTS``), or
   ``off`` (never use the NPU).
 - ``AMANUENSIS_NPU_ARTIFACTS``: a directory searched first for kernel artifacts
-  (``<dir>/<target>/`` or ``<dir>`` itself holding manifest.json, final.xclbin, insts.bin).
-  Then ``$AMANUENSIS_NPU_CACHE_DIR`` (default ``$XDG_CACHE_HOME/amanuensis-npu``,
-  i.e. ``~/.cache/amanuensis-npu``) ``/artifacts/<target>/``, then the package's
-  ``amanuensis_npu/artifacts/<target>/``. Simulated artifact sets live in
-  ``<target>-sim/`` and are generated in the cache on demand.
+  (manifest.json, final.xclbin, insts.bin) in ``<dir>/<target>/``, its per-batch
+  folders ``<dir>/<target>/b<N>/`` (one per batch size an instruction stream was
+  built for), or ``<dir>`` itself. Then ``$AMANUENSIS_NPU_CACHE_DIR`` (default
+  ``$XDG_CACHE_HOME/amanuensis-npu``, i.e. ``~/.cache/amanuensis-npu``)
+  ``/artifacts/<target>/``, then the package's ``amanuensis_npu/artifacts/<target>/``.
+  ``<target>`` is ``npu1`` (Phoenix, Hawk Point) or ``npu2`` (Strix, Krackan).
+  Simulated artifact sets live in ``<target>-sim/`` and are generated in the cache
+  on demand. A batch with no artifact of its size is split into built sizes.
 - ``AMANUENSIS_NPU_MAX_FAILURES`` (default 3), ``AMANUENSIS_NPU_TIMEOUT_MS``
   (per-run wait; default 10000 on hardware, 600000 in the simulation, whose
   "device" is a scalar host build of the kernel).
@@ -666,6 +669,8 @@ class _Session:
         except Exception as exc:
             raise NPUError(f"could not open NPU device 0: {exc}") from None
         target = target_from_name(self.device_name)
+        if target is None and not getattr(xrt, "SIMULATED", False):
+            target = _target_from_sysfs()  # a name we do not know: trust the PCI id
         if target is None:
             raise NPUError(f"device {self.device_name!r} is not a supported NPU (npu1/npu2)")
         self.target = target
@@ -694,7 +699,8 @@ class _Session:
             context = xrt.hw_context(self.device, xclbin.get_uuid())
             kernel = xrt.kernel(context, artifact.kernel_name)
             insts = read_insts(artifact.insts)
-            instr_bo = xrt.bo(self.device, insts.nbytes, xrt.bo.cacheable, kernel.group_id(1))
+            group = kernel.group_id(INSTR_GROUP)
+            instr_bo = xrt.bo(self.device, insts.nbytes, xrt.bo.cacheable, group)
             instr_bo.write(insts, 0)
             instr_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, insts.nbytes, 0)
         except NPUError:

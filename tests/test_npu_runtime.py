@@ -203,6 +203,19 @@ def test_probe_off_and_bad_settings(no_npu_env, monkeypatch):
     assert not ok and "AMANUENSIS_NPU_XRT" in reason
 
 
+def test_auto_picks_npu_only_when_probe_says_so(no_npu_env, monkeypatch):
+    """`attention="auto"` follows probe(): CPU with the reason here, the NPU in simulation."""
+    from amanuensis_npu.attention import resolve_auto
+
+    if npu_runtime.probe()[0]:
+        pytest.skip("an NPU is available here")
+    choice, reason = resolve_auto()
+    assert choice == "cpu" and reason == npu_runtime.probe()[1]
+    monkeypatch.setenv("AMANUENSIS_NPU_XRT", "sim")
+    choice, reason = resolve_auto()
+    assert choice == "npu" and "SIMULATED" in reason
+
+
 @pytest.mark.skipif(
     npu_runtime._import_pyxrt()[0] is None or not npu_runtime.device_nodes(),
     reason="needs real hardware: XRT's pyxrt and a Ryzen AI NPU (/dev/accel/accel*)",
