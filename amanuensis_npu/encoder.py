@@ -25,15 +25,51 @@ N_MELS_DEFAULT = 80
 N_FRAMES = 3000
 
 
+def _onednn_linear_available() -> bool:
+    """oneDNN's prepacked float32 linear (the op TorchInductor's CPU backend emits).
+
+    On the 2-core CPUs here it runs the encoder's GEMMs about 2.5x faster than
+    `F.linear` at float32 accuracy, and fuses the FFN's GELU. It is a private
+    op, so it is probed once and `F.linear` is used when it is missing or wrong.
+    """
+    if os.environ.get("AMANUENSIS_NPU_DISABLE_ONEDNN") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+        b = torch.randn(64, generator=torch.Generator().manual_seed(1))
+        x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2))
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+        got = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu", [], "none")
+        return bool(torch.allclose(got, F.gelu(F.linear(x, w, b)), atol=1e-4, rtol=1e-4))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Linear(nn.Linear):
+    """nn.Linear that can switch to oneDNN prepacked weights, optionally fusing GELU."""
+
+    packed: torch.Tensor | None = None
+
+    def pack(self) -> None:
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+
+    def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        if self.packed is not None and x.dtype == torch.float32 and not x.requires_grad:
+            attr = "gelu" if gelu else "none"
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, attr, [], "none")
+        y = F.linear(x, self.weight, self.bias)
+        return F.gelu(y) if gelu else y
+
+
 class _Layer(nn.Module):
     def __init__(self, d_model: int, d_ffn: int) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model, eps=1e-5)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.qkv = _Linear(d_model, 3 * d_model)
+        self.out = _Linear(d_model, d_model)
         self.ln2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.fc1 = nn.Linear(d_model, d_ffn)
-        self.fc2 = nn.Linear(d_ffn, d_model)
+        self.fc1 = _Linear(d_model, d_ffn)
+        self.fc2 = _Linear(d_ffn, d_model)
 
 
 class WhisperEncoder(nn.Module):
@@ -104,6 +140,10 @@ class WhisperEncoder(nn.Module):
                 enc.ln_post.bias.copy_(t("layer_norm/beta"))
         except (KeyError, RuntimeError) as exc:
             raise ModelFormatError(f"not a Whisper encoder ({exc})") from None
+        if _onednn_linear_available():
+            for module in enc.modules():
+                if isinstance(module, _Linear):
+                    module.pack()
         return enc
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -116,21 +156,21 @@ class WhisperEncoder(nn.Module):
         x = mel.to(torch.float32)
         x = F.gelu(self.conv1(x))
         x = F.gelu(self.conv2(x))
-        x = x.transpose(1, 2)
-        frames = x.shape[1]
+        frames = x.shape[2]
         if frames > self.n_ctx:
             raise ValueError(f"input has {frames} encoder frames, the model supports {self.n_ctx}")
-        x = x + self.positions[:frames]
+        # Contiguous [B, T, C] once here: a transposed view would make every
+        # later LayerNorm and Linear copy its input.
+        x = (x.transpose(1, 2) + self.positions[:frames]).contiguous()
         batch, heads = x.shape[0], self.n_heads
         head_dim = self.d_model // heads
         for i, layer in enumerate(self.layers):
             h = layer.ln1(x)
             qkv = layer.qkv(h).view(batch, frames, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0].contiguous(), qkv[1].contiguous(), qkv[2].contiguous()
-            a = self.backend(q, k, v, layer=i)
+            a = self.backend(qkv[0], qkv[1], qkv[2], layer=i)
             a = a.transpose(1, 2).reshape(batch, frames, self.d_model)
             x = x + layer.out(a)
-            x = x + layer.fc2(F.gelu(layer.fc1(layer.ln2(x))))
+            x = x + layer.fc2(layer.fc1(layer.ln2(x), gelu=True))
         return self.ln_post(x)
 
 

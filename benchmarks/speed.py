@@ -1,0 +1,164 @@
+"""Side-by-side transcription speed: stock faster-whisper vs our encoder paths.
+
+All variants run in one process, in alternating order, after a warm-up, and
+the median of N runs is reported as a ratio to stock faster-whisper int8 —
+absolute times on shared 2-core machines move by 10% between runs, ratios
+measured side by side do not.
+
+    python benchmarks/speed.py                       # 60 s lecture clip, 5 rounds
+    python benchmarks/speed.py --audio my.wav --rounds 3 --variants stock-int8,npu-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_AUDIO = REPO.parent / "shared" / "data" / "speech" / "lecture" / "lecture.wav"
+
+# name -> (ours?, compute_type, attention, device)
+VARIANTS: dict[str, tuple[bool, str, str, str]] = {
+    "stock-int8": (False, "int8", "", "cpu"),
+    "stock-float32": (False, "float32", "", "cpu"),
+    "npu-int8": (True, "int8", "auto", "npu"),
+    "cpu-int8": (True, "int8", "cpu", "cpu"),
+    "cpu-float32": (True, "float32", "cpu", "cpu"),
+    "emulator-int8": (True, "int8", "emulator", "cpu"),
+}
+DEFAULT_VARIANTS = "stock-int8,stock-float32,npu-int8,cpu-int8,cpu-float32,emulator-int8"
+
+
+class EncodeTimer:
+    """Wraps a model's `encode` to time encoder work per 30 s window."""
+
+    def __init__(self, model: Any) -> None:
+        self.seconds = 0.0
+        self.windows = 0
+        inner = model.encode
+
+        def timed(features: Any) -> Any:
+            start = time.perf_counter()
+            out = inner(features)
+            self.seconds += time.perf_counter() - start
+            self.windows += 1 if features.ndim == 2 else features.shape[0]
+            return out
+
+        model.encode = timed
+
+
+def build(name: str, model_dir: str, threads: int) -> Any:
+    import faster_whisper
+
+    import amanuensis_npu
+
+    ours, compute_type, attention, device = VARIANTS[name]
+    if not ours:
+        return faster_whisper.WhisperModel(
+            model_dir, device="cpu", compute_type=compute_type, cpu_threads=threads
+        )
+    return amanuensis_npu.WhisperModel(
+        model_dir, device=device, compute_type=compute_type, cpu_threads=threads,
+        attention=attention,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--audio", default=str(DEFAULT_AUDIO))
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beam_size", type=int, default=5)
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "speed.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+    from faster_whisper import decode_audio
+
+    from amanuensis_npu.model_store import resolve_model
+
+    torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    model_dir = str(resolve_model(args.model))
+    audio = decode_audio(args.audio)
+    duration = len(audio) / 16000
+    # Deterministic decoding so every variant does the same decoding work.
+    options = {"beam_size": args.beam_size, "temperature": 0.0, "language": "en"}
+
+    models, timers, texts = {}, {}, {}
+    for name in names:
+        models[name] = build(name, model_dir, args.threads)
+        timers[name] = EncodeTimer(models[name])
+        segments, _ = models[name].transcribe(audio, **options)  # warm-up
+        texts[name] = "".join(s.text for s in segments).strip()
+
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    enc: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            timer = timers[name]
+            timer.seconds, timer.windows = 0.0, 0
+            start = time.perf_counter()
+            segments, _ = models[name].transcribe(audio, **options)
+            list(segments)
+            walls[name].append(time.perf_counter() - start)
+            enc[name].append(timer.seconds / max(timer.windows, 1))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    base = statistics.median(walls[names[0]])
+    rows = []
+    for name in names:
+        wall = statistics.median(walls[name])
+        rows.append(
+            {
+                "variant": name,
+                "wall_s": round(wall, 3),
+                "rtf": round(wall / duration, 4),
+                "encoder_s_per_window": round(statistics.median(enc[name]), 3),
+                f"ratio_vs_{names[0]}": round(wall / base, 3),
+                "backend": getattr(getattr(models[name], "attention_backend", None), "name", "ct2"),
+                "runs_s": [round(w, 3) for w in walls[name]],
+            }
+        )
+    ratio_key = f"ratio_vs_{names[0]}"
+    print(f"audio {args.audio} ({duration:.1f} s), {args.rounds} rounds, {args.threads} threads")
+    print(f"{'variant':16} {'wall s':>8} {'RTF':>7} {'enc s/win':>10} {ratio_key:>22}  backend")
+    for row in rows:
+        print(
+            f"{row['variant']:16} {row['wall_s']:8.2f} {row['rtf']:7.3f} "
+            f"{row['encoder_s_per_window']:10.3f} {row[ratio_key]:22.3f}  {row['backend']}"
+        )
+    for a, b in (("emulator-int8", "cpu-int8"), ("npu-int8", "stock-int8")):
+        if a in walls and b in walls:
+            ratio = statistics.median(walls[a]) / statistics.median(walls[b])
+            print(f"{a} / {b}: {ratio:.3f}")
+    same = {n: texts[n] == texts[names[0]] for n in names}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "audio": args.audio, "duration_s": duration, "rounds": args.rounds,
+                "threads": args.threads, "options": options, "results": rows,
+                "same_text_as_first": same,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
