@@ -415,7 +415,7 @@ def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
     Raises NPUError listing what was rejected and where it looked when none is usable.
     In simulation a simulated set is generated in the cache if none exists.
     """
-    subdir = f"{target}-sim" if simulated else target
+    subdir = _sim_subdir(target) if simulated else target
     found = ArtifactSet(target, simulated)
     rejected: list[str] = []
     seen: set[Path] = set()
@@ -436,8 +436,7 @@ def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
     if found.generic is not None or found.by_batch:
         return found
     if simulated:
-        found.generic = _generate_simulated_artifact(target)
-        return found
+        return _generate_simulated_artifacts(target)
     if rejected:
         raise NPUError("no usable kernel artifact: " + "; ".join(rejected))
     where = ", ".join(str(r / subdir) for r in artifact_roots())
@@ -447,21 +446,54 @@ def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
 _gen_lock = threading.Lock()
 
 
-def _generate_simulated_artifact(target: str) -> Artifact:
-    """Write a simulated artifact set into the cache (the sim needs files it can load)."""
+def simulated_batches() -> list[int] | None:
+    """Batch sizes from AMANUENSIS_NPU_SIM_BATCHES, or None for one any-batch artifact."""
+    raw = os.environ.get("AMANUENSIS_NPU_SIM_BATCHES", "").strip()
+    if not raw:
+        return None
+    try:
+        sizes = sorted({int(x) for x in raw.replace(" ", ",").split(",") if x})
+    except ValueError:
+        raise ValueError(f"AMANUENSIS_NPU_SIM_BATCHES must list batch sizes, got {raw!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"AMANUENSIS_NPU_SIM_BATCHES must list positive sizes, got {raw!r}")
+    return sizes
+
+
+def _sim_subdir(target: str) -> str:
+    sizes = simulated_batches()
+    return f"{target}-sim" if sizes is None else f"{target}-sim-b{'-'.join(map(str, sizes))}"
+
+
+def _generate_simulated_artifacts(target: str) -> ArtifactSet:
+    """Write simulated artifact sets into the cache (the sim needs files it can load)."""
+    sizes = simulated_batches()
+    root = cache_dir() / "artifacts" / _sim_subdir(target)
+    found = ArtifactSet(target, True)
+    if sizes is None:
+        found.generic = _generate_simulated_artifact(root, target, None)
+    else:
+        for size in sizes:
+            found.by_batch[size] = _generate_simulated_artifact(root / f"b{size}", target, size)
+    return found
+
+
+def _generate_simulated_artifact(directory: Path, target: str, batch: int | None) -> Artifact:
     from . import xrt_sim
 
-    directory = cache_dir() / "artifacts" / f"{target}-sim"
     with _gen_lock:
         try:
             return check_artifact(directory, target, True)
         except NPUError:
             pass  # absent or stale (e.g. after a SPEC change): write a fresh one
         directory.mkdir(parents=True, exist_ok=True)
-        batch = 1
-        layout = _layout(batch)
+        layout = _layout(batch or 1)
         per_batch = [
-            {"name": s.name, "dtype": str(np.dtype(s.dtype)), "nbytes_per_batch": int(s.nbytes)}
+            {
+                "name": s.name,
+                "dtype": str(np.dtype(s.dtype)),
+                "nbytes_per_batch": int(s.nbytes) // (batch or 1),
+            }
             for s in layout
         ]
         tmp = directory / f".tmp-{os.getpid()}-{threading.get_ident()}"
@@ -472,7 +504,7 @@ def _generate_simulated_artifact(target: str) -> Artifact:
             buffers_per_batch=per_batch,
             spec_version=_spec_version(),
         )
-        n_words = xrt_sim.write_simulated_insts(tmp / INSTS_FILE, u, len(layout))
+        n_words = xrt_sim.write_simulated_insts(tmp / INSTS_FILE, u, len(layout), batch)
         manifest = {
             "schema": 1,
             "simulated": True,
@@ -481,8 +513,8 @@ def _generate_simulated_artifact(target: str) -> Artifact:
             "device": f"{target} (simulated)",
             "spec_version": _spec_version(),
             "kernel_name": KERNEL_NAME,
-            "batch": batch,
-            "batch_generic": True,
+            "batch": batch or 1,
+            "batch_generic": batch is None,
             "xclbin": XCLBIN_FILE,
             "insts": INSTS_FILE,
             "insts_words": n_words,
@@ -507,7 +539,7 @@ def _generate_simulated_artifact(target: str) -> Artifact:
         for name in (XCLBIN_FILE, INSTS_FILE, MANIFEST_FILE):
             os.replace(tmp / name, directory / name)
         tmp.rmdir()
-        logger.info("Generated a SIMULATED NPU artifact set in %s", directory)
+        logger.info("Generated a SIMULATED NPU artifact in %s", directory)
         return check_artifact(directory, target, True)
 
 
@@ -585,6 +617,7 @@ def describe() -> dict[str, Any]:
         "timeout_ms": None,
         "sim_device": os.environ.get("AMANUENSIS_NPU_SIM_DEVICE"),
         "sim_faults": os.environ.get("AMANUENSIS_NPU_SIM_FAULTS"),
+        "sim_batches": os.environ.get("AMANUENSIS_NPU_SIM_BATCHES"),
     }
     try:
         info["xrt_mode"] = xrt_mode()

@@ -47,6 +47,9 @@ Example: ``AMANUENSIS_NPU_SIM_FAULTS=error@3,zeros@5``. The fault list is read a
 every open/dispatch, so it can change while a process runs.
 ``AMANUENSIS_NPU_SIM_DEVICE`` picks the simulated part: ``npu1`` (default,
 "NPU Phoenix (simulated)") or ``npu2`` ("NPU Strix (simulated)").
+``AMANUENSIS_NPU_SIM_BATCHES`` (e.g. ``1,8``) makes the runtime generate one
+simulated artifact per batch size, each usable only at its size, as real builds
+are (kernels/Makefile ``BATCHES``); unset, one artifact serves any batch.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid as _uuidlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -568,6 +570,9 @@ class kernel:  # noqa: N801 - pyxrt's spelling
         data = [r._args.get(3 + i) for i in range(n_buffers)]
         if any(not isinstance(b, bo) for b in data):
             return None
+        built_for = int(words[6]) if n_words > 6 else 0
+        if built_for and _batch_of(self._xclbin._meta, data) != built_for:  # type: ignore[arg-type]
+            return None  # DMA sizes baked into the instructions do not fit these buffers
         return data  # type: ignore[return-value]
 
 
@@ -639,12 +644,14 @@ def write_simulated_xclbin(
     return u
 
 
-def write_simulated_insts(path: Path, xclbin_uuid: uuid, n_buffers: int) -> int:
-    """Write an instruction stream (32-bit words) the sim checks before it runs; returns words."""
-    words = [INSTS_MAGIC, n_buffers, *_uuid_words(xclbin_uuid), 0, 0]
+def write_simulated_insts(
+    path: Path, xclbin_uuid: uuid, n_buffers: int, batch: int | None = None
+) -> int:
+    """Write an instruction stream (32-bit words) the sim checks before it runs; returns words.
+
+    With `batch`, the stream only serves buffers of that batch size, as a real
+    instruction stream whose DMA sizes are fixed at build time; None serves any.
+    """
+    words = [INSTS_MAGIC, n_buffers, *_uuid_words(xclbin_uuid), int(batch or 0), 0]
     np.asarray(words, dtype="<u4").tofile(path)
     return len(words)
-
-
-def _sleep(seconds: float) -> None:  # pragma: no cover - indirection for tests
-    time.sleep(seconds)

@@ -357,6 +357,46 @@ def test_layer_through_sim_is_bit_exact_with_emulator_and_moves_few_bytes(sim_en
     assert backend.state()["session_open"]
 
 
+def test_per_batch_artifacts_split_batches_they_were_not_built_for(sim_env, monkeypatch, caplog):
+    """Real builds serve one batch size each: batch 3 on {1, 2} builds is 2 dispatches."""
+    import torch
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_BATCHES", "1,2")
+    backend = npu_runtime.NPUAttention()
+    arts = npu_runtime.find_artifacts("npu1", simulated=True)
+    assert sorted(arts.by_batch) == [1, 2] and arts.generic is None
+    q, k, v = _qkv(3, seed=7)
+    out = backend(q, k, v, layer=1)
+    assert torch.equal(out, _emulated(q, k, v))
+    stats = backend.stats.snapshot()
+    assert stats["dispatches"] == 2 and stats["fallbacks"] == 0
+
+    # The b1 instructions refuse batch-2 buffers, as fixed DMA sizes would on the NPU.
+    b1 = arts.by_batch[1]
+    dev = xrt.device(0)
+    xb = xrt.xclbin(str(b1.xclbin))
+    dev.register_xclbin(xb)
+    krnl = xrt.kernel(xrt.hw_context(dev, xb.get_uuid()), "MLIR_AIE")
+    words = npu_runtime.read_insts(b1.insts)
+    instr = xrt.bo(dev, words.nbytes, xrt.bo.cacheable, krnl.group_id(1))
+    instr.write(words, 0)
+    instr.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, words.nbytes, 0)
+    from amanuensis_npu.quantization import buffer_layout
+
+    bos = [
+        xrt.bo(dev, s.nbytes, xrt.bo.host_only, krnl.group_id(3 + i))
+        for i, s in enumerate(buffer_layout(2))
+    ]
+    assert krnl(3, instr, words.size, *bos).wait(5000).name == "ERT_CMD_STATE_ERROR"
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_BATCHES", "2")
+    only_two = npu_runtime.NPUAttention()
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        out = only_two(*_qkv(1, seed=8), layer=0)
+    (reason,) = only_two.stats.snapshot()["fallback_reasons"]
+    assert reason.startswith("no kernel artifact covers batch 1")
+
+
 FAULT_CASES = {
     # kind: (dispatches counted over 4 calls with the fault always on, the reason given)
     "error": (3, "kernel run ended in state ERT_CMD_STATE_ERROR"),
