@@ -904,6 +904,14 @@ class NPUAttention(AttentionBackend):
     def _npu(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int | None
     ) -> torch.Tensor:
+        from . import quantization
+
+        kernel_shape = (quantization.HEADS, quantization.FRAMES, quantization.HEAD_DIM)
+        if q.dim() != 4 or tuple(q.shape[1:]) != kernel_shape:
+            raise NPUError(
+                f"the NPU kernel is built for attention of shape [batch, {kernel_shape[0]}, "
+                f"{kernel_shape[1]}, {kernel_shape[2]}] (Whisper Base), got {list(q.shape)}"
+            )
         batch = int(q.shape[0])
         with self._device_lock:
             if self._session is None:

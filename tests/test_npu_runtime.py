@@ -457,6 +457,20 @@ def test_fault_on_nth_dispatch_recovers(sim_env, monkeypatch, caplog):
     assert len(npu_warnings(caplog)) == 2 and backend.available
 
 
+def test_other_shapes_fall_back_with_the_reason(sim_env, caplog):
+    """tiny.en has 6 heads: the Base kernel cannot serve it, and says so once."""
+    import torch
+
+    backend = npu_runtime.NPUAttention()
+    q, k, v = (t[:, :6] for t in _qkv(1, seed=9, frames=1500))
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        out = backend(q, k, v)
+    assert torch.equal(out, npu_runtime.cpu_attention(q, k, v))
+    (reason,) = backend.stats.snapshot()["fallback_reasons"]
+    assert "[batch, 8, 1500, 64]" in reason and "[1, 6, 1500, 64]" in reason
+    assert backend.stats.snapshot()["dispatches"] == 0
+
+
 def test_max_failures_setting(sim_env, monkeypatch):
     monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "error@1,error@2")
     monkeypatch.setenv("AMANUENSIS_NPU_MAX_FAILURES", "2")
