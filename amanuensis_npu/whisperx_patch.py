@@ -219,6 +219,15 @@ def run(
         return 1
 
 
+def patch_state() -> str:
+    """One phrase for `amanuensis-npu info`: is plain `whisperx --device npu` routed to us?"""
+    try:
+        state = status(whisperx_root(), parse_patch(patch_file().read_text(encoding="utf-8")))
+    except (PatchError, OSError) as exc:
+        return f"unknown ({exc})"
+    return "applied" if state == "applied" else "not applied (amanuensis-npu patch-whisperx)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m amanuensis_npu.whisperx_patch [--dry-run] [--revert] [--target DIR]`."""
     import argparse
