@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without whisperx
     ) from exc
 
 from .attention import AttentionBackend
+from .ct2_weights import ModelFormatError
 from .faster_whisper_model import NPUEncoderMixin
 from .model_store import resolve_model
 
@@ -59,8 +60,16 @@ _STOCK_LOAD_MODEL = getattr(whisperx.asr.load_model, "__wrapped__", whisperx.asr
 _STOCK_SILERO = whisperx.vads.silero.Silero
 
 
-class ModelUnavailableError(RuntimeError):
+class WhisperXNPUError(RuntimeError):
+    """A user-facing problem with a one-line message (the CLI prints it, no traceback)."""
+
+
+class ModelUnavailableError(WhisperXNPUError):
     """A model WhisperX needs is neither cached locally nor downloadable (offline)."""
+
+
+class UnsupportedComputeTypeError(WhisperXNPUError, ValueError):
+    """A compute type the CPU-side CTranslate2 decoder cannot run."""
 
 
 def torch_npu_present() -> bool:
@@ -216,8 +225,22 @@ def load_model(
     if compute_type == "default":
         compute_type = "float32"
         logger.info("compute type not specified: float32 for the CPU decoder")
+    if compute_type == "float16":
+        raise UnsupportedComputeTypeError(
+            "compute type float16 is not available with the NPU device: the CTranslate2 "
+            "decoder runs on the CPU; use int8 or float32"
+        )
     if model is None:
-        model_path = resolve_model(whisper_arch, download_root, local_files_only)
+        try:
+            model_path = resolve_model(whisper_arch, download_root, local_files_only)
+        except ModelFormatError as exc:
+            if Path(os.fspath(whisper_arch)).expanduser().exists():
+                raise
+            raise ModelUnavailableError(
+                f"Whisper model {whisper_arch!r} is neither a local CTranslate2 directory nor "
+                "available offline; use 'base' (ships with amanuensis-npu) or the path of a "
+                f"CTranslate2 Whisper model directory [{str(exc).splitlines()[0][:100]}]"
+            ) from None
         model = NPUWhisperModel(
             model_path,
             attention=attention,

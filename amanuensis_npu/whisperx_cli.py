@@ -39,6 +39,7 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     import whisperx.transcribe as stock
 
     from . import whisperx as wxn
+    from .ct2_weights import ModelFormatError
 
     attention = os.environ.get(ATTENTION_ENV, "auto")
     ours = wxn.claims_device(args.get("device"))
@@ -68,7 +69,7 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     try:
         with wxn.patched(stock, replacements), wxn._offline_vad():
             _stock_transcribe_task()(args, parser)
-    except wxn.ModelUnavailableError as exc:
+    except (wxn.WhisperXNPUError, ModelFormatError) as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     finally:
         for model in models:

@@ -439,3 +439,21 @@ def test_dry_run_on_installed_whisperx_changes_nothing() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "nothing to do" in proc.stdout or "dry run: nothing changed" in proc.stdout
     assert _tree_digest(installed / "whisperx") == before
+
+
+# --- bad input: one clear line -------------------------------------------------------------
+
+
+def test_float16_is_refused_clearly() -> None:
+    with pytest.raises(wxn.UnsupportedComputeTypeError, match="int8 or float32"):
+        wxn.load_model("base", device="npu", compute_type="float16")
+
+
+def test_unknown_model_offline_is_one_clear_line(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(wxn.ModelUnavailableError) as info:
+        wxn.load_model("tiny", device="npu", download_root=str(tmp_path))
+    assert "'tiny'" in str(info.value) and "'base'" in str(info.value)
+    assert "\n" not in str(info.value)
