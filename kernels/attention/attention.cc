@@ -1,6 +1,6 @@
 // Whisper encoder self-attention for the Ryzen AI NPU: the compute-tile kernel.
 //
-// The arithmetic is kernels/attention/SPEC.md (version 1); section numbers below
+// The arithmetic is kernels/attention/SPEC.md (version 2); section numbers below
 // refer to it. One source, two paths selected by the preprocessor:
 //
 //   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
@@ -21,7 +21,7 @@
 //   attn_rows_finish(l, acc, out)                      after pass 2
 //
 // Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
-//   q      int8  [32 rows][64 dims]           (row-major)
+//   q      int16 [32 rows][64 dims]           (row-major; 12-bit values, |q| <= 2047)
 //   kt     int8  [64 dims][64 keys]           (K transposed per key tile, as in the host buffer)
 //   v      int8  [64 keys][64 dims]
 //   words  int32 [32]                         rowp words 16 + i of the tile's rows
@@ -37,7 +37,7 @@
 
 #include "attention_tables.h"
 
-#define ATTN_SPEC_VERSION 1
+#define ATTN_SPEC_VERSION 2
 #define ATTN_D 64
 #define ATTN_TQ 32
 #define ATTN_TK 64
@@ -45,6 +45,7 @@
 #define ATTN_FRAC_BITS 12
 #define ATTN_T_ZERO (14 << ATTN_FRAC_BITS)
 #define ATTN_P_BITS 13
+#define ATTN_E_CLAMP (1 << 22)
 
 #if defined(ATTN_SCALAR)
 
@@ -56,10 +57,12 @@
 #define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
 #endif
 
-// §4 step 2: t = min((e * mult) >> sh, T_ZERO), e = m - s >= 0.
+// §4 step 2: t = min((min(e, 2^22) * mult) >> sh, T_ZERO), e = m - s >= 0; all int32
+// (2^22 * 511 < 2^31).
 static inline int32_t attn_exponent(int32_t e, int32_t mult, int32_t sh) {
-  int64_t t = ((int64_t)e * (int64_t)mult) >> sh;
-  return t > ATTN_T_ZERO ? ATTN_T_ZERO : (int32_t)t;
+  const int32_t ec = e > ATTN_E_CLAMP ? ATTN_E_CLAMP : e;
+  const int32_t t = (ec * mult) >> sh;
+  return t > ATTN_T_ZERO ? ATTN_T_ZERO : t;
 }
 
 // §4.1: round(8192 * 2^(-t/4096)) by a 128-segment table and a shift.
@@ -74,7 +77,7 @@ static inline int32_t attn_exp2n(int32_t t) {
 }
 
 // s[i][j] = sum_d q[i][d] * kt[d][j] for the tile's 32 rows and 64 keys.
-static inline void attn_scores(const int8_t *q, const int8_t *kt, int32_t *s) {
+static inline void attn_scores(const int16_t *q, const int8_t *kt, int32_t *s) {
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t *row = s + i * ATTN_TK;
     for (int j = 0; j < ATTN_TK; ++j) row[j] = 0;
@@ -95,7 +98,7 @@ ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
 }
 
 // Pass 1 (§4): running row max over the valid keys of this tile.
-ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
+ATTN_EXPORT void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
   attn_scores(q, kt, s);
   for (int i = 0; i < ATTN_TQ; ++i) {
@@ -106,7 +109,7 @@ ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, in
 }
 
 // Pass 2 (§4 steps 1-5): p relative to the final max, row sums and P·V.
-ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int8_t *v,
+ATTN_EXPORT void attn_tile_accum(const int16_t *q, const int8_t *kt, const int8_t *v,
                                  const int32_t *words, const int32_t *m, int32_t *l,
                                  int32_t *acc, int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
@@ -154,7 +157,7 @@ ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t 
 // The whole layer, walked like the design's runtime sequence (§6.1): for every
 // (batch, head) in [head_lo, head_hi) and every query tile, pass 1 then pass 2 over the
 // key tiles in order, then the finish. Returns 0, or a negative code for a bad header.
-ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v,
+ATTN_EXPORT int32_t attn_layer(const int16_t *q, const int8_t *k, const int8_t *v,
                                const int32_t *rowp, int16_t *out, int32_t batch, int32_t heads,
                                int32_t tp, int32_t head_lo, int32_t head_hi) {
   if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
@@ -169,13 +172,13 @@ ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v
     if (hdr[0] != ATTN_SPEC_VERSION) return -3;
     if (hdr[2] != tp || n < 1 || n > tp) return -4;
     const int32_t nkt = (n + ATTN_TK - 1) / ATTN_TK;
-    const int8_t *qh = q + bh * tp * ATTN_D;
+    const int16_t *qh = q + bh * tp * ATTN_D;
     const int8_t *kh = k + bh * tp * ATTN_D;  // [tp/64][64 dims][64 keys]
     const int8_t *vh = v + bh * tp * ATTN_D;
     const int32_t *wh = hdr + ATTN_HEADER;
     int16_t *oh = out + bh * tp * ATTN_D;
     for (int32_t r0 = 0; r0 < tp; r0 += ATTN_TQ) {
-      const int8_t *qt = qh + (int64_t)r0 * ATTN_D;
+      const int16_t *qt = qh + (int64_t)r0 * ATTN_D;
       attn_rows_init(m, l, acc);
       for (int32_t t = 0; t < nkt; ++t) {
         const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
@@ -198,21 +201,21 @@ ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }
 
 #include <aie_api/aie.hpp>
 
-// npu1 (AIE-ML): int8 x int8 mmul 4x8x8, int16 x int8 4x4x8.
-// npu2 (AIE2P): int8 x int8 8x8x8, int16 x int8 4x8x8.
+// Both products are int16 x int8 -> acc32 (Q is 12-bit in int16; P is <= 8192 in int16).
+// npu1 (AIE-ML): mmul 4x4x8 (128 MAC/cycle). npu2 (AIE2P): 4x8x8 (256 MAC/cycle).
 #if __AIE_ARCH__ == 21
-#define QK_M 8
-#define PV_N 8
+#define MM_N 8
 #else
-#define QK_M 4
-#define PV_N 4
+#define MM_N 4
 #endif
+#define QK_M 4
 #define QK_K 8
-#define QK_N 8
+#define QK_N MM_N
 #define PV_M 4
 #define PV_K 8
+#define PV_N MM_N
 
-using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int8, int8, acc32>;
+using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int16, int8, acc32>;
 using MMulPV = aie::mmul<PV_M, PV_K, PV_N, int16, int8, acc32>;
 
 alignas(aie::vector_decl_align) static int32_t attn_s[ATTN_TQ * ATTN_TK];
@@ -222,12 +225,12 @@ alignas(aie::vector_decl_align) static int16_t attn_p[ATTN_TQ * ATTN_TK];
 // gathered into mmul blocks from the row-major tiles with vector loads and shuffles
 // (the design may instead deliver pre-blocked tiles through the memory tile's DMA;
 // the arithmetic is the same exact int32 sum).
-static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict kt) {
+static inline void attn_scores(const int16_t *__restrict q, const int8_t *__restrict kt) {
   for (unsigned ib = 0; ib < ATTN_TQ / QK_M; ++ib) {
     for (unsigned jb = 0; jb < ATTN_TK / QK_N; ++jb) {
       MMulQK mm;
       for (unsigned db = 0; db < ATTN_D / QK_K; ++db) {
-        aie::vector<int8, QK_M * QK_K> a;
+        aie::vector<int16, QK_M * QK_K> a;
         aie::vector<int8, QK_K * QK_N> b;
         for (unsigned r = 0; r < QK_M; ++r)
           a.insert(r, aie::load_v<QK_K>(q + (ib * QK_M + r) * ATTN_D + db * QK_K));
@@ -252,7 +255,7 @@ void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ * ATTN_D; i += 16) aie::store_v(acc + i, aie::zeros<int32, 16>());
 }
 
-void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
+void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
   attn_scores(q, kt);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
@@ -266,7 +269,7 @@ void attn_tile_max(const int8_t *q, const int8_t *kt, int32_t *m, int32_t valid)
   }
 }
 
-void attn_tile_accum(const int8_t *q, const int8_t *kt, const int8_t *v, const int32_t *words,
+void attn_tile_accum(const int16_t *q, const int8_t *kt, const int8_t *v, const int32_t *words,
                      const int32_t *m, int32_t *l, int32_t *acc, int32_t valid) {
   attn_scores(q, kt);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
@@ -279,8 +282,9 @@ void attn_tile_accum(const int8_t *q, const int8_t *kt, const int8_t *v, const i
     for (unsigned j = 0; j < ATTN_TK; j += 16) {
       aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
       aie::vector<int32, 16> e = aie::sub(aie::broadcast<int32, 16>(m[i]), s);
-      // t = min((e * mult) >> sh, T_ZERO): int32 x int32 -> acc64, floor shift, saturate.
-      aie::accum<acc64, 16> em = aie::mul(e, aie::broadcast<int32, 16>(mult));
+      e = aie::min(e, (int32)ATTN_E_CLAMP);
+      // t = min((e * mult) >> sh, T_ZERO): int32 x int16 -> acc64, floor shift.
+      aie::accum<acc64, 16> em = aie::mul(e, aie::broadcast<int16, 16>((int16)mult));
       aie::vector<int32, 16> t = aie::min(em.template to_vector<int32>(sh), (int32)ATTN_T_ZERO);
       // EXP2N (§4.1): n, x, r by shifts and masks; E[x], G[x] by 4-way parallel lookups
       // (aie::parallel_lookup over the two-bank copies of the tables); y * 2^(13-n) by a
