@@ -393,6 +393,8 @@ def test_design_emits_mlir(tmp_path, target):
 
 
 def _toolchain_missing() -> str | None:
+    if shutil.which("make") is None:
+        return "make not installed"
     if shutil.which("aiecc.py") is None:
         return "aiecc.py (mlir-aie) not on PATH"
     if _peano_dir() is None:
@@ -420,6 +422,7 @@ def test_full_build_produces_artifacts_the_runtime_accepts(tmp_path):
 
 
 @pytest.mark.skipif(_toolchain_missing() is None, reason="the NPU toolchain is installed here")
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_without_toolchain_fails_fast_with_the_reason(tmp_path):
     proc = subprocess.run(
         ["make", "-C", str(KERNELS), f"BUILD={tmp_path / 'build'}"],
