@@ -399,6 +399,32 @@ def _align_help(name: str, language: str, model_dir: str | None, cause: BaseExce
     )
 
 
+def align(*args: Any, **kwargs: Any) -> Any:
+    """`whisperx.align`, with a clear error when NLTK's sentence splitter is missing offline.
+
+    whisperx splits sentences with NLTK's punkt_tab data and calls
+    `nltk.download` when it is absent; offline that ends in a LookupError
+    pages long. Same arguments and result as `whisperx.align`.
+    """
+    import whisperx.alignment as alignment
+
+    if len(args) >= 5 and claims_device(args[4]):
+        args = (*args[:4], "cpu", *args[5:])
+    elif claims_device(kwargs.get("device")):
+        kwargs["device"] = "cpu"
+    try:
+        return alignment.align(*args, **kwargs)
+    except LookupError as exc:
+        if "punkt" not in str(exc):
+            raise
+        raise ModelUnavailableError(
+            "NLTK data punkt_tab (the sentence splitter whisperx alignment uses) is not "
+            "available offline. Where there is network run `python -m nltk.downloader "
+            "punkt_tab` and copy the nltk_data folder to ~/nltk_data (or point NLTK_DATA at "
+            "it), or run with --no_align"
+        ) from None
+
+
 class DiarizationPipeline:
     """`whisperx.diarize.DiarizationPipeline` on the CPU for our devices, clear offline error."""
 

@@ -45,6 +45,7 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     ours = wxn.claims_device(args.get("device"))
     replacements: dict[str, Any] = {
         "load_align_model": wxn.load_align_model,
+        "align": wxn.align,
         "DiarizationPipeline": wxn.DiarizationPipeline,
     }
     models: list[Any] = []

@@ -244,6 +244,54 @@ def test_alignment_model_missing_offline_names_it(tmp_path, monkeypatch) -> None
     assert "\n" not in msg
 
 
+def _tiny_wav2vec2() -> tuple[torch.nn.Module, dict]:
+    """A random, tiny torchaudio wav2vec2 CTC model: stands in for the hub checkpoint."""
+    from torchaudio.models import wav2vec2_model
+
+    torch.manual_seed(0)
+    labels = ["-", "|", *"etaonihsrdlumwcfgypbvkxjqz'"]
+    model = wav2vec2_model(
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 3, 2), (16, 2, 2)],
+        extractor_conv_bias=False,
+        encoder_embed_dim=32,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=16,
+        encoder_pos_conv_groups=4,
+        encoder_num_layers=1,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=32,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        aux_num_out=len(labels),
+    ).eval()
+    meta = {"language": "en", "dictionary": {c: i for i, c in enumerate(labels)}}
+    return model, {**meta, "type": "torchaudio"}
+
+
+def test_alignment_sentence_splitter_missing_offline_names_it(
+    npu_pipeline,
+    audio,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """Even with an alignment model at hand, whisperx.align needs NLTK data it downloads."""
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: False)  # what offline download returns
+    model, meta = _tiny_wav2vec2()
+    clip = SHORT_CLIPS[2]
+    result = npu_pipeline.transcribe(audio[clip], batch_size=8)
+    with pytest.raises(wxn.ModelUnavailableError) as info:
+        wxn.align(result["segments"], model, meta, audio[clip], "npu")
+    assert "punkt_tab" in str(info.value) and "--no_align" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_diarization_model_missing_offline_names_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     import huggingface_hub.constants
 
