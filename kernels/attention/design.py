@@ -13,9 +13,9 @@ Data flow (the reasons are hardware limits, see kernels/README.md):
   time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
-- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,704-byte object
-  per round: the column's 4 query tiles (4 x 32 x 64 int8) and their 128 rowp
-  row words. Two shim transfers (from `q` and from `rowp`) fill one object; each
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 16,896-byte object
+  per round: the column's 4 query tiles (4 x 32 x 64 int16, 12-bit values) and
+  their 128 rowp row words. Two shim transfers (from `q` and from `rowp`) fill one object; each
   core uses its slot `r` through the wrappers in iron_glue.cc.
 - `kv<g>`: the head's K (stored as Kᵀ per key tile) and V tiles arrive on two
   shim channels and are joined in a memory tile into 8 KiB objects (Kᵀ tile j,
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 # --------------------------------------------------------------------- SPEC.md §1
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 D = 64  # head dim
 H = 8  # heads
 FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
@@ -66,9 +66,10 @@ MEM_ROW = 1
 SHIM_ROW = 0
 
 LAST_VALID = FRAMES - (NKT - 1) * TK  # valid keys in the last key tile, 28
-QR_Q_TILE_BYTES = TQ * D  # 2048: slot r's query tile at r * 2048
-QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
-QR_BYTES = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704
+Q_DTYPE = "int16"  # SPEC v2: 12-bit Q in int16
+QR_Q_TILE_BYTES = TQ * D * 2  # 4096: slot r's query tile (int16 32 x 64) at r * 4096
+QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 16384: slot r's 32 rowp row words at + 128 r
+QR_BYTES = QR_WORDS_OFFSET + ROWS * TQ * 4  # 16896
 KV_V_OFFSET = TK * D  # 4096: the kv object is [Kᵀ tile 64 x 64][V tile 64 x 64], int8
 KV_BYTES = 2 * TK * D  # 8192
 OUT_TILE_ELEMS = TQ * D  # int16
@@ -88,14 +89,14 @@ TARGETS: dict[str, dict[str, Any]] = {
         "columns": 4,
         "device_class": "NPU1",
         "arch": "aie2",
-        "mmul_qk": "4x8x8 int8",
-        "mmul_pv": "4x4x8 int16 x int8",
+        "mmul_qk": "4x8x4 int16 x int8",
+        "mmul_pv": "4x8x4 int16 x int8",
     },
     "npu2": {
         "columns": 8,
         "device_class": "NPU2",
         "arch": "aie2p",
-        "mmul_qk": "8x8x8 int8",
+        "mmul_qk": "4x8x8 int16 x int8",
         "mmul_pv": "4x8x8 int16 x int8",
     },
 }
@@ -105,7 +106,7 @@ TARGETS: dict[str, dict[str, Any]] = {
 CORE_MEMORY = {
     "qr object (depth 1)": QR_BYTES,
     "kv objects (depth 2)": 2 * KV_BYTES,
-    "out tiles int16 32x64 (depth 2)": 2 * OUT_TILE_ELEMS * 2,
+    "out tile int16 32x64 (depth 1)": OUT_TILE_ELEMS * 2,
     "scores S int32 32x64 (attention.cc static)": TQ * TK * 4,
     "P int16 32x64 (attention.cc static)": TQ * TK * 2,
     "acc int32 32x64": TQ * D * 4,
@@ -128,7 +129,7 @@ def runtime_buffers(batch: int) -> list[dict[str, Any]]:
     rows = (batch, H, TP, D)
     key_tiles = (batch, H, TP // TK, D, TK)  # K stored transposed per key tile (SPEC §2)
     specs = [
-        ("q", "int8", rows, "in"),
+        ("q", Q_DTYPE, rows, "in"),
         ("k", "int8", key_tiles, "in"),
         ("v", "int8", rows, "in"),
         ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
@@ -378,6 +379,8 @@ def build_program(target: str, batch: int) -> Any:
     # Shim -> the column's 4 cores directly: the memory tile's input channels are all
     # taken by the output join (4) and, in a group's first column, K and V (2).
     qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
+    # The core writes one output tile per query tile (~100k cycles apart): depth 1 at the
+    # core leaves room for the 16.5 KiB qr object; the memory tile keeps two.
     out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
     out_parts = [
         out_col[col]
@@ -385,7 +388,7 @@ def build_program(target: str, batch: int) -> Any:
         .join(
             offsets=[r * OUT_TILE_ELEMS for r in range(ROWS)],
             placement=Tile(col, MEM_ROW),
-            depths=[2] * ROWS,
+            depths=[1] * ROWS,
             obj_types=[out_tile_ty] * ROWS,
             names=[f"out{col}_{r}" for r in range(ROWS)],
         )

@@ -7,8 +7,8 @@
 // so these wrappers do the pointer arithmetic: `slot` is the core's row in its
 // column (0..3). The arithmetic stays entirely in attention.cc.
 //
-//   qr  int8 [QR_BYTES]:  [slot 0..3: q tile int8 32 x 64 row-major]   bytes 0 .. 8191
-//                         [slot 0..3: 32 rowp words int32]             bytes 8192 .. 8703
+//   qr  int8 [QR_BYTES]:  [slot 0..3: q tile int16 32 x 64 row-major]  bytes 0 .. 16383
+//                         [slot 0..3: 32 rowp words int32]             bytes 16384 .. 16895
 //   kv  int8 [8192]:      [Kᵀ tile int8 64 dims x 64 keys][V tile int8 64 keys x 64 dims]
 //
 // Built by the Makefile with Peano for the NPU (`attention.o`, the object every
@@ -19,12 +19,12 @@
 #include "attention.cc"
 
 #define GLUE_SLOTS 4
-#define GLUE_Q_TILE_BYTES (ATTN_TQ * ATTN_D)
+#define GLUE_Q_TILE_BYTES (ATTN_TQ * ATTN_D * 2)  // int16 query tile (SPEC v2)
 #define GLUE_WORDS_OFFSET (GLUE_SLOTS * GLUE_Q_TILE_BYTES)
 #define GLUE_QR_BYTES (GLUE_WORDS_OFFSET + GLUE_SLOTS * ATTN_TQ * 4)
 #define GLUE_V_OFFSET (ATTN_TK * ATTN_D)
 
-static_assert(GLUE_QR_BYTES == 8704, "qr object layout differs from design.py");
+static_assert(GLUE_QR_BYTES == 16896, "qr object layout differs from design.py");
 static_assert(GLUE_V_OFFSET == 4096, "kv object layout differs from design.py");
 
 #if defined(ATTN_SCALAR)
@@ -36,14 +36,15 @@ static_assert(GLUE_V_OFFSET == 4096, "kv object layout differs from design.py");
 // Pass 1 step for the core in `slot`: row max over the K half of `kv` (SPEC §4).
 GLUE_EXPORT void attn_qr_tile_max(const int8_t *qr, const int8_t *kv, int32_t *m, int32_t slot,
                                   int32_t valid) {
-  attn_tile_max(qr + slot * GLUE_Q_TILE_BYTES, kv, m, valid);
+  attn_tile_max((const int16_t *)(qr + slot * GLUE_Q_TILE_BYTES), kv, m, valid);
 }
 
 // Pass 2 step for the core in `slot`: probabilities, row sum and P·V (SPEC §4).
 GLUE_EXPORT void attn_qr_tile_accum(const int8_t *qr, const int8_t *kv, const int32_t *m,
                                     int32_t *l, int32_t *acc, int32_t slot, int32_t valid) {
   const int32_t *words = (const int32_t *)(qr + GLUE_WORDS_OFFSET) + slot * ATTN_TQ;
-  attn_tile_accum(qr + slot * GLUE_Q_TILE_BYTES, kv, kv + GLUE_V_OFFSET, words, m, l, acc, valid);
+  const int16_t *q = (const int16_t *)(qr + slot * GLUE_Q_TILE_BYTES);
+  attn_tile_accum(q, kv, kv + GLUE_V_OFFSET, words, m, l, acc, valid);
 }
 
 // The object layout compiled in, so a test can check it against design.py.
