@@ -16,7 +16,9 @@ two-pass softmax has no order-dependent rescaling.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -140,30 +142,63 @@ def emulate_layer(
     cm = (mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))).to(torch.float32)
     hi_t, lo_t = p_tables()
     out = np.empty((nbh, tp, dim), dtype=np.int16)
-    out_t = torch.from_numpy(out)
     rows = min(rows_per_chunk, tp)
-    work = torch.empty(2 * rows * n, dtype=torch.int8)  # [p >> 7 ; p & 127] of one chunk
-    for bh in range(nbh):
+
+    def head(bh: int) -> None:
+        _single_threaded()
         kt = k8[bh, :n].to(torch.float32).t().contiguous()
-        vk = v8[bh, :n].contiguous()
+        # [v | 1 | 0...]: one int8 product gives P·V and the row sums l together.
+        vx = torch.zeros(n, dim + 8, dtype=torch.int8)
+        vx[:, :dim] = v8[bh, :n]
+        vx[:, dim] = 1
+        x_buf = torch.empty(rows, n)
+        idx_buf = torch.empty(rows * n, dtype=torch.int32)
+        work = torch.empty(2 * rows * n, dtype=torch.int8)  # [p >> 7 ; p & 127]
+        res = torch.empty(tp, dim + 8, dtype=torch.int64)
         for r0 in range(0, tp, rows):
             r1 = min(tp, r0 + rows)
             m = r1 - r0
-            c = cm[bh, r0:r1].unsqueeze(-1)
-            qf = q8[bh, r0:r1].to(torch.float32)
-            x = qf @ kt
-            torch.sub(x.amax(dim=-1, keepdim=True), x, out=x).mul_(c)
-            idx = x.clamp_(max=float(qz.T_ZERO)).to(torch.int32).view(-1)
-            del x
+            x = torch.mm(q8[bh, r0:r1].to(torch.float32), kt, out=x_buf[:m])  # s, exact
+            torch.sub(x.amax(dim=-1, keepdim=True), x, out=x)  # e = m - s
+            x.mul_(cm[bh, r0:r1].unsqueeze(-1)).clamp_(max=float(qz.T_ZERO))
+            idx = idx_buf[: m * n]
+            idx.copy_(x.view(-1))  # floor: x >= 0
             torch.index_select(hi_t, 0, idx, out=work[: m * n])
             torch.index_select(lo_t, 0, idx, out=work[m * n : 2 * m * n])
-            pp = work[: 2 * m * n].view(2 * m, n)
-            sums = pp.sum(dim=-1, dtype=torch.int64)
-            l = sums[:m] * 128 + sums[m:]
-            pv = torch._int_mm(pp, vk).to(torch.int64)  # exact: |sums| <= n * 127 * 127
-            acc = pv[:m] * 128 + pv[m:]
-            out_t[bh, r0:r1] = normalise(acc, l)
+            pv = torch._int_mm(work[: 2 * m * n].view(2 * m, n), vx)  # exact int32 sums
+            torch.add(pv[m:].to(torch.int64), pv[:m].to(torch.int64), alpha=128, out=res[r0:r1])
+        out[bh] = normalise(res[:, :dim], res[:, dim]).numpy()
+
+    if nbh == 1:
+        _pool().submit(head, 0).result()
+    else:
+        list(_pool().map(head, range(nbh)))
     return out.reshape(batch, heads, tp, dim)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_LOCAL = threading.local()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Workers for the per-head loop (two: this project's machines have two cores).
+
+    Each worker runs torch single-threaded: many small ops with intra-op threading spend
+    most of their time at thread barriers, badly so on a loaded machine.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            workers = max(1, min(2, os.cpu_count() or 1))
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="amanuensis-emulator")
+        return _POOL
+
+
+def _single_threaded() -> None:
+    if not getattr(_LOCAL, "single", False):
+        torch.set_num_threads(1)  # thread-local: the caller's setting is untouched
+        _LOCAL.single = True
 
 
 class EmulatorAttention(AttentionBackend):

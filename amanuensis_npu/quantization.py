@@ -15,6 +15,8 @@ inputs and dequantize identically:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,24 @@ MULT_MAX = 511
 SH_MAX = 8
 E_CLAMP = 1 << 22  # the device clamps e = m - s here; value-preserving (SPEC.md §4)
 OUT_FRAC = 256  # out16 is in units of sv / 256
+
+
+@contextmanager
+def torch_single_thread() -> Iterator[None]:
+    """Run the enclosed torch ops single-threaded in this thread (the setting is per thread).
+
+    The adapters are many small element-wise ops: with intra-op threads they spend most
+    of their time at thread barriers, 10-30x slower on a loaded two-core machine.
+    """
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def padded_frames(frames: int) -> int:
@@ -155,6 +175,11 @@ def row_multipliers(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLayer:
     """Float32 `[B, H, T, 64]` Q, K, V -> the kernel's buffers (SPEC.md §2-§3)."""
+    with torch_single_thread():
+        return _pack_layer(q, k, v)
+
+
+def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLayer:
     if q.shape != k.shape or q.shape != v.shape or q.dim() != 4 or q.shape[-1] != HEAD_DIM:
         raise ValueError(
             f"expected q, k, v of one shape [batch, heads, frames, {HEAD_DIM}], got "
@@ -209,9 +234,10 @@ def unpack_output(packed: PackedLayer, out_buffer: np.ndarray) -> torch.Tensor:
         raise TypeError(f"kernel output must be int16, got {out.dtype}")
     if out.shape != expected:
         out = out.reshape(expected)
-    raw = torch.from_numpy(np.ascontiguousarray(out[:, :, : packed.frames]))
-    scale = (packed.sv / OUT_FRAC).unsqueeze(2)
-    return raw.to(torch.float32) * scale + packed.vmu.unsqueeze(2)
+    with torch_single_thread():
+        raw = torch.from_numpy(np.ascontiguousarray(out[:, :, : packed.frames]))
+        scale = (packed.sv / OUT_FRAC).unsqueeze(2)
+        return raw.to(torch.float32) * scale + packed.vmu.unsqueeze(2)
 
 
 def decode_rowp(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
