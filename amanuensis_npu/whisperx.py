@@ -267,11 +267,22 @@ def load_model(
         )
 
 
-def _offline_vad() -> contextlib.AbstractContextManager[None]:
-    """Silero from the silero-vad package for the duration of one load_model."""
-    if whisperx.asr.Silero is OfflineSilero:  # install() already did it
-        return contextlib.nullcontext()
-    return patched(whisperx.asr, {"Silero": OfflineSilero})
+_VAD_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _offline_vad() -> Iterator[None]:
+    """Silero from the silero-vad package while one load_model runs.
+
+    Serialised by a lock because it rebinds a module global that concurrent
+    load_model calls would otherwise save and restore out of order.
+    """
+    with _VAD_LOCK:
+        if whisperx.asr.Silero is OfflineSilero:  # install() already did it
+            yield
+            return
+        with patched(whisperx.asr, {"Silero": OfflineSilero}):
+            yield
 
 
 def _hooked_load_model(whisper_arch: str, device: str, *args: Any, **kwargs: Any) -> Any:
