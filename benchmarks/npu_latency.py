@@ -141,21 +141,22 @@ def measure(
     }
 
 
-def _print(result: dict[str, Any], label: str) -> None:
+def _print(result: dict[str, Any], label: str, simulated: bool) -> None:
     ms = 1000.0
+    tag = "SIM " if simulated else ""  # every simulated number is marked, row by row
     print(f"\nbatch {result['batch']} ({label}); medians of {result['repeats']} runs, ms")
     head = "layer  call  write+sync-in  launch    wait  sync+read-out  host  | cpu-float"
-    print(head)
+    print(f"{tag}{head}")
     for r in result["layers"]:
         print(
-            f"{r['layer']:>5} {r['call_s'] * ms:>6.2f} {r['write_sync_in_s'] * ms:>13.3f} "
+            f"{tag}{r['layer']:>5} {r['call_s'] * ms:>6.2f} {r['write_sync_in_s'] * ms:>13.3f} "
             f"{r['launch_s'] * ms:>7.3f} {r['wait_s'] * ms:>7.2f} "
             f"{r['sync_read_out_s'] * ms:>13.3f} "
             f"{r['host_pack_unpack_s'] * ms:>6.2f} | {r['cpu_float_attention_s'] * ms:>8.2f}"
         )
     ratio = result["window_s"] / result["window_cpu_float_attention_s"]
     print(
-        f"per 30 s window: attention {result['window_s'] * ms:.1f} ms vs CPU float "
+        f"{tag}per 30 s window: attention {result['window_s'] * ms:.1f} ms vs CPU float "
         f"{result['window_cpu_float_attention_s'] * ms:.1f} ms (ratio {ratio:.2f}); "
         f"dispatch launch overhead {result['dispatch_overhead_launch_s'] * 1e6:.0f} us; "
         f"device-side time: sync {result['share_sync']:.0%}, wait (compute) "
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         result["label"] = label
         result["simulated"] = simulated
         results.append(result)
-        _print(result, label)
+        _print(result, label, simulated)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

@@ -216,6 +216,26 @@ def test_auto_picks_npu_only_when_probe_says_so(no_npu_env, monkeypatch):
     assert choice == "npu" and "SIMULATED" in reason
 
 
+def test_latency_benchmark_without_npu_measures_nothing(no_npu_env, tmp_path):
+    import subprocess
+    import sys
+
+    if npu_runtime.probe()[0]:
+        pytest.skip("an NPU is available here")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "npu_latency.py"
+    out = tmp_path / "latency.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("No NPU here: XRT Python bindings (pyxrt) not found")
+    assert "Nothing measured" in proc.stdout and not out.exists()
+    assert not any(ch.isdigit() for ch in proc.stdout.split("not found")[0])
+
+
 @pytest.mark.skipif(
     npu_runtime._import_pyxrt()[0] is None or not npu_runtime.device_nodes(),
     reason="needs real hardware: XRT's pyxrt and a Ryzen AI NPU (/dev/accel/accel*)",
