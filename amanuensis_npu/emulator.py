@@ -79,13 +79,13 @@ def p_tables() -> tuple[torch.Tensor, torch.Tensor]:
         return _P_TABLES
 
 
-def normalise(acc: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """SPEC.md §5: int64 `acc [..., 64]` and `l [...]` -> int16 `round(256 * acc / l)`."""
+def normalise(acc: torch.Tensor, lsum: torch.Tensor) -> torch.Tensor:
+    """SPEC.md §5: int64 `acc [..., 64]`, row sums `lsum [...]` -> int16 `round(256 acc / l)`."""
     seeds = torch.from_numpy(reciprocal_seed_table())
-    l = l.to(torch.int64)
-    _, e = torch.frexp(l.to(torch.float64))
+    lsum = lsum.to(torch.int64)
+    _, e = torch.frexp(lsum.to(torch.float64))
     k = e.to(torch.int64) - 1  # floor(log2(l)), exact for l < 2^53
-    x = l << (30 - k)
+    x = lsum << (30 - k)
     y = seeds[(x >> 24) - 64]
     one = 1 << 31
     y = (y * (one - ((x * y) >> 30))) >> 30

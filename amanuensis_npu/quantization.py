@@ -78,9 +78,7 @@ class BufferSpec:
     direction: str  # "in" or "out"
 
 
-def buffer_layout(
-    batch: int, frames: int = FRAMES, heads: int = HEADS
-) -> list[BufferSpec]:
+def buffer_layout(batch: int, frames: int = FRAMES, heads: int = HEADS) -> list[BufferSpec]:
     """The kernel's buffers in argument order (inputs, then the output); SPEC.md §2."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")

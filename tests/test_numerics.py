@@ -216,16 +216,16 @@ def test_exp2n_is_within_one_unit_of_exp2_and_monotone():
 
 def test_normalise_is_round_of_256_acc_over_l():
     g = torch.Generator().manual_seed(1)
-    l = torch.cat(
+    lsum = torch.cat(
         [
             torch.tensor([8192, 8193, 16383, 16384, 1536 * 8192, 1500 * 8192 - 1]),
             torch.randint(8192, 1536 * 8192 + 1, (20000,), generator=g),
         ]
     ).to(torch.int64)
-    ratio = torch.rand(l.shape[0], 64, generator=g, dtype=torch.float64) * 254 - 127
-    acc = torch.round(ratio * l.unsqueeze(-1).double()).to(torch.int64)
-    out = emu.normalise(acc, l).to(torch.float64)
-    want = 256.0 * acc.double() / l.unsqueeze(-1).double()
+    ratio = torch.rand(lsum.shape[0], 64, generator=g, dtype=torch.float64) * 254 - 127
+    acc = torch.round(ratio * lsum.unsqueeze(-1).double()).to(torch.int64)
+    out = emu.normalise(acc, lsum).to(torch.float64)
+    want = 256.0 * acc.double() / lsum.unsqueeze(-1).double()
     assert (out - want).abs().max().item() <= 1.0
 
 
@@ -249,8 +249,10 @@ def test_buffer_layout_is_what_pack_layer_produces():
 
 def test_row_multipliers_lie_on_the_grid_and_cover_c_min():
     a = torch.cat(
-        [torch.tensor([0.0, 1e-9, 1e-3, 0.1, 1.0, 19.3, 19.5, 50.0, 5000.0]),
-         torch.rand(10000) * 30]
+        [
+            torch.tensor([0.0, 1e-9, 1e-3, 0.1, 1.0, 19.3, 19.5, 50.0, 5000.0]),
+            torch.rand(10000) * 30,
+        ]
     )
     mult, sh = qz.row_multipliers(a)
     c = mult.double() * torch.pow(2.0, -sh.double())
@@ -258,7 +260,7 @@ def test_row_multipliers_lie_on_the_grid_and_cover_c_min():
     assert ((sh >= 0) & (sh <= qz.SH_MAX)).all()
     assert ((mult >= 0) & (mult <= qz.MULT_MAX)).all()
     small = (mult <= 7) & (mult > 0)
-    assert ((mult[small] >= 4)).all()
+    assert (mult[small] >= 4).all()
     assert ((mult[~small] == 0) | (sh[~small] == 0)).all()
     ok = (c >= cmin) | (mult == qz.MULT_MAX)
     assert ok.all()
@@ -299,13 +301,24 @@ for _i in range(80):
     )
 for _kind in ("saturated", "saturated_same", "equal", "onehot", "tiny", "big_mult", "zero_rows"):
     for _i in range(12):
-        CASES.append((_kind, {"batch": 1, "heads": 2, "frames": [1, 2, 63, 64, 65, 100,
-                                                                 127, 128, 129, 200, 257, 300][_i]}))
+        CASES.append(
+            (
+                _kind,
+                {
+                    "batch": 1,
+                    "heads": 2,
+                    "frames": [1, 2, 63, 64, 65, 100, 127, 128, 129, 200, 257, 300][_i],
+                },
+            )
+        )
 for _i in range(12):  # one valid key, whatever the padding holds
     CASES.append(("random", {"batch": 1, "heads": 2, "frames": 1, "tp": 64 * (1 + _i % 4)}))
 for _i in range(8):  # the device shape: 1500 frames, the tail tile holds 28 valid keys
     CASES.append(
-        (["random", "saturated", "equal", "onehot"][_i % 4], {"batch": 1, "heads": 8, "frames": 1500})
+        (
+            ["random", "saturated", "equal", "onehot"][_i % 4],
+            {"batch": 1, "heads": 8, "frames": 1500},
+        )
     )
 FLOAT_CASES = [
     (scale, frames, batch)
@@ -355,7 +368,7 @@ def test_host_kernel_rejects_a_bad_header(host_kernel):
 
 def test_attention_fidelity_on_speech(speech_layers, speech_packed):
     cos_all, rel_all = [], []
-    for (name, layer, q, k, v), (_, _, packed, emulated, _) in zip(
+    for (_, _, q, k, v), (_, _, packed, emulated, _) in zip(
         speech_layers, speech_packed, strict=True
     ):
         out = qz.unpack_output(packed, emulated)
