@@ -213,13 +213,25 @@ def load_audio(path: Path) -> np.ndarray:
 
 def mel_windows(audio: np.ndarray, n_mels: int = 80) -> list[np.ndarray]:
     """The 30 s log-mel windows faster-whisper would hand the encoder for this audio."""
+    return [mel for mel, _ in mel_windows_with_content(audio, n_mels)]
+
+
+def mel_windows_with_content(audio: np.ndarray, n_mels: int = 80) -> list[tuple[np.ndarray, int]]:
+    """Each 30 s window with the number of encoder frames that hold audio (the rest is padding).
+
+    Reported apart because short clips leave most of a window as padded silence, where
+    attention is nearly uniform and small absolute errors weigh more in the cosine.
+    """
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.feature_extractor import FeatureExtractor
 
     features = FeatureExtractor(feature_size=n_mels)(audio)
     content = max(features.shape[-1] - 1, 1)
     return [
-        pad_or_trim(features[:, seek : seek + WINDOW_FRAMES]).astype(np.float32)
+        (
+            pad_or_trim(features[:, seek : seek + WINDOW_FRAMES]).astype(np.float32),
+            max(1, -(-min(WINDOW_FRAMES, content - seek) // 2)),
+        )
         for seek in range(0, content, WINDOW_FRAMES)
     ]
 
@@ -234,6 +246,7 @@ class FidelityAccumulator:
     cos: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     rel: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     encoder_cos: list[float] = field(default_factory=list)
+    encoder_content_cos: list[float] = field(default_factory=list)
 
     def add_layer(self, layer: int, cos: np.ndarray, rel: np.ndarray) -> None:
         for b in range(cos.shape[0]):
@@ -277,6 +290,8 @@ class FidelityAccumulator:
             out["encoder_min_cosine"] = min(self.encoder_cos)
             out["encoder_median_cosine"] = statistics.median(self.encoder_cos)
             out["encoder_cosine_per_window"] = list(self.encoder_cos)
+            out["encoder_audio_frames_min_cosine"] = min(self.encoder_content_cos)
+            out["encoder_audio_frames_cosine_per_window"] = list(self.encoder_content_cos)
         return out
 
 
@@ -285,6 +300,7 @@ def window_fidelity(
     mel: np.ndarray,
     backends: dict[str, Any],
     accumulators: dict[str, FidelityAccumulator],
+    audio_frames: int = 1500,
 ) -> None:
     """Measure one 30 s window: per-layer attention for every backend, then encoder output.
 
@@ -306,7 +322,11 @@ def window_fidelity(
                 accumulators[name].add_layer(layer, *head_metrics(out, exact))
         for name, backend in backends.items():
             encoder.backend = backend
-            accumulators[name].encoder_cos.append(cosine(encoder(x), enc_cpu))
+            enc = encoder(x)
+            accumulators[name].encoder_cos.append(cosine(enc, enc_cpu))
+            accumulators[name].encoder_content_cos.append(
+                cosine(enc[:, :audio_frames], enc_cpu[:, :audio_frames])
+            )
 
 
 # ---------------------------------------------------------------------- transcripts
@@ -397,8 +417,15 @@ def markdown_report(result: dict[str, Any]) -> str:
         ("attention_max_rel_l2", 5),
         ("encoder_min_cosine", 7),
         ("encoder_median_cosine", 7),
+        ("encoder_audio_frames_min_cosine", 7),
     ]:
         lines.append(f"| {key} | " + " | ".join(fmt(fid[n].get(key), digits) for n in names) + " |")
+    lines += [
+        "",
+        "Encoder cosines are over the whole window (the acceptance bar);",
+        "`encoder_audio_frames_min_cosine` only over the encoder frames that hold audio,",
+        "since a short clip leaves most of its window as padded silence.",
+    ]
     tr = result.get("transcripts")
     if tr:
         lines += ["", "## Transcripts (temperature 0, condition_on_previous_text=False)", ""]
@@ -566,10 +593,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for clip in clips:
         audio = load_audio(clip.path)
         audio_cache[clip.name] = audio
-        mels = mel_windows(audio)
-        for i, mel in enumerate(mels):
+        mels = mel_windows_with_content(audio)
+        for i, (mel, audio_frames) in enumerate(mels):
             t0 = time.perf_counter()
-            window_fidelity(encoder, mel, backends, accumulators)
+            window_fidelity(encoder, mel, backends, accumulators, audio_frames)
             windows += 1
             log.info(
                 "fidelity %s window %d/%d: %.1f s",
@@ -591,7 +618,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fidelity": {name: acc.summary() for name, acc in accumulators.items()},
     }
     # The cpu entry measures float32 vs float64; it has no encoder comparison with itself.
-    result["fidelity"]["cpu"].pop("encoder_cosine_per_window", None)
+    for key in ("encoder_cosine_per_window", "encoder_audio_frames_cosine_per_window"):
+        result["fidelity"]["cpu"].pop(key, None)
 
     if not args.no_transcripts:
         result["transcripts"] = transcripts(args, clips, backends)

@@ -116,6 +116,7 @@ def test_end_to_end_on_one_clip_flags_a_wrong_score_scale(tmp_path):
     checks = {c["what"]: c["pass"] for c in result["acceptance"]}
     assert checks["test_fp16_inputs attention min cosine"]
     assert checks["test_fp16_inputs encoder-output min cosine vs cpu"]
+    assert 0.9999 < fid["test_fp16_inputs"]["encoder_audio_frames_min_cosine"] <= 1.0
     assert not checks["test_scale_1_16 attention min cosine"]
     assert not checks["test_scale_1_16 attention max relative L2"]
 
