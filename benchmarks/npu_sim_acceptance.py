@@ -7,8 +7,9 @@ and checks what issue 4 asks:
 
 1. transcripts: NPU (simulated) == emulator, word for word, on every clip; exactly
    one dispatch per encoder layer per encoder call (6 for Whisper Base), batch 1;
-   bytes moved per layer <= 1.1 x (int8 Q, K, V + one scale word per query row +
-   int16 output).
+   bytes moved per layer <= 1.1 x (Q, K, V + one scale word per query row + int16
+   output) at SPEC.md's element widths; the ratio to the issue's int8-Q formula is
+   reported too (SPEC v2 sends Q as int16, so that one cannot be met).
 2. batched: faster-whisper's BatchedInferencePipeline with batch_size=8 on all
    clips joined into one recording, one chunk per clip: 6 dispatches per batch
    (batches of 8 and the remainder), text identical to the emulator's.
@@ -137,23 +138,35 @@ def _audio(path: Path) -> np.ndarray:
     return decode_audio(str(path), sampling_rate=16000)
 
 
-def _layer_minimum_bytes(batch: int) -> int:
-    """int8 Q, K, V + one 32-bit scale word per query row + int16 output, unpadded."""
-    b, h, t, d = batch, 8, 1500, 64
-    return 3 * b * h * t * d + b * h * t * 4 + b * h * t * d * 2
+def _layer_minimum_bytes(batch: int, spec_widths: bool) -> int:
+    """Unpadded bytes one layer must move: Q, K, V, output and one scale word per query row.
+
+    `spec_widths=False` is the issue's formula (int8 Q, K, V, int16 output);
+    `True` uses SPEC.md's element widths (Q is int16 since SPEC v2), so the ratio
+    then measures padding and redundant transfers only.
+    """
+    from amanuensis_npu.quantization import buffer_layout
+
+    width = {"q": 1, "k": 1, "v": 1, "out": 2}
+    if spec_widths:
+        width = {s.name: np.dtype(s.dtype).itemsize for s in buffer_layout(1)}
+    elements = batch * 8 * 1500 * 64
+    return elements * (width["q"] + width["k"] + width["v"] + width["out"]) + batch * 8 * 1500 * 4
 
 
 def _dispatch_checks(run: dict[str, Any], n_layers: int) -> dict[str, Any]:
     stats, batches = run["stats"], run["encoder_batches"]
     moved = stats["bytes_to_device"] + stats["bytes_from_device"]
-    minimum = sum(_layer_minimum_bytes(b) for b in batches) * n_layers
+    int8 = sum(_layer_minimum_bytes(b, False) for b in batches) * n_layers
+    spec = sum(_layer_minimum_bytes(b, True) for b in batches) * n_layers
     return {
         "encoder_calls": len(batches),
         "encoder_batches": batches,
         "dispatches": stats["dispatches"],
         "dispatches_ok": stats["dispatches"] == n_layers * len(batches),
         "fallbacks": stats["fallbacks"],
-        "bytes_ratio": moved / minimum if minimum else float("nan"),
+        "bytes_ratio": moved / spec if spec else float("nan"),
+        "bytes_ratio_int8_formula": moved / int8 if int8 else float("nan"),
     }
 
 
@@ -174,6 +187,7 @@ def check_transcripts(runner: Runner, clips: list[Path], data: Path) -> dict[str
         print(
             f"  {row['clip']}: identical={row['identical']} encoder calls={row['encoder_calls']} "
             f"dispatches={row['dispatches']} bytes/min={row['bytes_ratio']:.4f} "
+            f"(vs int8-Q formula {row['bytes_ratio_int8_formula']:.4f}) "
             f"fallbacks={row['fallbacks']}",
             flush=True,
         )
