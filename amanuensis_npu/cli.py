@@ -196,6 +196,12 @@ def info_report() -> dict[str, Any]:
         report["npu"] = npu_runtime.describe()
     except ImportError as exc:
         report["npu"] = {"error": f"NPU runtime unavailable ({exc})"}
+    try:
+        from .whisperx_patch import patch_state
+
+        report["whisperx patch"] = patch_state()
+    except Exception as exc:  # whisperx absent or unreadable: say so, do not fail `info`
+        report["whisperx patch"] = f"unknown ({_one_line(exc)})"
     available = []
     for name in _REGISTRY:
         if name == "npu":
