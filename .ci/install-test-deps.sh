@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
+# g++ builds the kernel's scalar path for the bit-exactness tests and the simulated NPU;
+# make drives kernels/Makefile's dry checks. Both come with this machine image; install if not.
+if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends g++ make
+fi
 "$PYTHON" -m pip install --disable-pip-version-check --no-input "torch==2.13.0"
 "$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test]"
 bash .ci/install-whisperx.sh

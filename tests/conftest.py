@@ -54,7 +54,8 @@ def windows() -> list[tuple[str, np.ndarray]]:
         mel = fe(audio, padding=160 * 3000)
         n_frames = mel.shape[-1] - 3000
         for start in range(0, max(n_frames, 1), 3000):
-            out.append((f"{clip.parent.name}/{clip.name}@{start // 100}s", mel[:, start : start + 3000]))
+            name = f"{clip.parent.name}/{clip.name}@{start // 100}s"
+            out.append((name, mel[:, start : start + 3000]))
     assert len(out) >= 13
     return out
 
