@@ -246,6 +246,22 @@ def test_real_device_opens_and_reports_target(no_npu_env):  # pragma: no cover -
     assert npu_runtime.target_from_name(name) in ("npu1", "npu2"), name
 
 
+@pytest.mark.skipif(
+    not npu_runtime.probe()[0] or npu_runtime.xrt_mode() != "hardware",
+    reason="needs real hardware: pyxrt, a Ryzen AI NPU and built kernel artifacts "
+    "(make -C kernels install)",
+)
+def test_real_npu_layer_is_bit_exact_with_emulator():  # pragma: no cover - hardware
+    import torch
+
+    backend = npu_runtime.NPUAttention()
+    for batch in (1, 8):
+        q, k, v = _qkv(batch, seed=20 + batch)
+        assert torch.equal(backend(q, k, v, layer=0), _emulated(q, k, v)), batch
+    stats = backend.stats.snapshot()
+    assert stats["fallbacks"] == 0, stats["fallback_reasons"]
+
+
 # ----------------------------------------------------------------------- artifacts
 
 
