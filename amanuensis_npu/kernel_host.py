@@ -8,8 +8,8 @@ and fills the output buffer in place. The tests compare it byte for byte with th
 emulator, and the simulated XRT device runs it in place of the NPU.
 
 The shared library is cached per user, keyed by the sha256 of the kernel source, its
-table header and the compiler command: `$AMANUENSIS_NPU_CACHE_DIR` (or
-`$AMANUENSIS_NPU_CACHE`, else `$XDG_CACHE_HOME/amanuensis-npu`, else
+table header and the compiler command, under the package cache (`$AMANUENSIS_NPU_CACHE`,
+else `$XDG_CACHE_HOME/amanuensis-npu`, else
 `~/.cache/amanuensis-npu`) `/kernel-host/<hash>/libattention.so`.
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import quantization as qz
+from .model_store import cache_dir
 
 SCALAR_MACRO = "ATTN_SCALAR"
 SOURCE_NAME = "attention.cc"
@@ -62,15 +63,6 @@ def kernel_source_dir() -> Path:
     )
 
 
-def cache_root() -> Path:
-    for var in ("AMANUENSIS_NPU_CACHE_DIR", "AMANUENSIS_NPU_CACHE"):
-        value = os.environ.get(var)
-        if value:
-            return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "amanuensis-npu"
-
-
 def compiler() -> str:
     cxx = os.environ.get("CXX") or "g++"
     path = shutil.which(cxx)
@@ -93,7 +85,7 @@ def build_library(force: bool = False) -> Path:
     """Compile the scalar path if its cached library is missing; return the .so path."""
     src = kernel_source_dir()
     cxx = compiler()
-    out_dir = cache_root() / "kernel-host" / _digest(src, cxx)[:32]
+    out_dir = cache_dir() / "kernel-host" / _digest(src, cxx)[:32]
     lib = out_dir / LIB_NAME
     if lib.is_file() and not force:
         return lib

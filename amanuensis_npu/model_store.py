@@ -30,10 +30,14 @@ _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 
 def cache_dir() -> Path:
-    """Per-user cache root; `AMANUENSIS_NPU_CACHE` overrides it (CI, read-only homes)."""
+    """The one per-user cache root (joined model, host kernel build, NPU artifacts).
+
+    `AMANUENSIS_NPU_CACHE` moves it (CI, read-only homes); else
+    `$XDG_CACHE_HOME/amanuensis-npu`.
+    """
     env = os.environ.get("AMANUENSIS_NPU_CACHE")
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "amanuensis-npu"
 

@@ -20,7 +20,7 @@ Environment:
 - ``AMANUENSIS_NPU_ARTIFACTS``: a directory searched first for kernel artifacts
   (manifest.json, final.xclbin, insts.bin) in ``<dir>/<target>/``, its per-batch
   folders ``<dir>/<target>/b<N>/`` (one per batch size an instruction stream was
-  built for), or ``<dir>`` itself. Then ``$AMANUENSIS_NPU_CACHE_DIR`` (default
+  built for), or ``<dir>`` itself. Then ``$AMANUENSIS_NPU_CACHE`` (default
   ``$XDG_CACHE_HOME/amanuensis-npu``, i.e. ``~/.cache/amanuensis-npu``)
   ``/artifacts/<target>/``, then the package's ``amanuensis_npu/artifacts/<target>/``.
   ``<target>`` is ``npu1`` (Phoenix, Hawk Point) or ``npu2`` (Strix, Krackan).
@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from .attention import AttentionBackend, cpu_attention
+from .model_store import cache_dir
 
 logger = logging.getLogger("amanuensis_npu")
 
@@ -118,15 +119,6 @@ def max_failures() -> int:
 def timeout_ms() -> int:
     default = DEFAULT_SIM_TIMEOUT_MS if xrt_mode() == "sim" else DEFAULT_TIMEOUT_MS
     return _env_int("AMANUENSIS_NPU_TIMEOUT_MS", default, 1)
-
-
-def cache_dir() -> Path:
-    """Where generated (simulated) and user-installed artifacts are cached."""
-    explicit = os.environ.get("AMANUENSIS_NPU_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "amanuensis-npu"
 
 
 def package_artifacts_dir() -> Path:

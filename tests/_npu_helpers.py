@@ -17,7 +17,6 @@ _NPU_ENV = (
     "AMANUENSIS_NPU_SIM_DEVICE",
     "AMANUENSIS_NPU_SIM_BATCHES",
     "AMANUENSIS_NPU_ARTIFACTS",
-    "AMANUENSIS_NPU_CACHE_DIR",
     "AMANUENSIS_NPU_MAX_FAILURES",
     "AMANUENSIS_NPU_TIMEOUT_MS",
 )
@@ -25,11 +24,22 @@ _NPU_ENV = (
 
 @pytest.fixture
 def no_npu_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A clean environment: no NPU settings, an empty private artifact cache."""
+    """A clean environment: no NPU settings, an empty private artifact cache.
+
+    The joined model and the host kernel build are shared with the session's real
+    cache (symlinked), so each test does not join 145 MB or run g++ again.
+    """
+    from amanuensis_npu.model_store import cache_dir
+
     for name in _NPU_ENV:
         monkeypatch.delenv(name, raising=False)
+    shared = cache_dir()
     cache = tmp_path / "npu-cache"
-    monkeypatch.setenv("AMANUENSIS_NPU_CACHE_DIR", str(cache))
+    cache.mkdir()
+    for sub in ("models", "kernel-host"):
+        (shared / sub).mkdir(parents=True, exist_ok=True)
+        (cache / sub).symlink_to(shared / sub, target_is_directory=True)
+    monkeypatch.setenv("AMANUENSIS_NPU_CACHE", str(cache))
     return cache
 
 
