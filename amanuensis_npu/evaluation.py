@@ -17,12 +17,17 @@ _PUNCT = re.compile(r"[^\w\s']|_")
 
 
 def normalize(text: str) -> str:
-    """Lower case, 'Mr.' spelled out, hyphens split, punctuation dropped, spaces collapsed."""
+    """Lower case, "Mr." spelled out as the references do, no punctuation, single spaces.
+
+    Apostrophes are dropped rather than split on so that "didn't" stays one
+    word on both sides; hyphens become spaces ("cold-hearted" -> "cold hearted").
+    """
     text = text.lower()
     text = re.sub(r"\bmr\.?(?=\s|$)", "mister", text)
     text = re.sub(r"\bmrs\.?(?=\s|$)", "missus", text)
     text = text.replace("-", " ")
     text = _PUNCT.sub(" ", text)
+    text = text.replace("'", "")
     return " ".join(text.split())
 
 
@@ -48,18 +53,30 @@ def find_reference(audio: str | Path) -> Reference | None:
 
 
 def read_stm(path: str | Path) -> Reference:
-    """Join an STM's turns; keep the span from the first start to the last end."""
-    words, starts, ends = [], [], []
+    """Reference text of an STM file and the time range it covers.
+
+    STM lines are `file channel speaker start end [<label>] text`; lines
+    starting with `;;` are comments and `ignore_time_segment_in_scoring`
+    segments carry no reference words.
+    """
+    rows: list[tuple[float, float, str]] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or line.startswith(";;"):
+        line = line.strip()
+        if not line or line.startswith(";;"):
             continue
-        starts.append(float(parts[3]))
-        ends.append(float(parts[4]))
-        words.append(parts[5])
-    if not words:
-        raise ValueError(f"{path}: no STM turns")
-    return Reference(" ".join(words), min(starts), max(ends))
+        parts = line.split(maxsplit=5)
+        if len(parts) < 5:
+            raise ValueError(f"{path}: malformed STM line: {line!r}")
+        start, end = float(parts[3]), float(parts[4])
+        text = parts[5] if len(parts) > 5 else ""
+        text = re.sub(r"^<[^>]*>\s*", "", text)
+        if text.strip().lower() == "ignore_time_segment_in_scoring":
+            continue
+        rows.append((start, end, text))
+    if not rows:
+        raise ValueError(f"{path}: STM file has no scored segments")
+    rows.sort()
+    return Reference(" ".join(t for _, _, t in rows), rows[0][0], max(e for _, e, _ in rows))
 
 
 def hypothesis_text(segments: list[Any], reference: Reference) -> str:
@@ -104,5 +121,9 @@ def word_counts(reference: str, hypothesis: str) -> tuple[int, int]:
     import jiwer
 
     ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        return len(hyp.split()), 0
+    if not hyp:
+        return len(ref.split()), len(ref.split())
     out = jiwer.process_words(ref, hyp)
     return out.substitutions + out.deletions + out.insertions, len(ref.split())

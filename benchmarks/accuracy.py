@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import statistics
 import sys
 import time
@@ -36,6 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from amanuensis_npu.evaluation import read_stm
+from amanuensis_npu.evaluation import word_counts as word_errors
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
@@ -69,33 +71,6 @@ class Clip:
     span: tuple[float, float] | None = None  # STM time range, seconds
 
 
-def read_stm(path: Path) -> tuple[str, float, float]:
-    """Reference text of an STM file and the time range it covers.
-
-    STM lines are `file channel speaker start end [<label>] text`; lines
-    starting with `;;` are comments and `ignore_time_segment_in_scoring`
-    segments carry no reference words.
-    """
-    rows: list[tuple[float, float, str]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith(";;"):
-            continue
-        parts = line.split(maxsplit=5)
-        if len(parts) < 5:
-            raise ValueError(f"{path}: malformed STM line: {line!r}")
-        start, end = float(parts[3]), float(parts[4])
-        text = parts[5] if len(parts) > 5 else ""
-        text = re.sub(r"^<[^>]*>\s*", "", text)
-        if text.strip().lower() == "ignore_time_segment_in_scoring":
-            continue
-        rows.append((start, end, text))
-    if not rows:
-        raise ValueError(f"{path}: STM file has no scored segments")
-    rows.sort()
-    return " ".join(t for _, _, t in rows), rows[0][0], max(e for _, e, _ in rows)
-
-
 def find_clips(folder: Path) -> list[Clip]:
     """Every audio file under `folder`, with its `.txt` or `.stm` reference if any."""
     if not folder.is_dir():
@@ -105,32 +80,14 @@ def find_clips(folder: Path) -> list[Clip]:
         clip = Clip(path=path, name=str(path.relative_to(folder)))
         txt, stm = path.with_suffix(".txt"), path.with_suffix(".stm")
         if stm.is_file():
-            text, start, end = read_stm(stm)
-            clip.reference, clip.ref_kind, clip.span = text, "stm", (start, end)
+            ref = read_stm(stm)
+            clip.reference, clip.ref_kind, clip.span = ref.text, "stm", (ref.start, ref.end)
         elif txt.is_file():
             clip.reference, clip.ref_kind = txt.read_text(encoding="utf-8"), "txt"
         clips.append(clip)
     if not clips:
         raise SystemExit(f"accuracy: no audio files ({', '.join(AUDIO_EXTS)}) in {folder}")
     return clips
-
-
-_PUNCT = re.compile(r"[^\w\s']|_")
-
-
-def normalize(text: str) -> str:
-    """Lower case, "Mr." spelled out as the references do, no punctuation, single spaces.
-
-    Apostrophes are dropped rather than split on so that "didn't" stays one
-    word on both sides; hyphens become spaces ("cold-hearted" -> "cold hearted").
-    """
-    text = text.lower()
-    text = re.sub(r"\bmr\.?(?=\s|$)", "mister", text)
-    text = re.sub(r"\bmrs\.?(?=\s|$)", "missus", text)
-    text = text.replace("-", " ")
-    text = _PUNCT.sub(" ", text)
-    text = text.replace("'", "")
-    return " ".join(text.split())
 
 
 # ----------------------------------------------------------------- attention maths
@@ -358,19 +315,6 @@ def transcribe_words(model: Any, clip: Clip, language: str | None, beam_size: in
         "seconds": elapsed,
         "language": info.language,
     }
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words) after normalisation."""
-    import jiwer
-
-    ref, hyp = normalize(reference), normalize(hypothesis)
-    if not ref:
-        return len(hyp.split()), 0
-    if not hyp:
-        return len(ref.split()), len(ref.split())
-    out = jiwer.process_words(ref, hyp)
-    return out.substitutions + out.deletions + out.insertions, len(ref.split())
 
 
 # -------------------------------------------------------------------------- report

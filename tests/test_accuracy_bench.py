@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from amanuensis_npu.attention import AttentionBackend, register_backend
+from amanuensis_npu.evaluation import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "data" / "speech"
@@ -61,18 +62,19 @@ register_backend("test_scale_1_16", _WrongScale)
 
 def test_normalize_follows_the_reference_conventions():
     assert (
-        accuracy.normalize("Mr. John Dashwood, cold-hearted!")
+        normalize("Mr. John Dashwood, cold-hearted!")
         == "mister john dashwood cold hearted"
     )
-    assert accuracy.normalize("  I didn't   know...\nYou?") == "i didnt know you"
-    assert accuracy.normalize("Mrs. Smith") == "missus smith"
+    assert normalize("  I didn't   know...\nYou?") == "i didnt know you"
+    assert normalize("Mrs. Smith") == "missus smith"
 
 
 def test_stm_reference_and_span():
-    text, start, end = accuracy.read_stm(SPEECH / "conversation" / "sample.stm")
+    ref = accuracy.read_stm(SPEECH / "conversation" / "sample.stm")
+    text, start, end = ref.text, ref.start, ref.end
     assert (start, end) == (6.68, 29.987)
     # `cut -d' ' -f6- sample.stm | wc -w` gives 81 (SOURCES.md says 85; the file has 81).
-    assert len(accuracy.normalize(text).split()) == 81
+    assert len(normalize(text).split()) == 81
     assert text.startswith("Hello? Hello? Oh, hello.")
 
 
@@ -123,7 +125,7 @@ def test_end_to_end_on_one_clip_flags_a_wrong_score_scale(tmp_path):
     tr = result["transcripts"]
     assert set(tr["wer"]) == {"cpu", "test_fp16_inputs", "test_scale_1_16"}
     cpu_text = tr["per_clip"]["001.wav"]["cpu"]["text"]
-    assert "of" in accuracy.normalize(cpu_text).split()
+    assert "of" in normalize(cpu_text).split()
     assert 0.0 <= tr["wer"]["cpu"] <= 1.0
     if "npu" in result["skipped_backends"]:
         assert result["skipped_backends"]["npu"]
