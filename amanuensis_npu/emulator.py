@@ -7,7 +7,8 @@ attention backend: pack -> emulate -> unpack, exactly the NPU's data path.
 
 Every integer of the kernel is reproduced exactly with float32 tensor arithmetic where
 SPEC.md §7 shows that float32 is exact (all partial sums are integers below 2^24),
-and with int64 where it is not. Pass 2's probabilities come from a table of
+with float64 for the per-key rescaled scores (multiples of 2^-14 below 2^34) and with
+int64 where neither is enough. Pass 2's probabilities come from a table of
 `EXP2N(t)` for every exponent `t` the kernel can produce (57,345 entries), built from
 the integer formula of §4.1 once per process. The loop runs over (head, query block)
 chunks sized for the cache; all keys of a chunk are handled at once, since the
@@ -26,7 +27,9 @@ import torch
 from . import quantization as qz
 from .attention import AttentionBackend
 
-_F24 = float(1 << 24)
+# s' = floor(s kq / 2^14 + 1/2) by float rounding: see emulate_layer.
+_MAGIC = 1.5 * float(1 << 23)
+_HALF_ULP = 2.0**-15
 
 # ----------------------------------------------------------------------------- tables
 
@@ -116,16 +119,21 @@ def check_header(rowp: np.ndarray, tp: int) -> int:
 
 
 def emulate_layer(
-    packed: qz.PackedLayer | list[np.ndarray], rows_per_chunk: int = 256
+    packed: qz.PackedLayer | list[np.ndarray], rows_per_chunk: int = 128
 ) -> np.ndarray:
     """Run SPEC.md §4-§5 on the kernel's input buffers; returns the int16 `out` buffer.
 
-    Per chunk of query rows of one head: (1) `s = q · k8ᵀ` in float32, exact since
-    |Σ| <= 64 * 2047 * 127 < 2^24; (2) `t = min((max_j s - s) * c, T_ZERO)`, floored by the
-    int32 cast: exact wherever `t < T_ZERO` (§7); (3) p from the table, as two int8 halves
-    `p >> 7` and `p & 127`, stacked; (4) l and P·V from exact integer sums (int8 x int8 ->
-    int32 product); (5) §5 in int64. Masked keys (j >= n_frames) are left out altogether,
-    which is what the kernel's masking amounts to (no part in the max, p = 0).
+    Per chunk of query rows of one head: (1) `s = q8 · k8ᵀ` as an exact int8 x int8 ->
+    int32 product, then `1.5 * 2^23 + 2^-15 + s * kq / 2^14` in float64 (exact: a
+    multiple of 2^-15 below 2^25), rounded to float32, whose
+    unit step there makes it `1.5 * 2^23 + s'` with `s' = floor(s kq / 2^14 + 1/2)`
+    (`x` is a multiple of 2^-14, so `floor(x + 1/2) = rne(x + 2^-15)` and no tie
+    occurs); (2) `t = min((max_j s'
+    - s') * c, T_ZERO)` in float32, floored by the int32 cast: exact wherever
+    `t < T_ZERO` (§7); (3) p from the table, as two int8 halves `p >> 7` and `p & 127`,
+    stacked; (4) l and P·V from exact integer sums (int8 x int8 -> int32 product); (5)
+    §5 in int64. Masked keys (j >= n_frames) are left out altogether, which is what the
+    kernel's masking amounts to (no part in the max, p = 0).
     """
     bufs = packed.inputs if isinstance(packed, qz.PackedLayer) else list(packed)[:4]
     qbuf, kbuf, vbuf, rowp = bufs
@@ -135,7 +143,9 @@ def emulate_layer(
     q8 = torch.from_numpy(qbuf).reshape(nbh, tp, dim)
     k8 = torch.from_numpy(_keys_rowmajor(kbuf)).reshape(nbh, tp, dim)
     v8 = torch.from_numpy(vbuf).reshape(nbh, tp, dim)
-    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS :].astype(np.int64)).reshape(nbh, tp)
+    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS :].astype(np.int64)).reshape(nbh, -1)
+    kq = words[:, tp : 2 * tp]
+    words = words[:, :tp]
     mult = words & 0xFFFF
     sh = (words >> 16) & 0xFF
     # c = mult * 2^-sh, exact in float32 (mult <= 511, sh <= 8).
@@ -146,11 +156,14 @@ def emulate_layer(
 
     def head(bh: int) -> None:
         _single_threaded()
-        kt = k8[bh, :n].to(torch.float32).t().contiguous()
+        kt = k8[bh, :n].t().contiguous()
+        kscale = kq[bh, :n].to(torch.float64) * (1.0 / qz.KQ_ONE)  # exact dyadics
         # [v | 1 | 0...]: one int8 product gives P·V and the row sums l together.
         vx = torch.zeros(n, dim + 8, dtype=torch.int8)
         vx[:, :dim] = v8[bh, :n]
         vx[:, dim] = 1
+        s_buf = torch.empty(rows, n, dtype=torch.float64)
+        bias = torch.full((n,), _MAGIC + _HALF_ULP, dtype=torch.float64)
         x_buf = torch.empty(rows, n)
         idx_buf = torch.empty(rows * n, dtype=torch.int32)
         work = torch.empty(2 * rows * n, dtype=torch.int8)  # [p >> 7 ; p & 127]
@@ -158,8 +171,13 @@ def emulate_layer(
         for r0 in range(0, tp, rows):
             r1 = min(tp, r0 + rows)
             m = r1 - r0
-            x = torch.mm(q8[bh, r0:r1].to(torch.float32), kt, out=x_buf[:m])  # s, exact
-            torch.sub(x.amax(dim=-1, keepdim=True), x, out=x)  # e = m - s
+            # 1.5 * 2^23 + 2^-15 + s kq / 2^14, exact; its float32 rounding (ulp 1 there,
+            # never a tie) is 1.5 * 2^23 + floor(s kq / 2^14 + 1/2) = 1.5 * 2^23 + s'.
+            s32 = torch._int_mm(q8[bh, r0:r1], kt)  # s, exact int32 (|s| < 2^20)
+            s64 = torch.addcmul(bias, s32.to(torch.float64), kscale, out=s_buf[:m])
+            x = x_buf[:m]
+            x.copy_(s64)
+            torch.sub(x.amax(dim=-1, keepdim=True), x, out=x)  # e = m - s' (offsets cancel)
             x.mul_(cm[bh, r0:r1].unsqueeze(-1)).clamp_(max=float(qz.T_ZERO))
             idx = idx_buf[: m * n]
             idx.copy_(x.view(-1))  # floor: x >= 0

@@ -121,7 +121,7 @@ class HostKernel:
             raise KernelBuildError(f"could not load {path}: {exc}") from None
         self.path = path
         fn = self.lib.attn_layer
-        fn.argtypes = [_I16, _I8, _I8, _I32, _I16] + [ctypes.c_int32] * 5
+        fn.argtypes = [_I8, _I8, _I8, _I32, _I16] + [ctypes.c_int32] * 5
         fn.restype = ctypes.c_int32
         self._layer = fn
         self.lib.attn_spec_version.restype = ctypes.c_int32
@@ -153,7 +153,7 @@ class HostKernel:
             raise ValueError("output buffer is read-only")
         nbh = batch * heads
         args = (
-            q.ctypes.data_as(_I16),
+            q.ctypes.data_as(_I8),
             k.ctypes.data_as(_I8),
             v.ctypes.data_as(_I8),
             rowp.ctypes.data_as(_I32),

@@ -5,8 +5,9 @@ same functions serve the NPU runtime and the emulator, so both see identical int
 inputs and dequantize identically:
 
 - `pack_layer(q, k, v)`: float32 `[B, H, T, 64]` -> the kernel's five host buffers
-  (`q`, `k`, `v`, `rowp` inputs and a zeroed `out`), plus the per-channel float metadata
-  that dequantization needs (it never goes to the device).
+  (`q`, `k`, `v` int8, the `rowp` words with the per-row exponent multipliers and the
+  per-key K scales, and a zeroed `out`), plus the per-channel float metadata that
+  dequantization needs (it never goes to the device).
 - `unpack_output(packed, out)`: the kernel's int16 output -> float32 `[B, H, T, 64]`.
 - `buffer_layout(batch)`: name, dtype, shape, bytes and direction of every buffer, in
   the runtime sequence's argument order; the manifest and the XRT runtime use it.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 
 HEAD_DIM = 64
 HEADS = 8
@@ -37,10 +38,12 @@ T_ZERO = 14 << FRAC_BITS  # exponents at or past this give p = 0
 # Nats per score unit -> Q12 log2 units, with the 1/sqrt(64) = 1/8 score scale folded in.
 SCORE_SCALE = 1.0 / math.sqrt(HEAD_DIM)
 K2 = float(1 << FRAC_BITS) * math.log2(math.e) * SCORE_SCALE
-Q_MAX = 2047  # Q is 12-bit, stored as int16
+Q_MAX = 127  # Q is int8 (SPEC v3)
+K_MAX = 127
 MULT_MAX = 511
 SH_MAX = 8
-E_CLAMP = 1 << 22  # the device clamps e = m - s here; value-preserving (SPEC.md §4)
+KQ_BITS = 14  # per-key K scale relative to the head's largest, Q14 (<= 2^14: fits int16)
+KQ_ONE = 1 << KQ_BITS
 OUT_FRAC = 256  # out16 is in units of sv / 256
 
 
@@ -67,6 +70,16 @@ def padded_frames(frames: int) -> int:
     return KEY_TILE * -(-int(frames) // KEY_TILE)
 
 
+def rowp_words(tp: int) -> int:
+    """Words of one head's `rowp`: header, one word per query row, one per key (§2)."""
+    return HEADER_WORDS + 2 * tp
+
+
+def key_word_offset(tp: int) -> int:
+    """Index of key 0's scale word in a head's `rowp` (after the query words)."""
+    return HEADER_WORDS + tp
+
+
 @dataclass(frozen=True)
 class BufferSpec:
     """One kernel buffer: `name`, numpy `dtype` string, `shape`, `nbytes`, `direction`."""
@@ -86,10 +99,10 @@ def buffer_layout(batch: int, frames: int = FRAMES, heads: int = HEADS) -> list[
     rows = (batch, heads, tp, HEAD_DIM)
     key_tiles = (batch, heads, tp // KEY_TILE, HEAD_DIM, KEY_TILE)  # K transposed per tile
     specs = [
-        ("q", "int16", rows, "in"),
+        ("q", "int8", rows, "in"),
         ("k", "int8", key_tiles, "in"),
         ("v", "int8", rows, "in"),
-        ("rowp", "int32", (batch, heads, HEADER_WORDS + tp), "in"),
+        ("rowp", "int32", (batch, heads, rowp_words(tp)), "in"),
         ("out", "int16", rows, "out"),
     ]
     return [
@@ -129,7 +142,7 @@ def _abs_max(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean over frames, the smoothed tensor and its per-channel scale (§3.1, §3.4)."""
+    """Mean over frames, the smoothed tensor and its per-channel scale (§3.4)."""
     mu = x.mean(dim=2, keepdim=True)
     xs = x - mu
     amax = _abs_max(xs, dim=2).unsqueeze(2)
@@ -141,14 +154,30 @@ def _to_int8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x).clamp_(-127, 127).to(torch.int8)
 
 
-def _to_q12(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x).clamp_(-Q_MAX, Q_MAX).to(torch.int16)
+def key_scales(ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-key scales of the smoothed keys `ks [B, H, T, 64]` (SPEC §3.1 steps 2-4).
+
+    Returns `skmax [B, H]` (float32, the head's largest key scale, 1 if every key is
+    zero), the device's relative multipliers `kq [B, H, T]` (int64 in [0, 2^14]) and the
+    effective float32 scale `sk_eff = skmax * kq / 2^14 [B, H, T]` that `k8` is quantized
+    against, so the device's rescaling is the exact inverse of the host's.
+    """
+    sk = _abs_max(ks, dim=3) / 127.0  # [B, H, T]
+    skmax = sk.amax(dim=2)
+    skmax = torch.where(skmax > 0, skmax, torch.ones_like(skmax))
+    ratio = sk.to(torch.float64) / skmax.to(torch.float64).unsqueeze(-1)
+    kq = torch.ceil(ratio * KQ_ONE).clamp_(0, KQ_ONE).to(torch.int64)
+    sk_eff = (skmax.to(torch.float64).unsqueeze(-1) * kq.to(torch.float64) / KQ_ONE).to(
+        torch.float32
+    )
+    return skmax, kq, sk_eff
 
 
 def row_multipliers(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row `(mult, sh)` on the SPEC §3.2 grid, from `a = max_d |qf|` (float32).
 
-    Returns int64 tensors; rows with `a == 0` get `mult = 0, sh = 0`.
+    `qf = q * skmax` (the head's largest key scale folded into Q). Returns int64
+    tensors; rows with `a == 0` get `mult = 0, sh = 0`.
     """
     cmin = amax.to(torch.float64) * (K2 / Q_MAX)
     mant, exp = torch.frexp(cmin)  # cmin = mant * 2^exp, mant in [0.5, 1)
@@ -194,23 +223,27 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     bufs = [np.zeros(s.shape, dtype=s.dtype) for s in specs]
     qb, kb, vb, rowp, out = (torch.from_numpy(b) for b in bufs)
 
-    # K: smoothing, per-channel scale (§3.1).
-    _, ks, sk = _per_channel(k)
+    # K: smoothing (per-channel mean), per-key scale relative to the head's largest (§3.1).
+    ks = k - k.mean(dim=2, keepdim=True)
+    skmax, kq, sk_eff = key_scales(ks)
+    safe = torch.where(kq > 0, sk_eff, torch.ones_like(sk_eff))
     k8 = torch.zeros(batch, heads, tp, HEAD_DIM, dtype=torch.int8)
-    k8[:, :, :frames] = _to_int8(ks / sk)
+    k8[:, :, :frames] = _to_int8(ks / safe.unsqueeze(-1))
     # Host layout: per key tile, dims x keys (Kᵀ), the B operand of the QKᵀ mmul.
     kb.copy_(k8.view(batch, heads, tp // KEY_TILE, KEY_TILE, HEAD_DIM).transpose(3, 4))
-    # Q: fold the K channel scale, per-row scale on the exponent grid (§3.2).
-    qf = q * sk
+    # Q: fold skmax, int8 per-row scale on the exponent grid (§3.2).
+    qf = q * skmax.view(batch, heads, 1, 1)
     mult, sh = row_multipliers(_abs_max(qf, dim=3))
     c = mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))
     inv = torch.where(mult > 0, K2 / torch.where(mult > 0, c, torch.ones_like(c)), 0.0)
-    qb[:, :, :frames] = _to_q12(qf * inv.to(torch.float32).unsqueeze(-1))
-    # rowp: header and per-row words (§2, §3.3).
+    qb[:, :, :frames] = _to_int8(qf * inv.to(torch.float32).unsqueeze(-1))
+    # rowp: header, per-row words, per-key words (§2, §3.3).
     rowp[:, :, 0] = SPEC_VERSION
     rowp[:, :, 1] = frames
     rowp[:, :, 2] = tp
     rowp[:, :, HEADER_WORDS : HEADER_WORDS + frames] = (mult | (sh << 16)).to(torch.int32)
+    ko = key_word_offset(tp)
+    rowp[:, :, ko : ko + frames] = kq.to(torch.int32)
     # V: smoothing, per-channel scale (§3.4).
     vmu, vs, sv = _per_channel(v)
     vb[:, :, :frames] = _to_int8(vs / sv)
@@ -239,6 +272,6 @@ def unpack_output(packed: PackedLayer, out_buffer: np.ndarray) -> torch.Tensor:
 
 
 def decode_rowp(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row `(mult, sh)` from `rowp` words (without the header)."""
+    """Per-row `(mult, sh)` from the query words of `rowp` (without header or key words)."""
     w = np.asarray(words).astype(np.int64)
     return w & 0xFFFF, (w >> 16) & 0xFF

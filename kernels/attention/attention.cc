@@ -1,6 +1,6 @@
 // Whisper encoder self-attention for the Ryzen AI NPU: the compute-tile kernel.
 //
-// The arithmetic is kernels/attention/SPEC.md (version 2); section numbers below
+// The arithmetic is kernels/attention/SPEC.md (version 3); section numbers below
 // refer to it. One source, two paths selected by the preprocessor:
 //
 //   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
@@ -15,14 +15,15 @@
 // (kernels/attention/design.py) calls on every compute core, per query tile of
 // ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
 //
-//   attn_rows_init(m, l, acc)                          before a query tile
-//   attn_tile_max(q, kt, m, valid)                     pass 1, key tiles 0..NKT-1 in order
-//   attn_tile_accum(q, kt, v, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1 in order
-//   attn_rows_finish(l, acc, out)                      after pass 2
+//   attn_rows_init(m, l, acc)                              before a query tile
+//   attn_tile_max(q, kt, kw, m, valid)                     pass 1, key tiles 0..NKT-1 in order
+//   attn_tile_accum(q, kt, kw, v, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1 in order
+//   attn_rows_finish(l, acc, out)                          after pass 2
 //
 // Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
-//   q      int16 [32 rows][64 dims]           (row-major; 12-bit values, |q| <= 2047)
+//   q      int8  [32 rows][64 dims]           (row-major, |q| <= 127)
 //   kt     int8  [64 dims][64 keys]           (K transposed per key tile, as in the host buffer)
+//   kw     int32 [64]                         rowp key words 16 + TP + j: kq_j in [0, 2^14]
 //   v      int8  [64 keys][64 dims]
 //   words  int32 [32]                         rowp words 16 + i of the tile's rows
 //   m, l   int32 [32]                         per-row state (core-local)
@@ -37,7 +38,7 @@
 
 #include "attention_tables.h"
 
-#define ATTN_SPEC_VERSION 2
+#define ATTN_SPEC_VERSION 3
 #define ATTN_D 64
 #define ATTN_TQ 32
 #define ATTN_TK 64
@@ -45,7 +46,7 @@
 #define ATTN_FRAC_BITS 12
 #define ATTN_T_ZERO (14 << ATTN_FRAC_BITS)
 #define ATTN_P_BITS 13
-#define ATTN_E_CLAMP (1 << 22)
+#define ATTN_KQ_BITS 14
 
 #if defined(ATTN_SCALAR)
 
@@ -57,11 +58,10 @@
 #define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
 #endif
 
-// §4 step 2: t = min((min(e, 2^22) * mult) >> sh, T_ZERO), e = m - s >= 0; all int32
-// (2^22 * 511 < 2^31).
+// §4 step 2: t = min((e * mult) >> sh, T_ZERO), e = m - s' in [0, 2^21); all int32
+// (2^21 * 511 < 2^30).
 static inline int32_t attn_exponent(int32_t e, int32_t mult, int32_t sh) {
-  const int32_t ec = e > ATTN_E_CLAMP ? ATTN_E_CLAMP : e;
-  const int32_t t = (ec * mult) >> sh;
+  const int32_t t = (e * mult) >> sh;
   return t > ATTN_T_ZERO ? ATTN_T_ZERO : t;
 }
 
@@ -76,8 +76,9 @@ static inline int32_t attn_exp2n(int32_t t) {
   return (int32_t)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
 }
 
-// s[i][j] = sum_d q[i][d] * kt[d][j] for the tile's 32 rows and 64 keys.
-static inline void attn_scores(const int16_t *q, const int8_t *kt, int32_t *s) {
+// §4 step 0: s'[i][j] = (s * kq_j + 2^13) >> 14 with s = sum_d q[i][d] * kt[d][j], for the
+// tile's 32 rows and 64 keys (|s| < 2^20, |s * kq_j| < 2^34: int64 product).
+static inline void attn_scores(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *s) {
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t *row = s + i * ATTN_TK;
     for (int j = 0; j < ATTN_TK; ++j) row[j] = 0;
@@ -86,6 +87,8 @@ static inline void attn_scores(const int16_t *q, const int8_t *kt, int32_t *s) {
       const int8_t *kd = kt + d * ATTN_TK;
       for (int j = 0; j < ATTN_TK; ++j) row[j] += a * (int32_t)kd[j];
     }
+    for (int j = 0; j < ATTN_TK; ++j)
+      row[j] = (int32_t)(((int64_t)row[j] * kw[j] + (1 << (ATTN_KQ_BITS - 1))) >> ATTN_KQ_BITS);
   }
 }
 
@@ -98,9 +101,10 @@ ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
 }
 
 // Pass 1 (§4): running row max over the valid keys of this tile.
-ATTN_EXPORT void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
+ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *m,
+                               int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
-  attn_scores(q, kt, s);
+  attn_scores(q, kt, kw, s);
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t best = m[i];
     for (int j = 0; j < valid; ++j) best = s[i * ATTN_TK + j] > best ? s[i * ATTN_TK + j] : best;
@@ -109,12 +113,12 @@ ATTN_EXPORT void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, i
 }
 
 // Pass 2 (§4 steps 1-5): p relative to the final max, row sums and P·V.
-ATTN_EXPORT void attn_tile_accum(const int16_t *q, const int8_t *kt, const int8_t *v,
-                                 const int32_t *words, const int32_t *m, int32_t *l,
-                                 int32_t *acc, int32_t valid) {
+ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_t *kw,
+                                 const int8_t *v, const int32_t *words, const int32_t *m,
+                                 int32_t *l, int32_t *acc, int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
   int32_t p[ATTN_TK];
-  attn_scores(q, kt, s);
+  attn_scores(q, kt, kw, s);
   for (int i = 0; i < ATTN_TQ; ++i) {
     const int32_t mult = words[i] & 0xFFFF;
     const int32_t sh = (words[i] >> 16) & 0xFF;
@@ -157,13 +161,13 @@ ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t 
 // The whole layer, walked like the design's runtime sequence (§6.1): for every
 // (batch, head) in [head_lo, head_hi) and every query tile, pass 1 then pass 2 over the
 // key tiles in order, then the finish. Returns 0, or a negative code for a bad header.
-ATTN_EXPORT int32_t attn_layer(const int16_t *q, const int8_t *k, const int8_t *v,
+ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v,
                                const int32_t *rowp, int16_t *out, int32_t batch, int32_t heads,
                                int32_t tp, int32_t head_lo, int32_t head_hi) {
   if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
   const int64_t nbh = (int64_t)batch * heads;
   if (head_lo < 0 || head_hi > nbh || head_lo > head_hi) return -2;
-  const int64_t rowp_len = ATTN_HEADER + tp;
+  const int64_t rowp_len = ATTN_HEADER + 2 * (int64_t)tp;  // header, query words, key words
   int32_t m[ATTN_TQ], l[ATTN_TQ];
   static thread_local int32_t acc[ATTN_TQ * ATTN_D];
   for (int64_t bh = head_lo; bh < head_hi; ++bh) {
@@ -172,22 +176,23 @@ ATTN_EXPORT int32_t attn_layer(const int16_t *q, const int8_t *k, const int8_t *
     if (hdr[0] != ATTN_SPEC_VERSION) return -3;
     if (hdr[2] != tp || n < 1 || n > tp) return -4;
     const int32_t nkt = (n + ATTN_TK - 1) / ATTN_TK;
-    const int16_t *qh = q + bh * tp * ATTN_D;
+    const int8_t *qh = q + bh * tp * ATTN_D;
     const int8_t *kh = k + bh * tp * ATTN_D;  // [tp/64][64 dims][64 keys]
     const int8_t *vh = v + bh * tp * ATTN_D;
     const int32_t *wh = hdr + ATTN_HEADER;
+    const int32_t *kwh = hdr + ATTN_HEADER + tp;
     int16_t *oh = out + bh * tp * ATTN_D;
     for (int32_t r0 = 0; r0 < tp; r0 += ATTN_TQ) {
-      const int16_t *qt = qh + (int64_t)r0 * ATTN_D;
+      const int8_t *qt = qh + (int64_t)r0 * ATTN_D;
       attn_rows_init(m, l, acc);
       for (int32_t t = 0; t < nkt; ++t) {
         const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
-        attn_tile_max(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, m, valid);
+        attn_tile_max(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK, m, valid);
       }
       for (int32_t t = 0; t < nkt; ++t) {
         const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
-        attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, vh + (int64_t)t * ATTN_TK * ATTN_D,
-                        wh + r0, m, l, acc, valid);
+        attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK,
+                        vh + (int64_t)t * ATTN_TK * ATTN_D, wh + r0, m, l, acc, valid);
       }
       attn_rows_finish(l, acc, oh + (int64_t)r0 * ATTN_D);
     }
@@ -201,36 +206,40 @@ ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }
 
 #include <aie_api/aie.hpp>
 
-// Both products are int16 x int8 -> acc32 (Q is 12-bit in int16; P is <= 8192 in int16).
-// npu1 (AIE-ML): mmul 4x4x8 (128 MAC/cycle). npu2 (AIE2P): 4x8x8 (256 MAC/cycle).
+// Q·Kᵀ is int8 x int8 -> acc32 (SPEC v3: Q and K are int8). npu1 (AIE-ML): mmul 4x8x8
+// (256 MAC/cycle); npu2 (AIE2P): 8x8x8 (512 MAC/cycle).
+// P·V is int16 x int8 -> acc32 (P <= 8192 needs 14 bits). npu1: 4x4x8 (128 MAC/cycle);
+// npu2: 4x8x8 (256 MAC/cycle).
 #if __AIE_ARCH__ == 21
-#define MM_N 8
+#define QK_M 8
+#define PV_N 8
 #else
-#define MM_N 4
-#endif
 #define QK_M 4
+#define PV_N 4
+#endif
 #define QK_K 8
-#define QK_N MM_N
+#define QK_N 8
 #define PV_M 4
 #define PV_K 8
-#define PV_N MM_N
 
-using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int16, int8, acc32>;
+using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int8, int8, acc32>;
 using MMulPV = aie::mmul<PV_M, PV_K, PV_N, int16, int8, acc32>;
 
 alignas(aie::vector_decl_align) static int32_t attn_s[ATTN_TQ * ATTN_TK];
 alignas(aie::vector_decl_align) static int16_t attn_p[ATTN_TQ * ATTN_TK];
 
-// S = Q (32x64) · Kᵀ tile (64 dims x 64 keys), row-major int32 into attn_s. Operands are
-// gathered into mmul blocks from the row-major tiles with vector loads and shuffles
-// (the design may instead deliver pre-blocked tiles through the memory tile's DMA;
-// the arithmetic is the same exact int32 sum).
-static inline void attn_scores(const int16_t *__restrict q, const int8_t *__restrict kt) {
+// S' = ((Q (32x64) · Kᵀ tile (64 dims x 64 keys)) * kq + 2^13) >> 14, row-major int32 into
+// attn_s. Operands are gathered into mmul blocks from the row-major tiles with vector loads
+// (the design may instead deliver pre-blocked tiles through the memory tile's DMA; the
+// arithmetic is the same exact int32 sum). The per-key rescale is an int32 x int16 -> acc64
+// multiply (|s * kq| < 2^34) and a round-half-up shift by 14 (srs, positive_inf).
+static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict kt,
+                               const int32_t *__restrict kw) {
   for (unsigned ib = 0; ib < ATTN_TQ / QK_M; ++ib) {
     for (unsigned jb = 0; jb < ATTN_TK / QK_N; ++jb) {
       MMulQK mm;
       for (unsigned db = 0; db < ATTN_D / QK_K; ++db) {
-        aie::vector<int16, QK_M * QK_K> a;
+        aie::vector<int8, QK_M * QK_K> a;
         aie::vector<int8, QK_K * QK_N> b;
         for (unsigned r = 0; r < QK_M; ++r)
           a.insert(r, aie::load_v<QK_K>(q + (ib * QK_M + r) * ATTN_D + db * QK_K));
@@ -241,6 +250,15 @@ static inline void attn_scores(const int16_t *__restrict q, const int8_t *__rest
       aie::vector<int32, QK_M * QK_N> c = mm.template to_vector<int32>();
       for (unsigned r = 0; r < QK_M; ++r)
         aie::store_v(attn_s + (ib * QK_M + r) * ATTN_TK + jb * QK_N, c.extract<QK_N>(r));
+    }
+  }
+  aie::set_rounding(aie::rounding_mode::positive_inf);  // (x + 2^13) >> 14
+  for (unsigned j = 0; j < ATTN_TK; j += 16) {
+    const aie::vector<int16, 16> kq = aie::load_v<16>(kw + j).pack();  // kq <= 2^14
+    for (unsigned i = 0; i < ATTN_TQ; ++i) {
+      aie::vector<int32, 16> sv = aie::load_v<16>(attn_s + i * ATTN_TK + j);
+      aie::accum<acc64, 16> sk = aie::mul(sv, kq);
+      aie::store_v(attn_s + i * ATTN_TK + j, sk.template to_vector<int32>(ATTN_KQ_BITS));
     }
   }
 }
@@ -255,8 +273,9 @@ void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ * ATTN_D; i += 16) aie::store_v(acc + i, aie::zeros<int32, 16>());
 }
 
-void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, int32_t valid) {
-  attn_scores(q, kt);
+void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *m,
+                   int32_t valid) {
+  attn_scores(q, kt, kw);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     aie::vector<int32, 16> best = aie::broadcast<int32, 16>(m[i]);
@@ -269,9 +288,10 @@ void attn_tile_max(const int16_t *q, const int8_t *kt, int32_t *m, int32_t valid
   }
 }
 
-void attn_tile_accum(const int16_t *q, const int8_t *kt, const int8_t *v, const int32_t *words,
-                     const int32_t *m, int32_t *l, int32_t *acc, int32_t valid) {
-  attn_scores(q, kt);
+void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_t *kw, const int8_t *v,
+                     const int32_t *words, const int32_t *m, int32_t *l, int32_t *acc,
+                     int32_t valid) {
+  attn_scores(q, kt, kw);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
   aie::set_rounding(aie::rounding_mode::floor);
   aie::set_saturation(aie::saturation_mode::saturate);
@@ -282,7 +302,6 @@ void attn_tile_accum(const int16_t *q, const int8_t *kt, const int8_t *v, const 
     for (unsigned j = 0; j < ATTN_TK; j += 16) {
       aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
       aie::vector<int32, 16> e = aie::sub(aie::broadcast<int32, 16>(m[i]), s);
-      e = aie::min(e, (int32)ATTN_E_CLAMP);
       // t = min((e * mult) >> sh, T_ZERO): int32 x int16 -> acc64, floor shift.
       aie::accum<acc64, 16> em = aie::mul(e, aie::broadcast<int16, 16>((int16)mult));
       aie::vector<int32, 16> t = aie::min(em.template to_vector<int32>(sh), (int32)ATTN_T_ZERO);
