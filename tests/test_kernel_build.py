@@ -236,7 +236,7 @@ def glue_lib(tmp_path_factory):
         ctypes.POINTER(ctypes.c_int32),
         ctypes.c_int32,
     )
-    lib.attn_rows_init.argtypes = [p32, p32, p32]
+    lib.attn_qr_rows_init.argtypes = [p32, p32, p32]
     lib.attn_qr_tile_max.argtypes = [p8, p8, p32, i32, i32]
     lib.attn_qr_tile_accum.argtypes = [p8, p8, p32, p32, p32, i32, i32]
     lib.attn_rows_finish.argtypes = [p32, p32, p16]
@@ -246,13 +246,15 @@ def glue_lib(tmp_path_factory):
 
 
 def test_glue_object_layout_equals_design(glue_lib):
-    layout = [glue_lib.attn_qr_layout(i) for i in range(5)]
+    layout = [glue_lib.attn_qr_layout(i) for i in range(7)]
     assert layout == [
         design.ROWS,
         design.QR_Q_TILE_BYTES,
         design.QR_WORDS_OFFSET,
         design.QR_BYTES,
         design.KV_V_OFFSET,
+        design.QR_KEYWORDS_OFFSET,
+        design.NKT,
     ]
 
 
@@ -302,7 +304,7 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
             acc = np.zeros((design.TQ, design.D), np.int32)
             for i, qr in enumerate(qr_objs):
                 qp = qr.ctypes.data_as(p8)
-                lib.attn_rows_init(
+                lib.attn_qr_rows_init(
                     m.ctypes.data_as(p32), lsum.ctypes.data_as(p32), acc.ctypes.data_as(p32)
                 )
                 steps = kvs[2 * design.NKT * i : 2 * design.NKT * (i + 1)]

@@ -13,10 +13,12 @@ Data flow (the reasons are hardware limits, see kernels/README.md):
   time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
-- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 16,896-byte object
-  per round: the column's 4 query tiles (4 x 32 x 64 int16, 12-bit values) and
-  their 128 rowp row words. Two shim transfers (from `q` and from `rowp`) fill one object; each
-  core uses its slot `r` through the wrappers in iron_glue.cc.
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 14,848-byte object
+  per round: the column's 4 query tiles (4 x 32 x 64 int8), their 128 rowp row
+  words and the head's 1536 rowp key words (per-key K scales, SPEC v3). Three shim
+  transfers (from `q`, then twice from `rowp`) fill one object; each core uses its
+  slot `r` through the wrappers in iron_glue.cc, which also pick the key words of
+  the current key tile (cores count the kv objects of each pass).
 - `kv<g>`: the head's K (stored as Kᵀ per key tile) and V tiles arrive on two
   shim channels and are joined in a memory tile into 8 KiB objects (Kᵀ tile j,
   V tile j), broadcast to the group's 16 cores: 24 objects for pass 1 (row max,
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 
 # --------------------------------------------------------------------- SPEC.md §1
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 D = 64  # head dim
 H = 8  # heads
 FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
@@ -54,7 +56,8 @@ TP = TK * -(-FRAMES // TK)  # padded frames, 1536
 NKT = -(-FRAMES // TK)  # key tiles processed per pass, 24
 NQT = TP // TQ  # query tiles per head, 48
 HEADER_WORDS = 16
-ROWP_WORDS = HEADER_WORDS + TP  # 1552 int32 per (b, h)
+ROWP_WORDS = HEADER_WORDS + 2 * TP  # 3088 int32 per (b, h): header, row words, key words
+KEY_WORDS = HEADER_WORDS + TP  # index of key 0's scale word in a head's rowp
 
 # ------------------------------------------------------------------ this design
 ROWS = 4  # compute rows per column on npu1 and npu2
@@ -66,22 +69,23 @@ MEM_ROW = 1
 SHIM_ROW = 0
 
 LAST_VALID = FRAMES - (NKT - 1) * TK  # valid keys in the last key tile, 28
-Q_DTYPE = "int16"  # SPEC v2: 12-bit Q in int16
-QR_Q_TILE_BYTES = TQ * D * 2  # 4096: slot r's query tile (int16 32 x 64) at r * 4096
-QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 16384: slot r's 32 rowp row words at + 128 r
-QR_BYTES = QR_WORDS_OFFSET + ROWS * TQ * 4  # 16896
+Q_DTYPE = "int8"  # SPEC v3
+QR_Q_TILE_BYTES = TQ * D  # 2048: slot r's query tile (int8 32 x 64) at r * 2048
+QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
+QR_KEYWORDS_OFFSET = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704: the head's 1536 key words
+QR_BYTES = QR_KEYWORDS_OFFSET + TP * 4  # 14848
 KV_V_OFFSET = TK * D  # 4096: the kv object is [Kᵀ tile 64 x 64][V tile 64 x 64], int8
 KV_BYTES = 2 * TK * D  # 8192
 OUT_TILE_ELEMS = TQ * D  # int16
 
 # attention.o is iron_glue.cc (which includes attention.cc) built with Peano. Calls per
 # query tile, all on core-local buffers m, l (int32 x 32) and acc (int32 x 32 x 64):
-#   attn_rows_init(m, l, acc)
+#   attn_qr_rows_init(m, l, acc)                          (also resets the key-tile counters)
 #   attn_qr_tile_max(qr, kv, m, slot, valid)              key tiles 0..23 (pass 1)
 #   attn_qr_tile_accum(qr, kv, m, l, acc, slot, valid)    key tiles 0..23 (pass 2)
 #   attn_rows_finish(l, acc, out)
 KERNEL_OBJECT = "attention.o"
-ENTRY_POINTS = ("attn_rows_init", "attn_qr_tile_max", "attn_qr_tile_accum", "attn_rows_finish")
+ENTRY_POINTS = ("attn_qr_rows_init", "attn_qr_tile_max", "attn_qr_tile_accum", "attn_rows_finish")
 
 TARGETS: dict[str, dict[str, Any]] = {
     # columns usable by one application; mmul shapes per SPEC §6.3
@@ -89,20 +93,21 @@ TARGETS: dict[str, dict[str, Any]] = {
         "columns": 4,
         "device_class": "NPU1",
         "arch": "aie2",
-        "mmul_qk": "4x8x4 int16 x int8",
+        "mmul_qk": "4x8x8 int8 x int8",
         "mmul_pv": "4x8x4 int16 x int8",
     },
     "npu2": {
         "columns": 8,
         "device_class": "NPU2",
         "arch": "aie2p",
-        "mmul_qk": "4x8x8 int16 x int8",
+        "mmul_qk": "8x8x8 int8 x int8",
         "mmul_pv": "4x8x8 int16 x int8",
     },
 }
 
 # Per-core data memory (bytes) of this design; SPEC §6.2 with the qr object instead of
 # separate q and rowp buffers (one fewer DMA input channel, see kernels/README.md).
+# The qr object holds the head's 1536 key words (6 KiB), so no core needs a third input.
 CORE_MEMORY = {
     "qr object (depth 1)": QR_BYTES,
     "kv objects (depth 2)": 2 * KV_BYTES,
@@ -171,6 +176,7 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "rowp_header_words": HEADER_WORDS,
             "rowp_header_on_device": False,
             "qr_object_bytes": QR_BYTES,
+            "qr_key_words_offset": QR_KEYWORDS_OFFSET,
             "kv_object_bytes": KV_BYTES,
             "mmul_qk": t["mmul_qk"],
             "mmul_pv": t["mmul_pv"],
@@ -283,6 +289,16 @@ def transfer_plan(target: str, batch: int) -> list[Transfer]:
                             (0, 0, 0, 1),
                             col,
                         )
+                        # The head's key words, in two rows (a DMA dim holds <= 1023 words).
+                        add(
+                            "fill",
+                            f"qr{col}",
+                            "rowp",
+                            bh * ROWP_WORDS + KEY_WORDS,
+                            (1, 1, 2, TP // 2),
+                            (0, 0, TP // 2, 1),
+                            col,
+                        )
                     add(
                         "drain",
                         f"out{col}",
@@ -349,7 +365,7 @@ def build_program(target: str, batch: int) -> Any:
     row_ty = np.ndarray[(TQ,), np.dtype[np.int32]]
     acc_ty = np.ndarray[(TQ, D), np.dtype[np.int32]]
 
-    rows_init = Kernel("attn_rows_init", KERNEL_OBJECT, [row_ty, row_ty, acc_ty])
+    rows_init = Kernel("attn_qr_rows_init", KERNEL_OBJECT, [row_ty, row_ty, acc_ty])
     tile_max = Kernel("attn_qr_tile_max", KERNEL_OBJECT, [qr_ty, kv_ty, row_ty, np.int32, np.int32])
     tile_accum = Kernel(
         "attn_qr_tile_accum",
@@ -380,7 +396,7 @@ def build_program(target: str, batch: int) -> Any:
     # taken by the output join (4) and, in a group's first column, K and V (2).
     qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
     # The core writes one output tile per query tile (~100k cycles apart): depth 1 at the
-    # core leaves room for the 16.5 KiB qr object; the memory tile keeps two.
+    # core leaves room for the 14.5 KiB qr object; the memory tile keeps two.
     out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
     out_parts = [
         out_col[col]
