@@ -125,12 +125,11 @@ def emulate_layer(
 
     Per chunk of query rows of one head: (1) `s = q8 · k8ᵀ` as an exact int8 x int8 ->
     int32 product, then `1.5 * 2^23 + 2^-15 + s * kq / 2^14` in float64 (exact: a
-    multiple of 2^-15 below 2^25), rounded to float32, whose
-    unit step there makes it `1.5 * 2^23 + s'` with `s' = floor(s kq / 2^14 + 1/2)`
-    (`x` is a multiple of 2^-14, so `floor(x + 1/2) = rne(x + 2^-15)` and no tie
-    occurs); (2) `t = min((max_j s'
-    - s') * c, T_ZERO)` in float32, floored by the int32 cast: exact wherever
-    `t < T_ZERO` (§7); (3) p from the table, as two int8 halves `p >> 7` and `p & 127`,
+    multiple of 2^-15 below 2^25), rounded to float32, whose unit step there makes it
+    `1.5 * 2^23 + s'` with `s' = floor(s kq / 2^14 + 1/2)` (`s kq / 2^14` is a multiple
+    of 2^-14, so `floor(x + 1/2) = rne(x + 2^-15)` and no tie occurs); (2)
+    `t = min((max_j s' - s') * c, T_ZERO)` in float32, floored by the int32 cast: exact
+    wherever `t < T_ZERO` (§7); (3) p from the table, as two int8 halves `p >> 7` and `p & 127`,
     stacked; (4) l and P·V from exact integer sums (int8 x int8 -> int32 product); (5)
     §5 in int64. Masked keys (j >= n_frames) are left out altogether, which is what the
     kernel's masking amounts to (no part in the max, p = 0).
