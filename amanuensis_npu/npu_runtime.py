@@ -34,7 +34,6 @@ Environment:
 from __future__ import annotations
 
 import glob
-import hashlib
 import importlib
 import json
 import logging
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 
 from .attention import AttentionBackend, cpu_attention
-from .model_store import cache_dir
+from .model_store import cache_dir, sha256_file
 
 logger = logging.getLogger("amanuensis_npu")
 
@@ -324,14 +323,6 @@ def _manifest_hashes(manifest: dict[str, Any]) -> dict[str, str]:
     raise NPUError("manifest has no sha256 table")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_artifact(directory: Path, target: str, simulated: bool) -> Artifact:
     """Load and verify an artifact; raises NPUError saying what does not match.
 
@@ -369,7 +360,7 @@ def check_artifact(directory: Path, target: str, simulated: bool) -> Artifact:
             raise NPUError(f"manifest in {directory} has no sha256 for {path.name}")
         if not path.is_file():
             raise NPUError(f"{path} is missing")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise NPUError(f"{path} does not match the sha256 in its manifest")
     return art
 
@@ -523,8 +514,8 @@ def _generate_simulated_artifact(directory: Path, target: str, batch: int | None
                 for i, s in enumerate(layout)
             ],
             "sha256": {
-                XCLBIN_FILE: _sha256(tmp / XCLBIN_FILE),
-                INSTS_FILE: _sha256(tmp / INSTS_FILE),
+                XCLBIN_FILE: sha256_file(tmp / XCLBIN_FILE),
+                INSTS_FILE: sha256_file(tmp / INSTS_FILE),
             },
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

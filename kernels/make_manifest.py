@@ -18,7 +18,6 @@ Usage (the Makefile runs this after aiecc.py):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import platform
@@ -56,14 +55,6 @@ def load_design(path: Path = DESIGN_PY) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def count_insts_words(path: Path) -> int:
@@ -159,6 +150,8 @@ def build_manifest(
             f"design.py's runtime sequence {designed} differs from buffer_layout({batch}) "
             f"{declared}; rebuild from the current sources"
         )
+    from amanuensis_npu.model_store import sha256_file
+
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "simulated": False,

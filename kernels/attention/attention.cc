@@ -48,6 +48,19 @@
 #define ATTN_P_BITS 13
 #define ATTN_KQ_BITS 14
 
+// §5 reciprocal, shared by both paths (it runs on the scalar unit on the device too):
+// y ~ 2^60 / x for x = l << (30 - k), k = floor(log2(l)); a seed table and two Newton steps.
+static inline int64_t attn_reciprocal(int64_t li, int *k_out) {
+  const int k = 31 - __builtin_clz((uint32_t)li);
+  const int64_t x = li << (30 - k);
+  int64_t y = ATTN_RECIP_SEED[(x >> 24) - 64];
+  const int64_t two = (int64_t)1 << 31;
+  y = (y * (two - ((x * y) >> 30))) >> 30;
+  y = (y * (two - ((x * y) >> 30))) >> 30;
+  *k_out = k;
+  return y;
+}
+
 #if defined(ATTN_SCALAR)
 
 // --------------------------------------------------------------------------- scalar path
@@ -141,13 +154,8 @@ ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_
 // §5: out = round(256 * acc / l) with a seeded Newton reciprocal, saturated to int16.
 ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
   for (int i = 0; i < ATTN_TQ; ++i) {
-    const int64_t li = l[i];
-    const int k = 31 - __builtin_clz((uint32_t)li);
-    const int64_t x = li << (30 - k);
-    int64_t y = ATTN_RECIP_SEED[(x >> 24) - 64];
-    const int64_t two = (int64_t)1 << 31;
-    y = (y * (two - ((x * y) >> 30))) >> 30;
-    y = (y * (two - ((x * y) >> 30))) >> 30;
+    int k;
+    const int64_t y = attn_reciprocal(l[i], &k);
     const int shift = 22 + k;
     const int64_t half = (int64_t)1 << (shift - 1);
     for (int d = 0; d < ATTN_D; ++d) {
@@ -351,13 +359,8 @@ void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
   aie::set_saturation(aie::saturation_mode::saturate);  // clamp to int16
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     // Reciprocal on the scalar unit (§5): clz, seed, two Newton steps in 64-bit.
-    const int64_t li = l[i];
-    const int k = 31 - __builtin_clz((uint32_t)li);
-    const int64_t x = li << (30 - k);
-    int64_t y = ATTN_RECIP_SEED[(x >> 24) - 64];
-    const int64_t two = (int64_t)1 << 31;
-    y = (y * (two - ((x * y) >> 30))) >> 30;
-    y = (y * (two - ((x * y) >> 30))) >> 30;
+    int k;
+    const int64_t y = attn_reciprocal(l[i], &k);
     const aie::vector<int32, 16> yv = aie::broadcast<int32, 16>((int32)y);
     for (unsigned d = 0; d < ATTN_D; d += 16) {
       aie::vector<int32, 16> a = aie::load_v<16>(acc + i * ATTN_D + d);
