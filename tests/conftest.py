@@ -43,7 +43,13 @@ def base_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def windows() -> list[tuple[str, np.ndarray]]:
-    """Log-mel features of every 30 s window of every shared clip, as faster-whisper makes them."""
+    """Log-mel features of every 30 s window of every shared clip.
+
+    The audio is padded with 30 s of silence before the mel is computed, as whisper's
+    and whisperx's `log_mel_spectrogram(padding=N_SAMPLES)` do. faster-whisper's
+    sequential path instead zero-fills the finished log-mel (`pad_or_trim`); on those
+    windows the emulator's encoder cosine is lower (issue #3, still open).
+    """
     from faster_whisper import decode_audio
     from faster_whisper.feature_extractor import FeatureExtractor
 
