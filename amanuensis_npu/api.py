@@ -129,7 +129,7 @@ def transcribe(
     whisper = get_model(model, device, attention, compute_type, cpu_threads)
     with collect_stats() as stats:
         if samples.size == 0:
-            segments_iter, info = _empty(whisper, transcribe_kwargs)
+            segments_iter, info = _empty(transcribe_kwargs)
         elif batch_size:
             from faster_whisper import BatchedInferencePipeline
 
@@ -154,7 +154,7 @@ def transcribe(
     )
 
 
-def _empty(whisper: Any, options: dict[str, Any]) -> tuple[list, Any]:
+def _empty(options: dict[str, Any]) -> tuple[list, Any]:
     """faster-whisper cannot transcribe zero samples; an empty transcript is the right answer."""
     from faster_whisper.transcribe import TranscriptionInfo
 

@@ -178,7 +178,8 @@ _CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _weights_for(model_dir: os.PathLike | str) -> dict[str, np.ndarray]:
+def cached_encoder_weights(model_dir: os.PathLike | str) -> dict[str, np.ndarray]:
+    """Encoder tensors of a model directory, read once per process and file version."""
     path = os.path.realpath(os.path.join(os.fspath(model_dir), "model.bin"))
     try:
         st = os.stat(path)
@@ -203,4 +204,4 @@ def load_encoder(
     """
     backend = get_backend(attention)
     model_dir = resolve_model(model)
-    return WhisperEncoder.from_weights(_weights_for(model_dir), backend)
+    return WhisperEncoder.from_weights(cached_encoder_weights(model_dir), backend)

@@ -8,7 +8,6 @@ CTranslate2 keeps decoding on the CPU.
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 
 from .attention import AttentionBackend, get_backend
 from .ct2_weights import ModelFormatError, read_encoder_weights
-from .encoder import WhisperEncoder, _weights_for
+from .encoder import WhisperEncoder, cached_encoder_weights
 from .model_store import resolve_model
 
 DEVICES = ("npu", "cpu", "auto")
@@ -47,12 +46,11 @@ class NPUEncoderMixin:
         self,
         model_path: str | os.PathLike | None,
         attention: str | AttentionBackend,
-        model_bytes: bytes | None = None,
+        weights: dict[str, np.ndarray] | None = None,
     ) -> None:
-        backend = get_backend(attention)
-        self.npu_encoder = WhisperEncoder.from_weights(
-            _encoder_weights(model_path, model_bytes), backend
-        )
+        if weights is None:
+            weights = cached_encoder_weights(model_path)
+        self.npu_encoder = WhisperEncoder.from_weights(weights, get_backend(attention))
 
     @property
     def attention_backend(self) -> AttentionBackend:
@@ -110,7 +108,10 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
             torch.set_num_threads(cpu_threads)
         # Our reader first: it checks the whole file and names it in its errors,
         # where CTranslate2 only says which variable it choked on.
-        _encoder_weights(model_path, model_bytes)
+        if model_bytes is not None:
+            weights = read_encoder_weights(model_bytes)
+        else:
+            weights = cached_encoder_weights(model_path)
         try:
             super().__init__(
                 model_path,
@@ -127,21 +128,12 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
                 f"{model_path}: CTranslate2 cannot load the model ({exc})"
             ) from None
         self.model_path = model_path
-        self._init_npu_encoder(model_path, attention, model_bytes)
-
-
-def _encoder_weights(
-    model_path: str | os.PathLike | None, model_bytes: bytes | None
-) -> dict[str, np.ndarray]:
-    if model_bytes is not None:
-        return read_encoder_weights(model_bytes)
-    return _weights_for(model_path)
+        self._init_npu_encoder(model_path, attention, weights)
 
 
 def _read_file_entry(entry: Any) -> bytes:
     if isinstance(entry, (bytes, bytearray)):
         return bytes(entry)
-    if isinstance(entry, io.IOBase) or hasattr(entry, "read"):
-        data = entry.read()
-        return data
+    if hasattr(entry, "read"):
+        return entry.read()
     raise TypeError("files['model.bin'] must be bytes or a file-like object")

@@ -124,3 +124,13 @@ def test_auto_without_npu_warns_once_and_uses_cpu(
 def test_bad_device_is_rejected(base_dir: Path) -> None:
     with pytest.raises(ValueError, match="device must be one of"):
         amanuensis_npu.WhisperModel(base_dir, device="cuda")
+
+
+def test_files_in_memory_load_like_a_directory(base_dir: Path, models: tuple) -> None:
+    # faster-whisper's files= path: model bytes in memory, no directory on disk.
+    names = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
+    files = {n: (base_dir / n).read_bytes() for n in names}
+    in_memory = amanuensis_npu.WhisperModel("base-in-memory", device="cpu", files=files)
+    clip = next(c for c in CLIPS if c.parent.name == "librivox")
+    expected = _text(_run(models[1], clip, False, **DETERMINISTIC))
+    assert _text(_run(in_memory, clip, False, **DETERMINISTIC)) == expected
