@@ -7,10 +7,11 @@ attention backend: pack -> emulate -> unpack, exactly the NPU's data path.
 
 Every integer of the kernel is reproduced exactly with float32 tensor arithmetic where
 SPEC.md §7 shows that float32 is exact (all partial sums are integers below 2^24),
-with float64 for the per-key rescaled scores (multiples of 2^-14 below 2^34) and with
-int64 where neither is enough. Pass 2's probabilities come from a table of
-`EXP2N(t)` for every exponent `t` the kernel can produce (57,345 entries), built from
-the integer formula of §4.1 once per process. The loop runs over (head, query block)
+with float64 for the per-key rescaled scores (multiples of 2^-14 below 2^34) and the
+per-sub-tile P·V sums (integers below 2^39), and with int64 where neither is enough.
+Pass 2's probabilities come from a table of `EXP2N(t)` for every exponent `t` the
+kernel can produce (57,345 entries), built from the integer formula of §4.1 once per
+process. The loop runs over (head, query block)
 chunks sized for the cache; all keys of a chunk are handled at once, since the
 two-pass softmax has no order-dependent rescaling.
 """
@@ -62,24 +63,20 @@ def exp2n(t: np.ndarray) -> np.ndarray:
 
 
 _TABLE_LOCK = threading.Lock()
-_P_TABLES: tuple[torch.Tensor, torch.Tensor] | None = None
+_P_TABLE: torch.Tensor | None = None
 
 
-def p_tables() -> tuple[torch.Tensor, torch.Tensor]:
-    """`EXP2N(t) >> 7` and `EXP2N(t) & 127` for t = 0..T_ZERO, as int8 tables.
+def p_table() -> torch.Tensor:
+    """`EXP2N(t)` for t = 0..T_ZERO as float32 (exact: p <= 8192).
 
-    The last entry stands for every `t >= T_ZERO` (p = 0). Splitting p (<= 8192) into
-    two int8 halves lets P·V run as one exact int8 x int8 -> int32 product.
+    The last entry stands for every `t >= T_ZERO` (p = 0).
     """
-    global _P_TABLES
+    global _P_TABLE
     with _TABLE_LOCK:
-        if _P_TABLES is None:
+        if _P_TABLE is None:
             p = exp2n(np.arange(qz.T_ZERO + 1, dtype=np.int64))
-            _P_TABLES = (
-                torch.from_numpy((p >> 7).astype(np.int8)),
-                torch.from_numpy((p & 127).astype(np.int8)),
-            )
-        return _P_TABLES
+            _P_TABLE = torch.from_numpy(p.astype(np.float32))
+        return _P_TABLE
 
 
 def normalise(acc: torch.Tensor, lsum: torch.Tensor) -> torch.Tensor:
@@ -129,62 +126,87 @@ def emulate_layer(
     `1.5 * 2^23 + s'` with `s' = floor(s kq / 2^14 + 1/2)` (`s kq / 2^14` is a multiple
     of 2^-14, so `floor(x + 1/2) = rne(x + 2^-15)` and no tie occurs); (2)
     `t = min((max_j s' - s') * c, T_ZERO)` in float32, floored by the int32 cast: exact
-    wherever `t < T_ZERO` (§7); (3) p from the table, as two int8 halves `p >> 7` and `p & 127`,
-    stacked; (4) l and P·V from exact integer sums (int8 x int8 -> int32 product); (5)
-    §5 in int64. Masked keys (j >= n_frames) are left out altogether, which is what the
-    kernel's masking amounts to (no part in the max, p = 0).
+    wherever `t < T_ZERO` (§7); (3) p from the table; (4) per 32-key sub-tile,
+    `A = Σ p v8` as one batched product, float32 where every sub-tile's `Σ p |v8|` is
+    below 2^24 and float64 otherwise (exact either way), then
+    `O = Σ_g floor(A wv / 2^14 + 1/2)` in float64 (exact below 2^53); (5) §5 in int64. Masked keys (j >= n_frames) take no part in the
+    max and get p = 0, which is what the kernel's masking amounts to.
     """
     bufs = packed.inputs if isinstance(packed, qz.PackedLayer) else list(packed)[:4]
     qbuf, kbuf, vbuf, rowp = bufs
     batch, heads, tp, dim = qbuf.shape
     n = check_header(rowp, tp)
     nbh = batch * heads
+    groups = -(-n // qz.V_SUB)  # sub-tiles holding a valid key
+    n32 = groups * qz.V_SUB
     q8 = torch.from_numpy(qbuf).reshape(nbh, tp, dim)
     k8 = torch.from_numpy(_keys_rowmajor(kbuf)).reshape(nbh, tp, dim)
     v8 = torch.from_numpy(vbuf).reshape(nbh, tp, dim)
-    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS :].astype(np.int64)).reshape(nbh, -1)
-    kq = words[:, tp : 2 * tp]
-    words = words[:, :tp]
+    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS : qz.HEADER_WORDS + tp].astype(np.int64))
+    words = words.reshape(nbh, tp)
+    kq = torch.from_numpy(qz.key_scales_view(rowp).astype(np.int64)).reshape(nbh, tp)
+    # wv / 2^14 as float64 (exact dyadics), [nbh, G, 1, 64]
+    wv = torch.from_numpy(qz.v_scales_view(rowp).astype(np.float64) / qz.WV_ONE)
+    wv = wv.reshape(nbh, tp // qz.V_SUB, 1, dim)
     mult = words & 0xFFFF
     sh = (words >> 16) & 0xFF
     # c = mult * 2^-sh, exact in float32 (mult <= 511, sh <= 8).
     cm = (mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))).to(torch.float32)
-    hi_t, lo_t = p_tables()
+    ptab = p_table()
     out = np.empty((nbh, tp, dim), dtype=np.int16)
     rows = min(rows_per_chunk, tp)
 
     def head(bh: int) -> None:
+        # Key-major throughout ([key, row]): every product and table lookup is contiguous.
         _single_threaded()
-        kt = k8[bh, :n].t().contiguous()
-        kscale = kq[bh, :n].to(torch.float64) * (1.0 / qz.KQ_ONE)  # exact dyadics
-        # [v | 1 | 0...]: one int8 product gives P·V and the row sums l together.
-        vx = torch.zeros(n, dim + 8, dtype=torch.int8)
-        vx[:, :dim] = v8[bh, :n]
-        vx[:, dim] = 1
-        s_buf = torch.empty(rows, n, dtype=torch.float64)
-        bias = torch.full((n,), _MAGIC + _HALF_ULP, dtype=torch.float64)
-        x_buf = torch.empty(rows, n)
-        idx_buf = torch.empty(rows * n, dtype=torch.int32)
-        work = torch.empty(2 * rows * n, dtype=torch.int8)  # [p >> 7 ; p & 127]
-        res = torch.empty(tp, dim + 8, dtype=torch.int64)
+        keys = torch.zeros(n32, dim, dtype=torch.int8)
+        keys[:n] = k8[bh, :n]
+        qt = q8[bh].t().contiguous()  # [64, TP]
+        kscale = torch.zeros(n32, 1, dtype=torch.float64)
+        kscale[:n, 0] = kq[bh, :n].to(torch.float64) * (1.0 / qz.KQ_ONE)  # exact dyadics
+        vgt = torch.zeros(groups, dim, qz.V_SUB)  # V per sub-tile, transposed
+        vgt.copy_(v8[bh, :n32].reshape(groups, qz.V_SUB, dim).transpose(1, 2))
+        vgt64 = vgt.to(torch.float64)
+        # A sub-tile's float32 sums are exact while Σ p |v8| < 2^24 in it (every partial
+        # sum is then an integer below 2^24, in any order); past that, float64.
+        limit = float(1 << 24) / vgt.abs().amax(dim=(1, 2)).clamp_(min=1.0)
+        w = wv[bh, :groups].transpose(1, 2).contiguous()  # [G, 64, 1], wv / 2^14
+        s_buf = torch.empty(n32, rows, dtype=torch.float64)
+        x_buf = torch.empty(n32, rows)
+        idx_buf = torch.empty(n32 * rows, dtype=torch.int32)
+        p_buf = torch.empty(n32 * rows)
+        o_buf = torch.empty(groups, dim, rows, dtype=torch.float64)
+        res = torch.empty(dim + 1, tp, dtype=torch.int64)
         for r0 in range(0, tp, rows):
             r1 = min(tp, r0 + rows)
             m = r1 - r0
             # 1.5 * 2^23 + 2^-15 + s kq / 2^14, exact; its float32 rounding (ulp 1 there,
             # never a tie) is 1.5 * 2^23 + floor(s kq / 2^14 + 1/2) = 1.5 * 2^23 + s'.
-            s32 = torch._int_mm(q8[bh, r0:r1], kt)  # s, exact int32 (|s| < 2^20)
-            s64 = torch.addcmul(bias, s32.to(torch.float64), kscale, out=s_buf[:m])
-            x = x_buf[:m]
+            s32 = torch._int_mm(keys, qt[:, r0:r1])  # sᵀ, exact int32 (|s| < 2^20)
+            s64 = s_buf[:, :m]
+            torch.mul(s32, kscale, out=s64).add_(_MAGIC + _HALF_ULP)
+            x = x_buf[:, :m]
             x.copy_(s64)
-            torch.sub(x.amax(dim=-1, keepdim=True), x, out=x)  # e = m - s' (offsets cancel)
-            x.mul_(cm[bh, r0:r1].unsqueeze(-1)).clamp_(max=float(qz.T_ZERO))
-            idx = idx_buf[: m * n]
-            idx.copy_(x.view(-1))  # floor: x >= 0
-            torch.index_select(hi_t, 0, idx, out=work[: m * n])
-            torch.index_select(lo_t, 0, idx, out=work[m * n : 2 * m * n])
-            pv = torch._int_mm(work[: 2 * m * n].view(2 * m, n), vx)  # exact int32 sums
-            torch.add(pv[m:].to(torch.int64), pv[:m].to(torch.int64), alpha=128, out=res[r0:r1])
-        out[bh] = normalise(res[:, :dim], res[:, dim]).numpy()
+            top = x[:n].amax(dim=0, keepdim=True)  # masked keys take no part
+            torch.sub(top, x, out=x)  # e = m - s' (offsets cancel)
+            x.mul_(cm[bh, r0:r1].unsqueeze(0)).clamp_(max=float(qz.T_ZERO))
+            x[n:] = float(qz.T_ZERO)  # masked keys: p = 0
+            idx = idx_buf[: n32 * m]
+            idx.copy_(x.reshape(-1))  # floor: x >= 0
+            p = torch.index_select(ptab, 0, idx, out=p_buf[: n32 * m])
+            p = p.view(groups, qz.V_SUB, m)
+            psum = p.sum(dim=1)  # [G, m], exact integers < 2^19
+            if bool((psum < limit.unsqueeze(-1)).all()):
+                a = torch.bmm(vgt, p)  # (Σ p v8)ᵀ per sub-tile, exact (< 2^24)
+            else:
+                a = torch.bmm(vgt64, p.to(torch.float64))  # exact below 2^53
+            # O = Σ_g floor(A wv / 2^14 + 1/2): A wv / 2^14 < 2^39 exact in float64.
+            o = o_buf[:, :, :m]
+            o.copy_(a)
+            o.mul_(w).add_(0.5).floor_()
+            res[:dim, r0:r1] = o.sum(dim=0).to(torch.int64)
+            res[dim, r0:r1] = psum.sum(dim=0).to(torch.int64)  # l < 2^24: exact in float32
+        out[bh] = normalise(res[:dim].t(), res[dim]).numpy()
 
     if nbh == 1:
         _pool().submit(head, 0).result()

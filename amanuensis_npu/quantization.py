@@ -5,9 +5,9 @@ same functions serve the NPU runtime and the emulator, so both see identical int
 inputs and dequantize identically:
 
 - `pack_layer(q, k, v)`: float32 `[B, H, T, 64]` -> the kernel's five host buffers
-  (`q`, `k`, `v` int8, the `rowp` words with the per-row exponent multipliers and the
-  per-key K scales, and a zeroed `out`), plus the per-channel float metadata that
-  dequantization needs (it never goes to the device).
+  (`q`, `k`, `v` int8, the `rowp` words with the per-row exponent multipliers, the
+  per-key K scales and the per-sub-tile V channel scales, and a zeroed `out`), plus the
+  per-channel float metadata that dequantization needs (it never goes to the device).
 - `unpack_output(packed, out)`: the kernel's int16 output -> float32 `[B, H, T, 64]`.
 - `buffer_layout(batch)`: name, dtype, shape, bytes and direction of every buffer, in
   the runtime sequence's argument order; the manifest and the XRT runtime use it.
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 
 HEAD_DIM = 64
 HEADS = 8
 FRAMES = 1500
 KEY_TILE = 64
+V_SUB = 32  # keys per V scale sub-tile (SPEC v4, §3.4)
 HEADER_WORDS = 16
 
 FRAC_BITS = 12  # Q12 base-2 exponent
@@ -41,9 +42,13 @@ K2 = float(1 << FRAC_BITS) * math.log2(math.e) * SCORE_SCALE
 Q_MAX = 127  # Q is int8 (SPEC v3)
 K_MAX = 127
 MULT_MAX = 511
+GRID_BITS = 3  # Q's row multipliers: mult in [8, 16) on the grid, c = mult * 2^-sh (SPEC v4)
+MULT_GRID = 1 << GRID_BITS
 SH_MAX = 8
 KQ_BITS = 14  # per-key K scale relative to the head's largest, Q14 (<= 2^14: fits int16)
 KQ_ONE = 1 << KQ_BITS
+WV_BITS = 14  # per-sub-tile V channel scale relative to the channel's largest, Q14
+WV_ONE = 1 << WV_BITS
 OUT_FRAC = 256  # out16 is in units of sv / 256
 
 
@@ -71,13 +76,51 @@ def padded_frames(frames: int) -> int:
 
 
 def rowp_words(tp: int) -> int:
-    """Words of one head's `rowp`: header, one word per query row, one per key (§2)."""
-    return HEADER_WORDS + 2 * tp
+    """Words of one head's `rowp` (§2): header, one word per query row, then the key
+    scales and the V sub-tile scales as int16 pairs (half a word per key, one word per
+    two channels of a sub-tile)."""
+    return HEADER_WORDS + tp + tp // 2 + (tp // V_SUB) * HEAD_DIM // 2
 
 
 def key_word_offset(tp: int) -> int:
-    """Index of key 0's scale word in a head's `rowp` (after the query words)."""
+    """Word index of the first key-scale word in a head's `rowp` (after the query words)."""
     return HEADER_WORDS + tp
+
+
+def v_word_offset(tp: int) -> int:
+    """Word index of the first V-scale word in a head's `rowp` (after the key words)."""
+    return HEADER_WORDS + tp + tp // 2
+
+
+def key_scales_view(rowp: np.ndarray) -> np.ndarray:
+    """The `kq` int16 entries of `rowp [..., words]`, one per padded key: `[..., TP]`.
+
+    A view (writable if `rowp` is): the device reads these words as int16 pairs, low
+    half first (little-endian), so the int16 view of the words is the kernel's array.
+    """
+    tp = _tp_of_rowp(rowp)
+    h = rowp.view(np.int16)
+    start = 2 * key_word_offset(tp)
+    return h[..., start : start + tp]
+
+
+def v_scales_view(rowp: np.ndarray) -> np.ndarray:
+    """The `wv` int16 entries of `rowp`, `[..., TP / 32, 64]` (sub-tile, channel); a view."""
+    tp = _tp_of_rowp(rowp)
+    h = rowp.view(np.int16)
+    start = 2 * v_word_offset(tp)
+    flat = h[..., start : start + (tp // V_SUB) * HEAD_DIM]
+    return flat.reshape(*flat.shape[:-1], tp // V_SUB, HEAD_DIM)
+
+
+def _tp_of_rowp(rowp: np.ndarray) -> int:
+    if rowp.dtype != np.int32 or not rowp.flags.c_contiguous:
+        raise TypeError("rowp must be a C-contiguous int32 array")
+    words = int(rowp.shape[-1]) - HEADER_WORDS
+    tp = 2 * words // 5  # words = 2.5 TP
+    if tp % KEY_TILE or rowp_words(tp) != rowp.shape[-1]:
+        raise ValueError(f"rowp has {rowp.shape[-1]} words, not a valid SPEC layout")
+    return tp
 
 
 @dataclass(frozen=True)
@@ -141,13 +184,27 @@ def _abs_max(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.abs().amax(dim=dim)
 
 
-def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean over frames, the smoothed tensor and its per-channel scale (§3.4)."""
-    mu = x.mean(dim=2, keepdim=True)
-    xs = x - mu
-    amax = _abs_max(xs, dim=2).unsqueeze(2)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    return mu, xs, scale
+def value_scales(vs: torch.Tensor, tp: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sub-tile, per-channel scales of the smoothed values `vs [B, H, T, 64]` (§3.4).
+
+    Returns `sv [B, H, 64]` (float32, each channel's largest sub-tile scale, 1 for an
+    all-zero channel: the dequantization scale), the device's relative multipliers
+    `wv [B, H, TP / 32, 64]` (int64 in [0, 2^14], 0 past the last frame) and the
+    effective float32 scale `sv_eff [B, H, T, 64]` per frame that `v8` is quantized
+    against, so the device's per-sub-tile weighting is the exact inverse of the host's.
+    """
+    batch, heads, frames, dim = vs.shape
+    groups = tp // V_SUB
+    padded = torch.zeros(batch, heads, groups * V_SUB, dim, dtype=vs.dtype)
+    padded[:, :, :frames] = vs.abs()
+    svg = padded.view(batch, heads, groups, V_SUB, dim).amax(dim=3) / 127.0  # [B,H,G,64]
+    sv = svg.amax(dim=2)
+    sv = torch.where(sv > 0, sv, torch.ones_like(sv))
+    ratio = svg.to(torch.float64) / sv.to(torch.float64).unsqueeze(2)
+    wv = torch.ceil(ratio * WV_ONE).clamp_(0, WV_ONE).to(torch.int64)
+    eff = (sv.to(torch.float64).unsqueeze(2) * wv.to(torch.float64) / WV_ONE).to(torch.float32)
+    sv_eff = eff.repeat_interleave(V_SUB, dim=2)[:, :, :frames]
+    return sv, wv, sv_eff
 
 
 def _to_int8(x: torch.Tensor) -> torch.Tensor:
@@ -176,28 +233,45 @@ def key_scales(ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 def row_multipliers(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row `(mult, sh)` on the SPEC §3.2 grid, from `a = max_d |qf|` (float32).
 
-    `qf = q * skmax` (the head's largest key scale folded into Q). Returns int64
-    tensors; rows with `a == 0` get `mult = 0, sh = 0`.
+    `qf = (q H) * skmax` (rotated, with the head's largest key scale folded in).
+    Returns int64 tensors; rows with `a == 0` get `mult = 0, sh = 0`.
     """
     cmin = amax.to(torch.float64) * (K2 / Q_MAX)
     mant, exp = torch.frexp(cmin)  # cmin = mant * 2^exp, mant in [0.5, 1)
     f = mant * 2.0  # cmin = f * 2^E with f in [1, 2), E = exp - 1
     big_e = exp.to(torch.int64) - 1
-    mult = torch.ceil(f * 4.0).to(torch.int64)
-    wrap = mult == 8
-    mult = torch.where(wrap, torch.full_like(mult, 4), mult)
+    mult = torch.ceil(f * MULT_GRID).to(torch.int64)
+    wrap = mult == 2 * MULT_GRID
+    mult = torch.where(wrap, torch.full_like(mult, MULT_GRID), mult)
     big_e = big_e + wrap.to(torch.int64)
-    sh = 2 - big_e
+    sh = GRID_BITS - big_e
     tiny = sh > SH_MAX
-    mult = torch.where(tiny, torch.full_like(mult, 4), mult)
+    mult = torch.where(tiny, torch.full_like(mult, MULT_GRID), mult)
     sh = torch.where(tiny, torch.full_like(sh, SH_MAX), sh)
-    large = cmin > 7.0
+    large = cmin > 2 * MULT_GRID - 1
     mult = torch.where(large, torch.ceil(cmin).clamp(max=MULT_MAX).to(torch.int64), mult)
     sh = torch.where(large, torch.zeros_like(sh), sh)
     zero = cmin <= 0
     mult = torch.where(zero, torch.zeros_like(mult), mult)
     sh = torch.where(zero, torch.zeros_like(sh), sh)
     return mult, sh
+
+
+def hadamard(n: int = HEAD_DIM) -> torch.Tensor:
+    """The orthonormal Sylvester Hadamard matrix `H_n / sqrt(n)` (entries ±1/8 for n = 64).
+
+    Rotating Q and K by it leaves every score `q · k` unchanged (§3.0) and spreads a few
+    large channels over all of them, which is what per-token int8 Q needs.
+    """
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    if h.shape[0] != n:
+        raise ValueError(f"no Sylvester Hadamard matrix of order {n}")
+    return torch.from_numpy(h / math.sqrt(n)).to(torch.float32)
+
+
+_H64 = hadamard()
 
 
 def pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLayer:
@@ -223,6 +297,9 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     bufs = [np.zeros(s.shape, dtype=s.dtype) for s in specs]
     qb, kb, vb, rowp, out = (torch.from_numpy(b) for b in bufs)
 
+    # Q and K rotated by H: scores unchanged, outlier channels spread out (§3.0).
+    q = q @ _H64
+    k = k @ _H64
     # K: smoothing (per-channel mean), per-key scale relative to the head's largest (§3.1).
     ks = k - k.mean(dim=2, keepdim=True)
     skmax, kq, sk_eff = key_scales(ks)
@@ -242,16 +319,19 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     rowp[:, :, 1] = frames
     rowp[:, :, 2] = tp
     rowp[:, :, HEADER_WORDS : HEADER_WORDS + frames] = (mult | (sh << 16)).to(torch.int32)
-    ko = key_word_offset(tp)
-    rowp[:, :, ko : ko + frames] = kq.to(torch.int32)
-    # V: smoothing, per-channel scale (§3.4).
-    vmu, vs, sv = _per_channel(v)
-    vb[:, :, :frames] = _to_int8(vs / sv)
+    key_scales_view(bufs[3])[:, :, :frames] = kq.numpy()
+    # V: smoothing, per-channel scale with a relative weight per 32-key sub-tile (§3.4).
+    vmu = v.mean(dim=2, keepdim=True)
+    vs = v - vmu
+    sv, wv, sv_eff = value_scales(vs, tp)
+    v_scales_view(bufs[3])[...] = wv.numpy()
+    safe_v = torch.where(sv_eff > 0, sv_eff, torch.ones_like(sv_eff))
+    vb[:, :, :frames] = torch.where(sv_eff > 0, _to_int8(vs / safe_v), torch.zeros_like(vb[:, :, :frames]))
     del out
     return PackedLayer(
         inputs=bufs[:4],
         output=bufs[4],
-        sv=sv.squeeze(2).contiguous(),
+        sv=sv.contiguous(),
         vmu=vmu.squeeze(2).contiguous(),
         frames=int(frames),
     )

@@ -43,26 +43,32 @@ def base_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def windows() -> list[tuple[str, np.ndarray]]:
-    """Log-mel features of every 30 s window of every shared clip.
+    """Log-mel features of every 30 s window of every shared clip, as the encoder gets them.
 
-    The audio is padded with 30 s of silence before the mel is computed, as whisper's
-    and whisperx's `log_mel_spectrogram(padding=N_SAMPLES)` do. faster-whisper's
-    sequential path instead zero-fills the finished log-mel (`pad_or_trim`); on those
-    windows the emulator's encoder cosine is lower (issue #3, still open).
+    Two paddings reach the encoder in practice. faster-whisper's sequential path computes
+    the log-mel of the audio and zero-fills the last window's features (`pad_or_trim`);
+    whisper and whisperx pad the audio with silence before the log-mel
+    (`padding=N_SAMPLES`). Every window is cut the faster-whisper way; each clip's last
+    window, the only one where the two differ beyond the STFT's edge, is added a second
+    time padded the whisperx way (named "...+audio-pad").
     """
     from faster_whisper import decode_audio
+    from faster_whisper.audio import pad_or_trim
     from faster_whisper.feature_extractor import FeatureExtractor
 
     fe = FeatureExtractor(feature_size=80)
     out = []
     for clip in CLIPS:
         audio = decode_audio(str(clip))
-        mel = fe(audio, padding=160 * 3000)
-        n_frames = mel.shape[-1] - 3000
-        for start in range(0, max(n_frames, 1), 3000):
+        features = fe(audio)
+        content = max(features.shape[-1] - 1, 1)
+        starts = list(range(0, content, 3000))
+        for start in starts:
             name = f"{clip.parent.name}/{clip.name}@{start // 100}s"
-            out.append((name, mel[:, start : start + 3000]))
-    assert len(out) >= 13
+            out.append((name, pad_or_trim(features[:, start : start + 3000])))
+        padded = fe(audio, padding=160 * 3000)
+        out.append((f"{name}+audio-pad", padded[:, starts[-1] : starts[-1] + 3000]))
+    assert len(out) >= 2 * len(CLIPS) + 1
     return out
 
 

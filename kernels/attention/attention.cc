@@ -1,6 +1,6 @@
 // Whisper encoder self-attention for the Ryzen AI NPU: the compute-tile kernel.
 //
-// The arithmetic is kernels/attention/SPEC.md (version 3); section numbers below
+// The arithmetic is kernels/attention/SPEC.md (version 4); section numbers below
 // refer to it. One source, two paths selected by the preprocessor:
 //
 //   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
@@ -16,15 +16,17 @@
 // ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
 //
 //   attn_rows_init(m, l, acc)                              before a query tile
-//   attn_tile_max(q, kt, kw, m, valid)                     pass 1, key tiles 0..NKT-1 in order
-//   attn_tile_accum(q, kt, kw, v, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1 in order
+//   attn_tile_max(q, kt, kw, m, valid)                         pass 1, key tiles 0..NKT-1
+//   attn_tile_accum(q, kt, kw, v, vw, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1
 //   attn_rows_finish(l, acc, out)                          after pass 2
 //
 // Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
 //   q      int8  [32 rows][64 dims]           (row-major, |q| <= 127)
 //   kt     int8  [64 dims][64 keys]           (K transposed per key tile, as in the host buffer)
-//   kw     int32 [64]                         rowp key words 16 + TP + j: kq_j in [0, 2^14]
+//   kw     int16 [64]                         the tile's key scales kq_j in [0, 2^14] (rowp
+//                                             key words read as int16 pairs, SPEC §2)
 //   v      int8  [64 keys][64 dims]
+//   vw     int16 [2 sub-tiles][64 dims]       the tile's V scales wv in [0, 2^14] (rowp V words)
 //   words  int32 [32]                         rowp words 16 + i of the tile's rows
 //   m, l   int32 [32]                         per-row state (core-local)
 //   acc    int32 [32][64]                     P·V accumulator (core-local)
@@ -38,7 +40,7 @@
 
 #include "attention_tables.h"
 
-#define ATTN_SPEC_VERSION 3
+#define ATTN_SPEC_VERSION 4
 #define ATTN_D 64
 #define ATTN_TQ 32
 #define ATTN_TK 64
@@ -47,6 +49,8 @@
 #define ATTN_T_ZERO (14 << ATTN_FRAC_BITS)
 #define ATTN_P_BITS 13
 #define ATTN_KQ_BITS 14
+#define ATTN_VSUB 32  // keys per V scale sub-tile
+#define ATTN_WV_BITS 14
 
 // §5 reciprocal, shared by both paths (it runs on the scalar unit on the device too):
 // y ~ 2^60 / x for x = l << (30 - k), k = floor(log2(l)); a seed table and two Newton steps.
@@ -91,7 +95,7 @@ static inline int32_t attn_exp2n(int32_t t) {
 
 // §4 step 0: s'[i][j] = (s * kq_j + 2^13) >> 14 with s = sum_d q[i][d] * kt[d][j], for the
 // tile's 32 rows and 64 keys (|s| < 2^20, |s * kq_j| < 2^34: int64 product).
-static inline void attn_scores(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *s) {
+static inline void attn_scores(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *s) {
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t *row = s + i * ATTN_TK;
     for (int j = 0; j < ATTN_TK; ++j) row[j] = 0;
@@ -114,7 +118,7 @@ ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
 }
 
 // Pass 1 (§4): running row max over the valid keys of this tile.
-ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *m,
+ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *m,
                                int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
   attn_scores(q, kt, kw, s);
@@ -125,10 +129,11 @@ ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t 
   }
 }
 
-// Pass 2 (§4 steps 1-5): p relative to the final max, row sums and P·V.
-ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_t *kw,
-                                 const int8_t *v, const int32_t *words, const int32_t *m,
-                                 int32_t *l, int32_t *acc, int32_t valid) {
+// Pass 2 (§4 steps 1-6): p relative to the final max, row sums, and P·V per 32-key
+// sub-tile weighted by the sub-tile's V scales.
+ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int16_t *kw,
+                                 const int8_t *v, const int16_t *vw, const int32_t *words,
+                                 const int32_t *m, int32_t *l, int32_t *acc, int32_t valid) {
   int32_t s[ATTN_TQ * ATTN_TK];
   int32_t p[ATTN_TK];
   attn_scores(q, kt, kw, s);
@@ -142,11 +147,18 @@ ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_
     }
     l[i] += sum;
     int32_t *o = acc + i * ATTN_D;
-    for (int j = 0; j < valid; ++j) {
-      const int32_t pj = p[j];
-      if (pj == 0) continue;  // adds nothing; integer sums are order-free
-      const int8_t *vj = v + j * ATTN_D;
-      for (int d = 0; d < ATTN_D; ++d) o[d] += pj * (int32_t)vj[d];
+    for (int g = 0; g < ATTN_TK / ATTN_VSUB; ++g) {
+      int32_t a[ATTN_D];  // |a| <= 32 * 8192 * 127 < 2^25
+      for (int d = 0; d < ATTN_D; ++d) a[d] = 0;
+      for (int j = g * ATTN_VSUB; j < (g + 1) * ATTN_VSUB && j < valid; ++j) {
+        const int32_t pj = p[j];
+        if (pj == 0) continue;  // adds nothing; integer sums are order-free
+        const int8_t *vj = v + j * ATTN_D;
+        for (int d = 0; d < ATTN_D; ++d) a[d] += pj * (int32_t)vj[d];
+      }
+      const int16_t *w = vw + g * ATTN_D;
+      for (int d = 0; d < ATTN_D; ++d)  // §4 step 6: round half up, |a * w| < 2^39
+        o[d] += (int32_t)(((int64_t)a[d] * w[d] + (1 << (ATTN_WV_BITS - 1))) >> ATTN_WV_BITS);
     }
   }
 }
@@ -175,7 +187,8 @@ ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v
   if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
   const int64_t nbh = (int64_t)batch * heads;
   if (head_lo < 0 || head_hi > nbh || head_lo > head_hi) return -2;
-  const int64_t rowp_len = ATTN_HEADER + 2 * (int64_t)tp;  // header, query words, key words
+  // header, query words, key words (int16 pairs), V words (int16 pairs): SPEC §2
+  const int64_t rowp_len = ATTN_HEADER + (int64_t)tp + tp / 2 + (tp / ATTN_VSUB) * ATTN_D / 2;
   int32_t m[ATTN_TQ], l[ATTN_TQ];
   static thread_local int32_t acc[ATTN_TQ * ATTN_D];
   for (int64_t bh = head_lo; bh < head_hi; ++bh) {
@@ -188,7 +201,8 @@ ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v
     const int8_t *kh = k + bh * tp * ATTN_D;  // [tp/64][64 dims][64 keys]
     const int8_t *vh = v + bh * tp * ATTN_D;
     const int32_t *wh = hdr + ATTN_HEADER;
-    const int32_t *kwh = hdr + ATTN_HEADER + tp;
+    const int16_t *kwh = (const int16_t *)(hdr + ATTN_HEADER + tp);
+    const int16_t *vwh = (const int16_t *)(hdr + ATTN_HEADER + tp + tp / 2);
     int16_t *oh = out + bh * tp * ATTN_D;
     for (int32_t r0 = 0; r0 < tp; r0 += ATTN_TQ) {
       const int8_t *qt = qh + (int64_t)r0 * ATTN_D;
@@ -200,7 +214,8 @@ ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v
       for (int32_t t = 0; t < nkt; ++t) {
         const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
         attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK,
-                        vh + (int64_t)t * ATTN_TK * ATTN_D, wh + r0, m, l, acc, valid);
+                        vh + (int64_t)t * ATTN_TK * ATTN_D, vwh + (int64_t)t * 2 * ATTN_D,
+                        wh + r0, m, l, acc, valid);
       }
       attn_rows_finish(l, acc, oh + (int64_t)r0 * ATTN_D);
     }
@@ -214,7 +229,7 @@ ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }
 
 #include <aie_api/aie.hpp>
 
-// Q·Kᵀ is int8 x int8 -> acc32 (SPEC v3: Q and K are int8). npu1 (AIE-ML): mmul 4x8x8
+// Q·Kᵀ is int8 x int8 -> acc32 (SPEC v3 on: Q and K are int8). npu1 (AIE-ML): mmul 4x8x8
 // (256 MAC/cycle); npu2 (AIE2P): 8x8x8 (512 MAC/cycle).
 // P·V is int16 x int8 -> acc32 (P <= 8192 needs 14 bits). npu1: 4x4x8 (128 MAC/cycle);
 // npu2: 4x8x8 (256 MAC/cycle).
@@ -242,7 +257,7 @@ alignas(aie::vector_decl_align) static int16_t attn_p[ATTN_TQ * ATTN_TK];
 // arithmetic is the same exact int32 sum). The per-key rescale is an int32 x int16 -> acc64
 // multiply (|s * kq| < 2^34) and a round-half-up shift by 14 (srs, positive_inf).
 static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict kt,
-                               const int32_t *__restrict kw) {
+                               const int16_t *__restrict kw) {
   for (unsigned ib = 0; ib < ATTN_TQ / QK_M; ++ib) {
     for (unsigned jb = 0; jb < ATTN_TK / QK_N; ++jb) {
       MMulQK mm;
@@ -262,7 +277,7 @@ static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restr
   }
   aie::set_rounding(aie::rounding_mode::positive_inf);  // (x + 2^13) >> 14
   for (unsigned j = 0; j < ATTN_TK; j += 16) {
-    const aie::vector<int16, 16> kq = aie::load_v<16>(kw + j).pack();  // kq <= 2^14
+    const aie::vector<int16, 16> kq = aie::load_v<16>(kw + j);  // kq <= 2^14
     for (unsigned i = 0; i < ATTN_TQ; ++i) {
       aie::vector<int32, 16> sv = aie::load_v<16>(attn_s + i * ATTN_TK + j);
       aie::accum<acc64, 16> sk = aie::mul(sv, kq);
@@ -281,7 +296,7 @@ void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ * ATTN_D; i += 16) aie::store_v(acc + i, aie::zeros<int32, 16>());
 }
 
-void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t *m,
+void attn_tile_max(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *m,
                    int32_t valid) {
   attn_scores(q, kt, kw);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
@@ -296,9 +311,9 @@ void attn_tile_max(const int8_t *q, const int8_t *kt, const int32_t *kw, int32_t
   }
 }
 
-void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_t *kw, const int8_t *v,
-                     const int32_t *words, const int32_t *m, int32_t *l, int32_t *acc,
-                     int32_t valid) {
+void attn_tile_accum(const int8_t *q, const int8_t *kt, const int16_t *kw, const int8_t *v,
+                     const int16_t *vw, const int32_t *words, const int32_t *m, int32_t *l,
+                     int32_t *acc, int32_t valid) {
   attn_scores(q, kt, kw);
   const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
   aie::set_rounding(aie::rounding_mode::floor);
@@ -331,25 +346,36 @@ void attn_tile_accum(const int8_t *q, const int8_t *kt, const int32_t *kw, const
     }
     l[i] += aie::reduce_add(rowsum);
   }
-  // acc += P (32x64 int16) · V (64x64 int8), exact in acc32 (§4 step 5 bound).
-  for (unsigned ib = 0; ib < ATTN_TQ / PV_M; ++ib) {
-    for (unsigned db = 0; db < ATTN_D / PV_N; ++db) {
-      aie::vector<int32, PV_M * PV_N> c0;
-      for (unsigned r = 0; r < PV_M; ++r)
-        c0.insert(r, aie::load_v<PV_N>(acc + (ib * PV_M + r) * ATTN_D + db * PV_N));
-      MMulPV mm(c0);
-      for (unsigned jb = 0; jb < ATTN_TK / PV_K; ++jb) {
-        aie::vector<int16, PV_M * PV_K> a;
-        aie::vector<int8, PV_K * PV_N> b;
+  // Per 32-key sub-tile g: A = P[:, g] (32x32 int16) · V[g] (32x64 int8), exact in acc32
+  // (|A| < 2^25); then acc += (A * wv[g] + 2^13) >> 14 per column (int32 x int16 -> acc64,
+  // srs with round half up), §4 steps 5-6.
+  aie::set_rounding(aie::rounding_mode::positive_inf);
+  constexpr unsigned SUB_K = ATTN_VSUB / PV_K;  // mmul K steps per sub-tile
+  for (unsigned g = 0; g < ATTN_TK / ATTN_VSUB; ++g) {
+    for (unsigned ib = 0; ib < ATTN_TQ / PV_M; ++ib) {
+      for (unsigned db = 0; db < ATTN_D / PV_N; ++db) {
+        MMulPV mm;
+        for (unsigned jb = g * SUB_K; jb < (g + 1) * SUB_K; ++jb) {
+          aie::vector<int16, PV_M * PV_K> a;
+          aie::vector<int8, PV_K * PV_N> b;
+          for (unsigned r = 0; r < PV_M; ++r)
+            a.insert(r, aie::load_v<PV_K>(attn_p + (ib * PV_M + r) * ATTN_TK + jb * PV_K));
+          for (unsigned r = 0; r < PV_K; ++r)
+            b.insert(r, aie::load_v<PV_N>(v + (jb * PV_K + r) * ATTN_D + db * PV_N));
+          if (jb == g * SUB_K) mm.mul(a, b); else mm.mac(a, b);
+        }
+        aie::vector<int32, PV_M * PV_N> c = mm.template to_vector<int32>();
+        // The block's PV_N columns' weights, repeated for its PV_M rows.
+        aie::vector<int16, PV_M * PV_N> w;
         for (unsigned r = 0; r < PV_M; ++r)
-          a.insert(r, aie::load_v<PV_K>(attn_p + (ib * PV_M + r) * ATTN_TK + jb * PV_K));
-        for (unsigned r = 0; r < PV_K; ++r)
-          b.insert(r, aie::load_v<PV_N>(v + (jb * PV_K + r) * ATTN_D + db * PV_N));
-        mm.mac(a, b);
+          w.insert(r, aie::load_v<PV_N>(vw + g * ATTN_D + db * PV_N));
+        aie::accum<acc64, PV_M * PV_N> cw = aie::mul(c, w);
+        aie::vector<int32, PV_M * PV_N> add = cw.template to_vector<int32>(ATTN_WV_BITS);
+        for (unsigned r = 0; r < PV_M; ++r) {
+          int32_t *dst = acc + (ib * PV_M + r) * ATTN_D + db * PV_N;
+          aie::store_v(dst, aie::add(aie::load_v<PV_N>(dst), add.extract<PV_N>(r)));
+        }
       }
-      aie::vector<int32, PV_M * PV_N> c = mm.template to_vector<int32>();
-      for (unsigned r = 0; r < PV_M; ++r)
-        aie::store_v(acc + (ib * PV_M + r) * ATTN_D + db * PV_N, c.extract<PV_N>(r));
     }
   }
 }

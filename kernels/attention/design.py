@@ -13,11 +13,12 @@ Data flow (the reasons are hardware limits, see kernels/README.md):
   time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
-- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 14,848-byte object
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 17,920-byte object
   per round: the column's 4 query tiles (4 x 32 x 64 int8), their 128 rowp row
-  words and the head's 1536 rowp key words (per-key K scales, SPEC v3). Three shim
-  transfers (from `q`, then twice from `rowp`) fill one object; each core uses its
-  slot `r` through the wrappers in iron_glue.cc, which also pick the key words of
+  words, the head's 768 rowp key words (1536 int16 per-key K scales) and its 1536
+  rowp V words (48 sub-tiles x 64 int16 V scales, SPEC v4). Four shim transfers
+  (from `q`, then three times from `rowp`) fill one object; each core uses its slot
+  `r` through the wrappers in iron_glue.cc, which also pick the key and V scales of
   the current key tile (cores count the kv objects of each pass).
 - `kv<g>`: the head's K (stored as Kᵀ per key tile) and V tiles arrive on two
   shim channels and are joined in a memory tile into 8 KiB objects (Kᵀ tile j,
@@ -46,7 +47,7 @@ from typing import Any
 import numpy as np
 
 # --------------------------------------------------------------------- SPEC.md §1
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 D = 64  # head dim
 H = 8  # heads
 FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
@@ -55,9 +56,13 @@ TQ = 32  # query tile
 TP = TK * -(-FRAMES // TK)  # padded frames, 1536
 NKT = -(-FRAMES // TK)  # key tiles processed per pass, 24
 NQT = TP // TQ  # query tiles per head, 48
+VSUB = 32  # keys per V scale sub-tile
 HEADER_WORDS = 16
-ROWP_WORDS = HEADER_WORDS + 2 * TP  # 3088 int32 per (b, h): header, row words, key words
-KEY_WORDS = HEADER_WORDS + TP  # index of key 0's scale word in a head's rowp
+KEY_WORDS = HEADER_WORDS + TP  # first key-scale word (int16 pairs) in a head's rowp
+KEY_WORD_COUNT = TP // 2  # 768
+V_WORDS = KEY_WORDS + KEY_WORD_COUNT  # first V-scale word (int16 pairs)
+V_WORD_COUNT = (TP // VSUB) * D // 2  # 1536
+ROWP_WORDS = V_WORDS + V_WORD_COUNT  # 3856 int32 per (b, h)
 
 # ------------------------------------------------------------------ this design
 ROWS = 4  # compute rows per column on npu1 and npu2
@@ -69,11 +74,12 @@ MEM_ROW = 1
 SHIM_ROW = 0
 
 LAST_VALID = FRAMES - (NKT - 1) * TK  # valid keys in the last key tile, 28
-Q_DTYPE = "int8"  # SPEC v3
+Q_DTYPE = "int8"  # SPEC v3 on
 QR_Q_TILE_BYTES = TQ * D  # 2048: slot r's query tile (int8 32 x 64) at r * 2048
 QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
-QR_KEYWORDS_OFFSET = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704: the head's 1536 key words
-QR_BYTES = QR_KEYWORDS_OFFSET + TP * 4  # 14848
+QR_KEYWORDS_OFFSET = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704: the head's 768 key words
+QR_VWORDS_OFFSET = QR_KEYWORDS_OFFSET + KEY_WORD_COUNT * 4  # 11776: its 1536 V words
+QR_BYTES = QR_VWORDS_OFFSET + V_WORD_COUNT * 4  # 17920
 KV_V_OFFSET = TK * D  # 4096: the kv object is [Kᵀ tile 64 x 64][V tile 64 x 64], int8
 KV_BYTES = 2 * TK * D  # 8192
 OUT_TILE_ELEMS = TQ * D  # int16
@@ -107,7 +113,8 @@ TARGETS: dict[str, dict[str, Any]] = {
 
 # Per-core data memory (bytes) of this design; SPEC §6.2 with the qr object instead of
 # separate q and rowp buffers (one fewer DMA input channel, see kernels/README.md).
-# The qr object holds the head's 1536 key words (6 KiB), so no core needs a third input.
+# The qr object holds the head's key and V scale words (9 KiB), so no core needs a third
+# input.
 CORE_MEMORY = {
     "qr object (depth 1)": QR_BYTES,
     "kv objects (depth 2)": 2 * KV_BYTES,
@@ -177,6 +184,8 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "rowp_header_on_device": False,
             "qr_object_bytes": QR_BYTES,
             "qr_key_words_offset": QR_KEYWORDS_OFFSET,
+            "qr_v_words_offset": QR_VWORDS_OFFSET,
+            "v_scale_sub_tile": VSUB,
             "kv_object_bytes": KV_BYTES,
             "mmul_qk": t["mmul_qk"],
             "mmul_pv": t["mmul_pv"],
@@ -289,14 +298,24 @@ def transfer_plan(target: str, batch: int) -> list[Transfer]:
                             (0, 0, 0, 1),
                             col,
                         )
-                        # The head's key words, in two rows (a DMA dim holds <= 1023 words).
+                        # The head's key words (768), then its V words in two rows of 768
+                        # (a DMA dimension holds at most 1023 words).
                         add(
                             "fill",
                             f"qr{col}",
                             "rowp",
                             bh * ROWP_WORDS + KEY_WORDS,
-                            (1, 1, 2, TP // 2),
-                            (0, 0, TP // 2, 1),
+                            (1, 1, 1, KEY_WORD_COUNT),
+                            (0, 0, 0, 1),
+                            col,
+                        )
+                        add(
+                            "fill",
+                            f"qr{col}",
+                            "rowp",
+                            bh * ROWP_WORDS + V_WORDS,
+                            (1, 1, 2, V_WORD_COUNT // 2),
+                            (0, 0, V_WORD_COUNT // 2, 1),
                             col,
                         )
                     add(
@@ -396,7 +415,7 @@ def build_program(target: str, batch: int) -> Any:
     # taken by the output join (4) and, in a group's first column, K and V (2).
     qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
     # The core writes one output tile per query tile (~100k cycles apart): depth 1 at the
-    # core leaves room for the 14.5 KiB qr object; the memory tile keeps two.
+    # core leaves room for the 17.5 KiB qr object; the memory tile keeps two.
     out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
     out_parts = [
         out_col[col]
