@@ -39,7 +39,7 @@ T_ZERO = 14 << FRAC_BITS  # exponents at or past this give p = 0
 # Nats per score unit -> Q12 log2 units, with the 1/sqrt(64) = 1/8 score scale folded in.
 SCORE_SCALE = 1.0 / math.sqrt(HEAD_DIM)
 K2 = float(1 << FRAC_BITS) * math.log2(math.e) * SCORE_SCALE
-Q_MAX = 127  # Q is int8 (SPEC v3)
+Q_MAX = 127  # Q is int8 (SPEC v3 on)
 K_MAX = 127
 MULT_MAX = 511
 GRID_BITS = 3  # Q's row multipliers: mult in [8, 16) on the grid, c = mult * 2^-sh (SPEC v4)
@@ -160,8 +160,9 @@ class PackedLayer:
 
     `inputs` are C-contiguous numpy arrays in argument order (`q`, `k`, `v`, `rowp`;
     `k` is stored per key tile as dims x keys, see SPEC.md §2);
-    `output` is a zeroed int16 buffer of the output's shape. `sv` and `vmu` are the
-    per-channel V scale and mean, float32 `[B, H, 64]`.
+    `output` is a zeroed int16 buffer of the output's shape. `sv` and `vmu` are each
+    V channel's dequantization scale (its largest sub-tile scale, §3.4) and mean,
+    float32 `[B, H, 64]`.
     """
 
     inputs: list[np.ndarray]

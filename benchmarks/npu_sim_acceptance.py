@@ -8,9 +8,9 @@ and checks what issue 4 asks:
 1. transcripts: NPU (simulated) == emulator, word for word, on every clip; exactly
    one dispatch per encoder layer per encoder call (6 for Whisper Base), batch 1;
    bytes moved per layer <= 1.1 x the issue's formula: int8 Q, K, V + the scales (one
-   int32 word per query row and one per key, SPEC v3) + the int16 output, unpadded;
-   the ratio at SPEC.md's own element widths is reported too (it equals the first
-   while Q is int8).
+   int32 word per query row and one per key) + the int16 output, unpadded; the
+   ratio at SPEC.md's own element widths is reported too (it equals the first while
+   Q is int8).
 2. batched: faster-whisper's BatchedInferencePipeline with batch_size=8 on all
    clips joined into one recording, one chunk per clip: 6 dispatches per batch
    (batches of 8 and the remainder), text identical to the emulator's.

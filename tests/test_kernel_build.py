@@ -246,7 +246,7 @@ def glue_lib(tmp_path_factory):
 
 
 def test_glue_object_layout_equals_design(glue_lib):
-    layout = [glue_lib.attn_qr_layout(i) for i in range(7)]
+    layout = [glue_lib.attn_qr_layout(i) for i in range(8)]
     assert layout == [
         design.ROWS,
         design.QR_Q_TILE_BYTES,
@@ -255,6 +255,7 @@ def test_glue_object_layout_equals_design(glue_lib):
         design.KV_V_OFFSET,
         design.QR_KEYWORDS_OFFSET,
         design.NKT,
+        design.QR_VWORDS_OFFSET,
     ]
 
 

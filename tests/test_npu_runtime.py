@@ -373,7 +373,7 @@ def _minimum_layer_bytes(batch: int) -> int:
     """Issue 4's floor for one layer: int8 Q, K and V, the scales, and the output, unpadded.
 
     The scales are one int32 word per query row (its exponent multiplier) and one per key
-    (its K scale, SPEC v3); the output is counted at the kernel's int16. Fixed widths, not
+    (its K scale); the output is counted at the kernel's int16. Fixed widths, not
     SPEC.md's: the bound is the issue's, so a wider Q (SPEC v2's int16) fails it.
     """
     rows = batch * 8 * 1500

@@ -3,7 +3,8 @@
 - The scalar path of kernels/attention/attention.cc, compiled by the host g++, and the
   vectorised emulator must write byte-identical output buffers: on 200+ synthetic cases
   (random, saturated, equal scores, one-hot, one valid key, masked tails, the padded
-  tail of 1500 frames, extreme row multipliers, extreme and tie-making per-key scales)
+  tail of 1500 frames, extreme row multipliers, extreme and tie-making per-key K scales
+  and per-sub-tile V scales)
   and on the Q/K/V of every layer of every 30 s window of every shared speech clip.
   A plain int64 transcription of SPEC §4-§5 checks the emulator itself on small cases.
 - On that speech, the emulator's per-head attention must match float64 attention
@@ -160,26 +161,31 @@ def make_buffers(
     rowp[..., 1] = frames
     rowp[..., 2] = tp
     words = rowp[..., qz.HEADER_WORDS : qz.HEADER_WORDS + tp]
-    kwords = rowp[..., qz.key_word_offset(tp) :]
+    kwords = qz.key_scales_view(rowp)
+    vwords = qz.v_scales_view(rowp)
     one = qz.KQ_ONE
     if kind in ("saturated", "saturated_same"):
         kwords[...] = one  # the largest |s * kq|
+        vwords[...] = qz.WV_ONE  # the largest |A * wv|
     elif kind == "kq_half":  # s * 2^13: every odd s is a rounding tie of step 0
         kwords[...] = one // 2
+        vwords[...] = qz.WV_ONE // 2  # A * 2^13: every odd A is a rounding tie of step 6
     elif kind == "kq_extremes":
         kwords[...] = rng.choice([0, 1, 2, one - 1, one], size=kwords.shape)
+        vwords[...] = rng.choice([0, 1, 2, qz.WV_ONE - 1, qz.WV_ONE], size=vwords.shape)
     else:
         kwords[...] = rng.integers(0, one + 1, size=kwords.shape)
+        vwords[...] = rng.integers(0, qz.WV_ONE + 1, size=vwords.shape)
     if kind in ("saturated", "saturated_same", "big_mult"):
         mult = rng.integers(8, qz.MULT_MAX + 1, size=words.shape)
         sh = np.zeros(words.shape, dtype=np.int64)
         if kind != "big_mult":
             mult[..., ::2] = qz.MULT_MAX
     elif kind == "tiny":
-        mult = np.full(words.shape, 4)
+        mult = np.full(words.shape, qz.MULT_GRID)
         sh = np.full(words.shape, qz.SH_MAX)
     else:
-        mult = rng.integers(4, 8, size=words.shape)
+        mult = rng.integers(qz.MULT_GRID, 2 * qz.MULT_GRID, size=words.shape)
         sh = rng.integers(0, qz.SH_MAX + 1, size=words.shape)
     w = mult | (sh << 16)
     if kind == "zero_rows":
@@ -247,7 +253,7 @@ def test_buffer_layout_is_what_pack_layer_produces():
         assert [s.name for s in specs] == ["q", "k", "v", "rowp", "out"]
         assert [s.direction for s in specs] == ["in"] * 4 + ["out"]
         per_batch = [s.nbytes // batch for s in specs]
-        assert per_batch == [786432, 786432, 786432, 98816, 1572864]
+        assert per_batch == [786432, 786432, 786432, 123392, 1572864]
         q = torch.randn(batch, 8, 1500, 64)
         packed = qz.pack_layer(q, q + 1, q - 1)
         assert len(packed.inputs) == 4
@@ -271,13 +277,13 @@ def test_row_multipliers_lie_on_the_grid_and_cover_c_min():
     cmin = a.double() * qz.K2 / qz.Q_MAX
     assert ((sh >= 0) & (sh <= qz.SH_MAX)).all()
     assert ((mult >= 0) & (mult <= qz.MULT_MAX)).all()
-    small = (mult <= 7) & (mult > 0)
-    assert (mult[small] >= 4).all()
+    small = (mult < 2 * qz.MULT_GRID) & (mult > 0)
+    assert (mult[small] >= qz.MULT_GRID).all()
     assert ((mult[~small] == 0) | (sh[~small] == 0)).all()
     ok = (c >= cmin) | (mult == qz.MULT_MAX)
     assert ok.all()
     # Tightness: the next grid value down would be below c_min (rows not clamped).
-    free = (mult >= 5) & (mult <= 7) & (cmin > 1 / 64)
+    free = (mult > qz.MULT_GRID) & (mult < 2 * qz.MULT_GRID) & (cmin > 1 / 32)
     assert ((mult[free] - 1).double() * torch.pow(2.0, -sh[free].double()) < cmin[free]).all()
     assert (mult[a == 0] == 0).all()
 
@@ -287,7 +293,7 @@ def test_q_uses_its_int8_range():
     packed = qz.pack_layer(q, k, v)
     qmax = np.abs(packed.inputs[0][:, :, :1500].astype(np.int64)).max(axis=-1)
     assert qmax.max() <= qz.Q_MAX == 127
-    assert qmax.min() >= 102  # the grid costs under 0.3 bits (c < 1.25 c_min)
+    assert qmax.min() >= 113  # the grid costs under 0.17 bits (c <= 1.125 c_min)
 
 
 def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
@@ -297,7 +303,7 @@ def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
     v = torch.randn(2, 8, 700, 64, generator=g)
     packed = qz.pack_layer(q, k, v)
     tp = qz.padded_frames(700)
-    kq = packed.inputs[3][..., qz.key_word_offset(tp) :].astype(np.int64)
+    kq = qz.key_scales_view(packed.inputs[3]).astype(np.int64)
     k8 = emu._keys_rowmajor(packed.inputs[1]).astype(np.int64)
     assert kq.shape[-1] == tp and (kq[..., 700:] == 0).all() and (k8[:, :, 700:] == 0).all()
     assert ((kq >= 0) & (kq <= qz.KQ_ONE)).all()
@@ -306,8 +312,9 @@ def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
     kmax = np.abs(k8[:, :, :700]).max(axis=-1)
     big = kq[..., :700] >= 256
     assert big.mean() > 0.9 and (kmax[big] >= 126).all() and kmax.max() <= 127
-    # k8 * skmax * kq / 2^14 reconstructs the smoothed keys to within half a step.
-    ks = (k - k.mean(2, keepdim=True)).double().numpy()
+    # k8 * skmax * kq / 2^14 reconstructs the rotated, smoothed keys to within half a step.
+    kr = k @ qz.hadamard()
+    ks = (kr - kr.mean(2, keepdim=True)).double().numpy()
     skmax = (np.abs(ks).max(-1) / 127).max(-1)
     step = skmax[..., None] * kq[..., :700] / qz.KQ_ONE
     err = np.abs(k8[:, :, :700] * step[..., None] - ks)
@@ -317,8 +324,56 @@ def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
     k2[0, 1] = 0.0
     k2[0, 1, 5] = 1.0
     k2[0, 1, 6] = -1.0
-    z = qz.pack_layer(q, k2, v).inputs[3][0, 1, qz.key_word_offset(tp) :]
+    z = qz.key_scales_view(qz.pack_layer(q, k2, v).inputs[3])[0, 1]
     assert z[5] == z[6] == qz.KQ_ONE and z[0] == 0 and z[7] == 0
+
+
+def test_values_get_per_sub_tile_scales_that_the_device_inverts_exactly():
+    g = torch.Generator().manual_seed(5)
+    frames = 700  # the last sub-tile (672..703) is partly padding
+    q = torch.randn(2, 8, frames, 64, generator=g)
+    k = torch.randn(2, 8, frames, 64, generator=g)
+    # Loud and quiet stretches, as speech and padding give: one scale per channel would
+    # leave the quiet frames a few int8 levels.
+    loud = 1 + 30 * (torch.rand(2, 8, frames, 1, generator=g) > 0.9)
+    v = torch.randn(2, 8, frames, 64, generator=g) * loud + 2
+    packed = qz.pack_layer(q, k, v)
+    tp = qz.padded_frames(frames)
+    wv = qz.v_scales_view(packed.inputs[3]).astype(np.int64)  # [B, H, TP/32, 64]
+    v8 = packed.inputs[2].astype(np.int64)
+    assert wv.shape[-2:] == (tp // qz.V_SUB, 64)
+    assert ((wv >= 0) & (wv <= qz.WV_ONE)).all()
+    assert (wv[..., -(-frames // qz.V_SUB) :, :] == 0).all() and (v8[:, :, frames:] == 0).all()
+    assert (wv.max(axis=-2) == qz.WV_ONE).all()  # each channel's largest sub-tile is exact
+    # Every sub-tile of every channel uses its int8 range.
+    sub = np.abs(v8[:, :, : 21 * 32]).reshape(2, 8, 21, 32, 64).max(axis=3)
+    big = wv[:, :, :21] >= 256
+    assert big.mean() > 0.5 and (sub[big] >= 126).all() and np.abs(v8).max() <= 127
+    # v8 * sv * wv / 2^14 reconstructs the smoothed values to within half a step.
+    vs = (v - v.mean(2, keepdim=True)).double().numpy()
+    step = packed.sv.double().numpy()[:, :, None, :] * wv / qz.WV_ONE  # [B, H, G, 64]
+    step = np.repeat(step, qz.V_SUB, axis=2)[:, :, :frames]
+    err = np.abs(v8[:, :, :frames] * step - vs)
+    assert (err <= 0.5 * step * (1 + 1e-5) + 1e-6).all()
+    # A channel whose smoothed values are zero over a sub-tile gets wv = 0 there, v8 = 0.
+    v2 = v.clone()
+    chan = torch.ones(frames)
+    chan[1::2] = -1.0  # mean exactly 0 (668 values of +-1 and 32 zeros)
+    chan[64:96] = 0.0
+    v2[0, 3, :, 7] = chan
+    p2 = qz.pack_layer(q, k, v2)
+    w2 = qz.v_scales_view(p2.inputs[3])[0, 3, :, 7]
+    assert w2[2] == 0 and (w2[:2] == qz.WV_ONE).all()
+    assert not p2.inputs[2][0, 3, 64:96, 7].any()
+
+
+def test_hadamard_rotation_keeps_every_score():
+    h = qz.hadamard().double()
+    assert torch.allclose(h @ h.t(), torch.eye(64, dtype=torch.float64), atol=1e-12)
+    assert set(h.abs().unique().tolist()) == {0.125}
+    g = torch.Generator().manual_seed(6)
+    q, k = torch.randn(2, 100, 64, generator=g).double().unbind(0)
+    assert torch.allclose((q @ h) @ (k @ h).t(), q @ k.t(), atol=1e-10)
 
 
 def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
@@ -346,7 +401,8 @@ def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
         for h in range(heads):
             w = [int(x) for x in rowp[b, h]]
             n = w[1]
-            kq = w[qz.key_word_offset(tp) :]
+            kq = [int(x) for x in qz.key_scales_view(rowp)[b, h]]
+            wv = qz.v_scales_view(rowp)[b, h].astype(np.int64)
             for i in range(tp):
                 mult, sh = w[16 + i] & 0xFFFF, (w[16 + i] >> 16) & 0xFF
                 qi = qb[b, h, i].astype(np.int64)
@@ -355,7 +411,13 @@ def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
                 m = max(s)
                 p = [exp2n(min(((m - sj) * mult) >> sh, qz.T_ZERO)) for sj in s]
                 lsum = sum(p)
-                acc = [sum(p[j] * int(vb[b, h, j, d]) for j in range(n)) for d in range(dim)]
+                # §4 steps 5-6: P·V per 32-key sub-tile, weighted by its V scale, rounded.
+                acc = [0] * dim
+                for g0 in range(0, n, qz.V_SUB):
+                    keys = range(g0, min(n, g0 + qz.V_SUB))
+                    for d in range(dim):
+                        a = sum(p[j] * int(vb[b, h, j, d]) for j in keys)
+                        acc[d] += (a * int(wv[g0 // qz.V_SUB, d]) + (1 << 13)) >> 14
                 kk = lsum.bit_length() - 1
                 x = lsum << (30 - kk)
                 y = r_tab[(x >> 24) - 64]
