@@ -129,8 +129,9 @@ def emulate_layer(
     wherever `t < T_ZERO` (§7); (3) p from the table; (4) per 32-key sub-tile,
     `A = Σ p v8` as one batched product, float32 where every sub-tile's `Σ p |v8|` is
     below 2^24 and float64 otherwise (exact either way), then
-    `O = Σ_g floor(A wv / 2^14 + 1/2)` in float64 (exact below 2^53); (5) §5 in int64. Masked keys (j >= n_frames) take no part in the
-    max and get p = 0, which is what the kernel's masking amounts to.
+    `O = Σ_g floor(A wv / 2^14 + 1/2)` in float64 (exact below 2^53); (5) §5 in
+    int64. Masked keys (j >= n_frames) take no part in the max and get p = 0, which is
+    what the kernel's masking amounts to.
     """
     bufs = packed.inputs if isinstance(packed, qz.PackedLayer) else list(packed)[:4]
     qbuf, kbuf, vbuf, rowp = bufs

@@ -327,7 +327,8 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     sv, wv, sv_eff = value_scales(vs, tp)
     v_scales_view(bufs[3])[...] = wv.numpy()
     safe_v = torch.where(sv_eff > 0, sv_eff, torch.ones_like(sv_eff))
-    vb[:, :, :frames] = torch.where(sv_eff > 0, _to_int8(vs / safe_v), torch.zeros_like(vb[:, :, :frames]))
+    v8 = _to_int8(vs / safe_v)
+    vb[:, :, :frames] = torch.where(sv_eff > 0, v8, torch.zeros_like(v8))
     del out
     return PackedLayer(
         inputs=bufs[:4],
