@@ -369,8 +369,12 @@ void attn_tile_accum(const int8_t *q, const int8_t *kt, const int16_t *kw, const
         aie::vector<int16, PV_M * PV_N> w;
         for (unsigned r = 0; r < PV_M; ++r)
           w.insert(r, aie::load_v<PV_N>(vw + g * ATTN_D + db * PV_N));
-        aie::accum<acc64, PV_M * PV_N> cw = aie::mul(c, w);
-        aie::vector<int32, PV_M * PV_N> add = cw.template to_vector<int32>(ATTN_WV_BITS);
+        // int32 x int16 -> acc64 in 16-lane pieces (the width the rescale of step 0 uses).
+        aie::vector<int32, PV_M * PV_N> add;
+        for (unsigned h = 0; h < PV_M * PV_N / 16; ++h) {
+          aie::accum<acc64, 16> cw = aie::mul(c.template extract<16>(h), w.template extract<16>(h));
+          add.insert(h, cw.template to_vector<int32>(ATTN_WV_BITS));
+        }
         for (unsigned r = 0; r < PV_M; ++r) {
           int32_t *dst = acc + (ib * PV_M + r) * ATTN_D + db * PV_N;
           aie::store_v(dst, aie::add(aie::load_v<PV_N>(dst), add.extract<PV_N>(r)));
