@@ -437,6 +437,22 @@ def test_emulator_equals_a_plain_integer_reading_of_the_spec(kind):
     assert np.array_equal(emu.emulate_layer(bufs[:4]), _reference_layer(bufs))
 
 
+def test_reference_cases_cover_both_exact_paths_of_the_emulator(monkeypatch):
+    # §7: step 5 runs in float32 while every sub-tile's Σ p |v8| < 2^24, else in float64.
+    # The plain-integer comparison above must exercise both, or one is untested.
+    seen = set()
+    real_bmm = torch.bmm
+
+    def bmm(a, b, **kw):
+        seen.add(a.dtype)
+        return real_bmm(a, b, **kw)
+
+    monkeypatch.setattr(torch, "bmm", bmm)
+    for kind in ["random", "saturated", "kq_half", "kq_extremes", "equal"]:
+        emu.emulate_layer(make_buffers(np.random.default_rng(len(kind)), 1, 1, 70, kind)[:4])
+    assert seen == {torch.float32, torch.float64}
+
+
 def test_emulator_backend_is_registered_and_exact():
     backend = get_backend("emulator")
     assert backend.name == "emulator"
