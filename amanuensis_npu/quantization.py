@@ -352,8 +352,3 @@ def unpack_output(packed: PackedLayer, out_buffer: np.ndarray) -> torch.Tensor:
         scale = (packed.sv / OUT_FRAC).unsqueeze(2)
         return raw.to(torch.float32) * scale + packed.vmu.unsqueeze(2)
 
-
-def decode_rowp(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row `(mult, sh)` from the query words of `rowp` (without header or key words)."""
-    w = np.asarray(words).astype(np.int64)
-    return w & 0xFFFF, (w >> 16) & 0xFF
