@@ -201,11 +201,24 @@ def value_scales(vs: torch.Tensor, tp: int) -> tuple[torch.Tensor, torch.Tensor,
     svg = padded.view(batch, heads, groups, V_SUB, dim).amax(dim=3) / 127.0  # [B,H,G,64]
     sv = svg.amax(dim=2)
     sv = torch.where(sv > 0, sv, torch.ones_like(sv))
-    ratio = svg.to(torch.float64) / sv.to(torch.float64).unsqueeze(2)
-    wv = torch.ceil(ratio * WV_ONE).clamp_(0, WV_ONE).to(torch.int64)
-    eff = (sv.to(torch.float64).unsqueeze(2) * wv.to(torch.float64) / WV_ONE).to(torch.float32)
+    wv, eff = _relative_multipliers(svg, sv.unsqueeze(2), WV_ONE)
     sv_eff = eff.repeat_interleave(V_SUB, dim=2)[:, :, :frames]
     return sv, wv, sv_eff
+
+
+def _relative_multipliers(
+    scale: torch.Tensor, top: torch.Tensor, one: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mult = min(ceil(one * scale / top), one)` (float64, int64 result) and the float32
+    scale `top * mult / one` it stands for (§3.1 steps 3-4, §3.4 steps 4-5).
+
+    Quantizing against that effective scale makes the device's multiply by `mult / one`
+    the exact inverse of the host's division, and `ceil` keeps `|x / eff| <= 127`.
+    """
+    ratio = scale.to(torch.float64) / top.to(torch.float64)
+    mult = torch.ceil(ratio * one).clamp_(0, one).to(torch.int64)
+    eff = (top.to(torch.float64) * mult.to(torch.float64) / one).to(torch.float32)
+    return mult, eff
 
 
 def _to_int8(x: torch.Tensor) -> torch.Tensor:
@@ -223,11 +236,7 @@ def key_scales(ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     sk = _abs_max(ks, dim=3) / 127.0  # [B, H, T]
     skmax = sk.amax(dim=2)
     skmax = torch.where(skmax > 0, skmax, torch.ones_like(skmax))
-    ratio = sk.to(torch.float64) / skmax.to(torch.float64).unsqueeze(-1)
-    kq = torch.ceil(ratio * KQ_ONE).clamp_(0, KQ_ONE).to(torch.int64)
-    sk_eff = (skmax.to(torch.float64).unsqueeze(-1) * kq.to(torch.float64) / KQ_ONE).to(
-        torch.float32
-    )
+    kq, sk_eff = _relative_multipliers(sk, skmax.unsqueeze(-1), KQ_ONE)
     return skmax, kq, sk_eff
 
 
