@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from amanuensis_npu.evaluation import read_stm
+from amanuensis_npu.evaluation import cosine, exact_attention, head_metrics, read_stm
 from amanuensis_npu.evaluation import word_counts as word_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,31 +89,7 @@ def find_clips(folder: Path) -> list[Clip]:
     return clips
 
 
-# ----------------------------------------------------------------- attention maths
-
-
-def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """float64 softmax(q kᵀ / sqrt(d)) v: the yardstick every backend is measured against."""
-    q64, k64, v64 = q.double(), k.double(), v.double()
-    scores = (q64 @ k64.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    return torch.softmax(scores, dim=-1) @ v64
-
-
-def head_metrics(out: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per (batch, head) cosine and relative L2 error of `out` against `ref`, in float64."""
-    o = out.double().flatten(2)
-    r = ref.double().flatten(2)
-    dot = (o * r).sum(-1)
-    norm_o, norm_r = o.norm(dim=-1), r.norm(dim=-1)
-    cos = dot / (norm_o * norm_r).clamp_min(1e-300)
-    rel = (o - r).norm(dim=-1) / norm_r.clamp_min(1e-300)
-    return cos.cpu().numpy(), rel.cpu().numpy()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine of two tensors taken as flat vectors, in float64."""
-    a64, b64 = a.double().flatten(), b.double().flatten()
-    return float((a64 @ b64) / (a64.norm() * b64.norm()).clamp_min(1e-300))
+# ----------------------------------------------------------------- attention capture
 
 
 def _capture_backend_class() -> type:

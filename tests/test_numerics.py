@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _numerics_helpers import exact_attention, head_metrics, recording_backend
+from _numerics_helpers import recording_backend
 
 from amanuensis_npu import emulator as emu
 from amanuensis_npu import quantization as qz
 from amanuensis_npu.attention import get_backend
+from amanuensis_npu.evaluation import cosine, exact_attention, head_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "kernels" / "attention"
@@ -580,8 +581,7 @@ def test_encoder_output_with_emulated_attention_matches_cpu(windows):
     with torch.inference_mode():
         for name, mel in windows:
             x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
-            a, b = cpu(x).double().flatten(), emulated(x).double().flatten()
-            cos = float(a @ b / (a.norm() * b.norm()))
+            cos = cosine(emulated(x), cpu(x))
             worst = min(worst, cos)
             assert cos >= ENCODER_MIN_COS, f"{name}: encoder cosine {cos:.6f}"
     print(f"\nencoder output cosine vs CPU: min {worst:.6f} over {len(windows)} windows")
