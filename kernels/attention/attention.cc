@@ -15,10 +15,10 @@
 // (kernels/attention/design.py) calls on every compute core, per query tile of
 // ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
 //
-//   attn_rows_init(m, l, acc)                              before a query tile
+//   attn_rows_init(m, l, acc)                                  before a query tile
 //   attn_tile_max(q, kt, kw, m, valid)                         pass 1, key tiles 0..NKT-1
 //   attn_tile_accum(q, kt, kw, v, vw, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1
-//   attn_rows_finish(l, acc, out)                          after pass 2
+//   attn_rows_finish(l, acc, out)                              after pass 2
 //
 // Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
 //   q      int8  [32 rows][64 dims]           (row-major, |q| <= 127)
@@ -214,7 +214,7 @@ ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v
       for (int32_t t = 0; t < nkt; ++t) {
         const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
         attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK,
-                        vh + (int64_t)t * ATTN_TK * ATTN_D, vwh + (int64_t)t * 2 * ATTN_D,
+                        vh + (int64_t)t * ATTN_TK * ATTN_D, vwh + (int64_t)t * (ATTN_TK / ATTN_VSUB) * ATTN_D,
                         wh + r0, m, l, acc, valid);
       }
       attn_rows_finish(l, acc, oh + (int64_t)r0 * ATTN_D);
