@@ -18,14 +18,14 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import transcribe
     from .attention import AttentionBackend, get_backend
-    from .encoder import load_encoder
-    from .faster_whisper_model import WhisperModel
+    from .core.encoder import load_encoder
+    from .integrations.faster_whisper import WhisperModel
 
 _LAZY = {
     "AttentionBackend": ".attention",
     "get_backend": ".attention",
-    "load_encoder": ".encoder",
-    "WhisperModel": ".faster_whisper_model",
+    "load_encoder": ".core.encoder",
+    "WhisperModel": ".integrations.faster_whisper",
     "transcribe": ".api",
 }
 

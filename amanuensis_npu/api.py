@@ -60,7 +60,7 @@ def get_model(
     cpu_threads: int = 0,
 ) -> Any:
     """A cached `amanuensis_npu.WhisperModel` for these settings."""
-    from .faster_whisper_model import WhisperModel
+    from .integrations.faster_whisper import WhisperModel
 
     key = (os.fspath(model), device, attention, compute_type, cpu_threads)
     with _MODELS_LOCK:

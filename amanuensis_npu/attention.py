@@ -146,8 +146,8 @@ def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 # that `import amanuensis_npu` stays cheap and optional backends cannot break it.
 _REGISTRY: dict[str, str | Callable[[], AttentionBackend]] = {
     "cpu": CPUAttention,
-    "emulator": "amanuensis_npu.emulator:EmulatorAttention",
-    "npu": "amanuensis_npu.npu_runtime:NPUAttention",
+    "emulator": "amanuensis_npu.npu.emulator:EmulatorAttention",
+    "npu": "amanuensis_npu.npu.runtime:NPUAttention",
 }
 _SINGLETONS: dict[str, AttentionBackend] = {}
 _SINGLETON_LOCK = threading.Lock()
@@ -174,7 +174,7 @@ def _factory(name: str) -> Callable[[], AttentionBackend]:
 def npu_availability() -> tuple[bool, str]:
     """Whether the NPU backend can run here, and why (or why not) in one sentence."""
     try:
-        runtime = importlib.import_module("amanuensis_npu.npu_runtime")
+        runtime = importlib.import_module("amanuensis_npu.npu.runtime")
     except ImportError as exc:  # pragma: no cover - only when the package is broken
         return False, f"the NPU runtime could not be imported ({exc})"
     return runtime.probe()

@@ -191,13 +191,13 @@ def info_report() -> dict[str, Any]:
         "whisperx": _version("whisperx"),
     }
     try:
-        from . import npu_runtime
+        from .npu import runtime as npu_runtime
 
         report["npu"] = npu_runtime.describe()
     except ImportError as exc:
         report["npu"] = {"error": f"NPU runtime unavailable ({exc})"}
     try:
-        from .whisperx_patch import patch_state
+        from .integrations.whisperx_patch import patch_state
 
         report["whisperx patch"] = patch_state()
     except Exception as exc:  # whisperx absent or unreadable: say so, do not fail `info`
@@ -232,7 +232,7 @@ def _info() -> int:
 
 
 def _patch_whisperx(args: argparse.Namespace) -> int:
-    from .whisperx_patch import run
+    from .integrations.whisperx_patch import run
 
     return run(dry_run=args.dry_run, revert=args.revert)
 

@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from amanuensis_npu.evaluation import cosine, exact_attention, head_metrics, read_stm
+from amanuensis_npu.evaluation import read_stm
 from amanuensis_npu.evaluation import word_counts as word_errors
+from amanuensis_npu.npu.fidelity import cosine, exact_attention, head_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
+DEFAULT_DATA = REPO / "tests" / "data" / "speech"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "accuracy"
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
 WINDOW_FRAMES = 3000  # log-mel frames per 30 s encoder window

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
+DEFAULT_DATA = REPO / "tests" / "data" / "speech"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from faster_whisper.feature_extractor import FeatureExtractor
 
     from amanuensis_npu import load_encoder
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
 
     model_dir = resolve_model(args.model)
     ct2 = ctranslate2.models.Whisper(str(model_dir), compute_type="float32")

@@ -46,7 +46,7 @@ def _capture_qkv(model: str, audio: Path) -> list[tuple[torch.Tensor, torch.Tens
     from faster_whisper.feature_extractor import FeatureExtractor
 
     from amanuensis_npu.attention import CPUAttention
-    from amanuensis_npu.encoder import load_encoder
+    from amanuensis_npu.core.encoder import load_encoder
 
     class Capture(CPUAttention):
         name = "capture"
@@ -78,7 +78,7 @@ def measure(
 ) -> dict[str, Any]:
     """Time every layer `repeats` times (after one warm-up) on a fresh NPU backend."""
     from amanuensis_npu.attention import cpu_attention
-    from amanuensis_npu.npu_runtime import NPUAttention
+    from amanuensis_npu.npu.runtime import NPUAttention
 
     backend = NPUAttention()
     if not backend.available:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    from amanuensis_npu import npu_runtime
+    from amanuensis_npu.npu import runtime as npu_runtime
 
     ok, reason = npu_runtime.probe()
     if not ok:

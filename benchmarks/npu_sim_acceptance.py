@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
+DEFAULT_DATA = REPO / "tests" / "data" / "speech"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "npu_sim_acceptance.json"
 DECODE = {"temperature": 0.0, "condition_on_previous_text": False}
 FAULT_CLIP = "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
@@ -95,7 +95,7 @@ class Runner:
     """One CTranslate2 model; the encoder's attention backend is swapped per run."""
 
     def __init__(self, model: str) -> None:
-        from amanuensis_npu.faster_whisper_model import WhisperModel
+        from amanuensis_npu.integrations.faster_whisper import WhisperModel
 
         self.model = WhisperModel(model, device="cpu", compute_type="float32", attention="cpu")
         self.encoder = self.model.npu_encoder
@@ -146,7 +146,7 @@ def _layer_minimum_bytes(batch: int, spec_widths: bool) -> int:
     word per query row and per key); `True` uses SPEC.md's element widths, so the ratio
     then measures padding and redundant transfers only.
     """
-    from amanuensis_npu.quantization import buffer_layout
+    from amanuensis_npu.npu.quantization import buffer_layout
 
     width = {"q": 1, "k": 1, "v": 1, "out": 2}
     if spec_widths:
@@ -172,8 +172,8 @@ def _dispatch_checks(run: dict[str, Any], n_layers: int) -> dict[str, Any]:
 
 
 def check_transcripts(runner: Runner, clips: list[Path], data: Path) -> dict[str, Any]:
-    from amanuensis_npu.emulator import EmulatorAttention
-    from amanuensis_npu.npu_runtime import NPUAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
+    from amanuensis_npu.npu.runtime import NPUAttention
 
     npu, emu = NPUAttention(), EmulatorAttention()
     rows = []
@@ -216,8 +216,8 @@ def joined_with_timestamps(clips: list[Path]) -> tuple[np.ndarray, list[dict[str
 
 
 def check_batched(runner: Runner, clips: list[Path]) -> dict[str, Any]:
-    from amanuensis_npu.emulator import EmulatorAttention
-    from amanuensis_npu.npu_runtime import NPUAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
+    from amanuensis_npu.npu.runtime import NPUAttention
 
     audio, stamps = joined_with_timestamps(clips)
     options = {"batch_size": 8, "clip_timestamps": stamps, "language": "en"}
@@ -245,9 +245,9 @@ def check_batched(runner: Runner, clips: list[Path]) -> dict[str, Any]:
 
 
 def check_faults(runner: Runner, data: Path, timeout_ms: int) -> dict[str, Any]:
-    from amanuensis_npu import xrt_sim
     from amanuensis_npu.attention import CPUAttention
-    from amanuensis_npu.npu_runtime import NPUAttention
+    from amanuensis_npu.npu import xrt_sim
+    from amanuensis_npu.npu.runtime import NPUAttention
 
     audio = _audio(data / FAULT_CLIP)
     cpu = runner.transcribe(audio, CPUAttention())["text"]
@@ -292,7 +292,7 @@ def check_faults(runner: Runner, data: Path, timeout_ms: int) -> dict[str, Any]:
 
 
 def check_concurrency(runner: Runner, clips: list[Path]) -> dict[str, Any]:
-    from amanuensis_npu.npu_runtime import NPUAttention
+    from amanuensis_npu.npu.runtime import NPUAttention
 
     backend = NPUAttention()
     chosen = clips[:4]

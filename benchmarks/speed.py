@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_AUDIO = REPO.parent / "shared" / "data" / "speech" / "lecture" / "lecture.wav"
+DEFAULT_AUDIO = REPO / "tests" / "data" / "speech" / "lecture" / "lecture.wav"
 
 # name -> (ours?, compute_type, attention, device)
 VARIANTS: dict[str, tuple[bool, str, str, str]] = {
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from faster_whisper import decode_audio
 
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
 
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
+DEFAULT_DATA = REPO / "tests" / "data" / "speech"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     import faster_whisper
 
     import amanuensis_npu
+    from amanuensis_npu.core.models import resolve_model
     from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
-    from amanuensis_npu.model_store import resolve_model
 
     model_dir = str(resolve_model(args.model))
     models = {

@@ -57,12 +57,12 @@ def word_diff(a: str, b: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speech", default=str(REPO.parent / "shared" / "data" / "speech"))
+    parser.add_argument("--speech", default=str(REPO / "tests" / "data" / "speech"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "whisperx"))
     parser.add_argument("--attention", default=None, help="extra run with this attention backend")
     args = parser.parse_args()
 
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
 
     clips = sorted(Path(args.speech).glob("*/*.wav"))
     assert clips, f"no clips under {args.speech}"

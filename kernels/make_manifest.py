@@ -2,10 +2,10 @@
 """Write manifest.json for one built attention kernel (xclbin + instruction stream).
 
 The NPU runtime refuses an artifact whose manifest disagrees with the package
-it runs in (amanuensis_npu.npu_runtime.check_artifact): target device, SPEC
+it runs in (amanuensis_npu.npu.runtime.check_artifact): target device, SPEC
 version, buffer order and byte sizes, and the sha256 of both files. So the
 buffer list here is never typed by hand: it is computed from
-`amanuensis_npu.quantization.buffer_layout(batch)`, the same function the
+`amanuensis_npu.npu.quantization.buffer_layout(batch)`, the same function the
 adapters and the runtime use, and the tiling is read from design.py, the
 program that produced the artifact. Nothing can drift without the runtime
 noticing.
@@ -82,7 +82,7 @@ def buffer_entries(batch: int) -> list[dict[str, Any]]:
     _import_repo_package()
     import numpy as np
 
-    from amanuensis_npu.quantization import buffer_layout
+    from amanuensis_npu.npu.quantization import buffer_layout
 
     entries = []
     for index, spec in enumerate(buffer_layout(batch)):
@@ -102,7 +102,7 @@ def buffer_entries(batch: int) -> list[dict[str, Any]]:
 
 def spec_version() -> str:
     _import_repo_package()
-    from amanuensis_npu import quantization
+    from amanuensis_npu.npu import quantization
 
     return str(quantization.SPEC_VERSION)
 
@@ -150,7 +150,7 @@ def build_manifest(
             f"design.py's runtime sequence {designed} differs from buffer_layout({batch}) "
             f"{declared}; rebuild from the current sources"
         )
-    from amanuensis_npu.model_store import sha256_file
+    from amanuensis_npu.core.models import sha256_file
 
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,

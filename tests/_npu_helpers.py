@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SPEECH = SHARED / "data" / "speech"
+SPEECH = Path(__file__).resolve().parent / "data" / "speech"
 
 _NPU_ENV = (
     "AMANUENSIS_NPU_XRT",
@@ -29,7 +28,7 @@ def no_npu_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     The joined model and the host kernel build are shared with the session's real
     cache (symlinked), so each test does not join 145 MB or run g++ again.
     """
-    from amanuensis_npu.model_store import cache_dir
+    from amanuensis_npu.core.models import cache_dir
 
     for name in _NPU_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -46,7 +45,7 @@ def no_npu_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def sim_env(no_npu_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The simulated XRT device, fault numbering restarted, a private artifact cache."""
-    from amanuensis_npu import xrt_sim
+    from amanuensis_npu.npu import xrt_sim
 
     monkeypatch.setenv("AMANUENSIS_NPU_XRT", "sim")
     xrt_sim.reset_counters()

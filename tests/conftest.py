@@ -1,4 +1,4 @@
-"""Shared fixtures: real speech from ../shared/data/speech and models loaded once per session."""
+"""Shared fixtures: real speech from tests/data/speech and models loaded once per session."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH = REPO.parent / "shared" / "data" / "speech"
+SPEECH = REPO / "tests" / "data" / "speech"
 
-# Every clip with its reference (None where the data set has none).
-CLIPS = sorted(SPEECH.glob("*/*.wav"))
+# Every clip, named rather than globbed: a missing file is a loud failure of every test
+# (see `_speech_present`), never an empty list that lets "matches on every clip" pass.
+LIBRIVOX = [
+    SPEECH / "librivox" / f"sense_and_sensibility_01_austen_64kb-{n}.wav"
+    for n in ("0870", "0880", "0890", "0920", "0930")
+]
+CARDS = [SPEECH / "cards" / f"00{n}.wav" for n in range(1, 6)]
+CONVERSATION = SPEECH / "conversation" / "sample.wav"
+LECTURE = SPEECH / "lecture" / "lecture.wav"
+CLIPS = sorted([*LIBRIVOX, *CARDS, CONVERSATION, LECTURE])
 
 
 def reference_text(clip: Path) -> str | None:
@@ -28,15 +36,21 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["AMANUENSIS_NPU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _speech_present() -> None:
+    """Every test fails, with the list, when any clip the suite names is missing."""
+    missing = [str(c.relative_to(REPO)) for c in CLIPS if not c.is_file()]
+    assert not missing, f"test speech missing from the repository: {', '.join(missing)}"
+
+
 @pytest.fixture(scope="session")
 def speech_dir() -> Path:
-    assert SPEECH.is_dir(), f"shared speech data missing at {SPEECH}"
     return SPEECH
 
 
 @pytest.fixture(scope="session")
 def base_dir() -> Path:
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
 
     return resolve_model("base")
 

@@ -15,17 +15,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SPEECH
 
 from amanuensis_npu.attention import AttentionBackend, register_backend
 from amanuensis_npu.evaluation import normalize
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH = REPO.parent / "shared" / "data" / "speech"
-
-pytestmark = pytest.mark.skipif(not SPEECH.is_dir(), reason=f"shared speech data not at {SPEECH}")
 
 
 def _load_accuracy():

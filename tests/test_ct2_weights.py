@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _ct2_builders import build_whisper_model
 
-from amanuensis_npu.ct2_weights import (
+from amanuensis_npu.core.weights import (
     ModelFormatError,
     encoder_num_heads,
     read_encoder_weights,
@@ -105,7 +105,7 @@ def test_bytes_input_matches_file(tmp_path: Path) -> None:
 
 
 def test_directory_without_model(tmp_path: Path) -> None:
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
 
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(ModelFormatError, match="not a CTranslate2 model directory"):

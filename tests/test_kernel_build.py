@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import torch
 
-from amanuensis_npu import quantization as qz
+from amanuensis_npu.npu import quantization as qz
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "kernels"
@@ -108,7 +108,7 @@ def test_manifest_matches_adapters_and_hashes(tmp_path, target, batch):
 
 
 def test_npu_runtime_accepts_the_manifest_and_rejects_tampering(tmp_path):
-    npu_runtime = pytest.importorskip("amanuensis_npu.npu_runtime")
+    npu_runtime = pytest.importorskip("amanuensis_npu.npu.runtime")
     out = tmp_path / "npu2" / "b1"
     _dummy_artifacts(out, n_words=64, seed=7)
     assert make_manifest.main(["--target", "npu2", "--batch", "1", "--dir", str(out)]) == 0
@@ -342,7 +342,7 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
 
 @pytest.mark.parametrize(("target", "batch"), [("npu1", 1), ("npu2", 2)])
 def test_transfer_plan_replay_equals_the_scalar_layer(glue_lib, target, batch):
-    from amanuensis_npu.kernel_host import get_host_kernel
+    from amanuensis_npu.npu.host_kernel import get_host_kernel
 
     g = torch.Generator().manual_seed(11 + batch)
     q, k, v = (torch.randn(batch, qz.HEADS, qz.FRAMES, qz.HEAD_DIM, generator=g) for _ in range(3))
@@ -413,7 +413,7 @@ def _toolchain_missing() -> str | None:
 
 @pytest.mark.skipif(_toolchain_missing() is not None, reason=f"{_toolchain_missing()}")
 def test_full_build_produces_artifacts_the_runtime_accepts(tmp_path):
-    from amanuensis_npu import npu_runtime
+    from amanuensis_npu.npu import runtime as npu_runtime
 
     build = tmp_path / "build"
     proc = subprocess.run(

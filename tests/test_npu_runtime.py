@@ -1,6 +1,6 @@
 """NPU runtime: pyxrt plumbing, simulated device, artifacts, fallback policy, statistics.
 
-There is no NPU here; everything device-side runs through `amanuensis_npu.xrt_sim`,
+There is no NPU here; everything device-side runs through `amanuensis_npu.npu.xrt_sim`,
 whose "kernel" is the host-compiled scalar build of the attention kernel. The one
 thing that needs hardware (a real pyxrt and /dev/accel) is skipped with that reason.
 """
@@ -16,7 +16,8 @@ import _npu_helpers as helpers
 import numpy as np
 import pytest
 
-from amanuensis_npu import npu_runtime, xrt_sim
+from amanuensis_npu.npu import runtime as npu_runtime
+from amanuensis_npu.npu import xrt_sim
 
 no_npu_env = helpers.no_npu_env  # fixtures
 sim_env = helpers.sim_env
@@ -289,7 +290,7 @@ def test_artifact_checks_reject_each_mismatch(sim_env, tmp_path):
     art = npu_runtime.check_artifact(good, "npu1", simulated=True)
     assert art.simulated and art.batch is None
     manifest = json.loads((good / "manifest.json").read_text())
-    from amanuensis_npu.quantization import SPEC_VERSION, buffer_layout
+    from amanuensis_npu.npu.quantization import SPEC_VERSION, buffer_layout
 
     assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in buffer_layout(1)]
 
@@ -364,7 +365,7 @@ def _qkv(batch: int = 1, seed: int = 0, frames: int = 1500):
 
 
 def _emulated(q, k, v):
-    from amanuensis_npu.emulator import EmulatorAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
 
     return EmulatorAttention()(q, k, v)
 
@@ -383,7 +384,7 @@ def _minimum_layer_bytes(batch: int) -> int:
 def test_layer_through_sim_is_bit_exact_with_emulator_and_moves_few_bytes(sim_env):
     import torch
 
-    from amanuensis_npu.quantization import buffer_layout
+    from amanuensis_npu.npu.quantization import buffer_layout
 
     backend = npu_runtime.NPUAttention()
     assert backend.available
@@ -429,7 +430,7 @@ def test_per_batch_artifacts_split_batches_they_were_not_built_for(sim_env, monk
     instr = xrt.bo(dev, words.nbytes, xrt.bo.cacheable, krnl.group_id(1))
     instr.write(words, 0)
     instr.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, words.nbytes, 0)
-    from amanuensis_npu.quantization import buffer_layout
+    from amanuensis_npu.npu.quantization import buffer_layout
 
     bos = [
         xrt.bo(dev, s.nbytes, xrt.bo.host_only, krnl.group_id(3 + i))
@@ -584,8 +585,8 @@ SHORT_CLIP = helpers.SPEECH / "librivox" / "sense_and_sensibility_01_austen_64kb
 @pytest.fixture(scope="module")
 def whisper():
     """One CTranslate2 float32 model for these tests; the encoder's backend is swapped per run."""
-    from amanuensis_npu.faster_whisper_model import WhisperModel
-    from amanuensis_npu.model_store import resolve_model
+    from amanuensis_npu.core.models import resolve_model
+    from amanuensis_npu.integrations.faster_whisper import WhisperModel
 
     return WhisperModel(
         resolve_model("base"), device="cpu", compute_type="float32", attention="cpu"
@@ -624,7 +625,7 @@ def _audio(path: Path) -> np.ndarray:
 
 def test_clip_through_sim_matches_emulator_six_dispatches_per_window(sim_env, whisper):
     """The whole NPU path on real speech: same words as the emulator, one dispatch per layer."""
-    from amanuensis_npu.emulator import EmulatorAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
 
     audio = _audio(SHORT_CLIP)
     text, batches, stats = _transcribe(whisper, audio, npu_runtime.NPUAttention())

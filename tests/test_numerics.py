@@ -28,10 +28,10 @@ import pytest
 import torch
 from _numerics_helpers import recording_backend
 
-from amanuensis_npu import emulator as emu
-from amanuensis_npu import quantization as qz
 from amanuensis_npu.attention import get_backend
-from amanuensis_npu.evaluation import cosine, exact_attention, head_metrics
+from amanuensis_npu.npu import emulator as emu
+from amanuensis_npu.npu import quantization as qz
+from amanuensis_npu.npu.fidelity import cosine, exact_attention, head_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "kernels" / "attention"
@@ -46,7 +46,7 @@ ENCODER_MIN_COS = 0.9998
 
 @pytest.fixture(scope="session")
 def host_kernel():
-    from amanuensis_npu.kernel_host import compiler, get_host_kernel
+    from amanuensis_npu.npu.host_kernel import compiler, get_host_kernel
 
     if shutil.which("g++") is None:
         pytest.skip("no host C++ compiler (g++): cannot build the kernel's scalar path")
@@ -57,7 +57,7 @@ def host_kernel():
 @pytest.fixture(scope="session")
 def speech_layers(windows):
     """(window name, layer, q, k, v) for every encoder layer of every 30 s speech window."""
-    from amanuensis_npu.encoder import load_encoder
+    from amanuensis_npu.core.encoder import load_encoder
 
     rec = recording_backend()
     encoder = load_encoder("base", attention=rec)
@@ -573,7 +573,7 @@ def test_attention_fidelity_on_speech(speech_layers, speech_packed):
 
 
 def test_encoder_output_with_emulated_attention_matches_cpu(windows):
-    from amanuensis_npu.encoder import load_encoder
+    from amanuensis_npu.core.encoder import load_encoder
 
     cpu = load_encoder("base", attention="cpu")
     emulated = load_encoder("base", attention="emulator")

@@ -25,16 +25,14 @@ import pytest
 import torch
 import whisperx  # noqa: F401  (a missing whisperx must fail here, loudly)
 import whisperx.asr
+from conftest import CARDS, LECTURE, LIBRIVOX
 
-import amanuensis_npu.whisperx as wxn
-from amanuensis_npu import whisperx_patch
+import amanuensis_npu.integrations.whisperx as wxn
 from amanuensis_npu.evaluation import wer
+from amanuensis_npu.integrations import whisperx_patch
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH = REPO.parent / "shared" / "data" / "speech"
-LIBRIVOX = sorted((SPEECH / "librivox").glob("*.wav"))
-SHORT_CLIPS = [LIBRIVOX[0], LIBRIVOX[1], SPEECH / "cards" / "001.wav"]
-LECTURE = SPEECH / "lecture" / "lecture.wav"
+SHORT_CLIPS = [LIBRIVOX[0], LIBRIVOX[1], CARDS[0]]
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 DETERMINISTIC = {"temperatures": [0.0]}
 CLI_DETERMINISTIC = ["--temperature_increment_on_fallback", "None"]
@@ -69,7 +67,6 @@ def _text(result: dict) -> str:
 
 @pytest.fixture(scope="module")
 def audio() -> dict[Path, object]:
-    assert SPEECH.is_dir(), f"shared speech data missing at {SPEECH}"
     return {clip: whisperx.load_audio(str(clip)) for clip in [*SHORT_CLIPS, LECTURE]}
 
 
@@ -343,7 +340,7 @@ def test_cli_float32_matches_stock_whisperx_cli(tmp_path: Path, base_dir: Path) 
 
 def test_cli_alignment_offline_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
     """In-process `whisperx-npu` (alignment on, as stock) with the network cut off."""
-    from amanuensis_npu import whisperx_cli
+    from amanuensis_npu.integrations import whisperx_cli
 
     def no_network(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise urllib.error.URLError("[Errno -2] Name or service not known")
@@ -362,7 +359,7 @@ def test_cli_alignment_offline_is_one_clear_line(tmp_path, monkeypatch, capsys) 
 
 
 def test_cli_stock_arguments_untouched(capsys) -> None:  # noqa: ANN001
-    from amanuensis_npu import whisperx_cli
+    from amanuensis_npu.integrations import whisperx_cli
 
     assert whisperx_cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == "whisperx-npu 3.8.6"

@@ -4,8 +4,8 @@
 // refer to it. One source, two paths selected by the preprocessor:
 //
 //   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
-//                   amanuensis_npu.kernel_host builds it into a shared library and the
-//                   tests compare its output byte for byte with amanuensis_npu.emulator.
+//                   amanuensis_npu.npu.host_kernel builds it into a shared library and the
+//                   tests compare its output byte for byte with amanuensis_npu.npu.emulator.
 //   (default)       AIE path against aie_api for npu1 (AIE-ML, __AIE_ARCH__ == 20) and
 //                   npu2 (AIE2P, __AIE_ARCH__ == 21), compiled by Peano:
 //                   clang++ -O2 -std=c++20 --target=aie2-none-unknown-elf (or aie2p-...)

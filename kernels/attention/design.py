@@ -135,7 +135,7 @@ def groups(target: str) -> int:
 
 def runtime_buffers(batch: int) -> list[dict[str, Any]]:
     """The runtime sequence's arguments in order (SPEC §2); make_manifest checks them
-    against amanuensis_npu.quantization.buffer_layout, so the two cannot drift."""
+    against amanuensis_npu.npu.quantization.buffer_layout, so the two cannot drift."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     rows = (batch, H, TP, D)

@@ -11,7 +11,7 @@ the same `transcribe_task`.
 For every device, silero VAD loads from the silero-vad package (offline) and a
 missing alignment/diarization model ends with a one-line error saying which
 model and how to provide it. With torch_npu installed, plain "npu" is left to
-stock whisperx (see amanuensis_npu.whisperx); "amd-npu" always means us.
+stock whisperx (see amanuensis_npu.integrations.whisperx); "amd-npu" always means us.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> No
 def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> None:
     import whisperx.transcribe as stock
 
+    from ..core.weights import ModelFormatError
     from . import whisperx as wxn
-    from .ct2_weights import ModelFormatError
 
     attention = os.environ.get(ATTENTION_ENV, "auto")
     ours = wxn.claims_device(args.get("device"))

@@ -49,7 +49,7 @@ class FilePatch:
 def patch_file() -> Path:
     """Where the patch lives: the source tree, or the data dir a wheel installs it to."""
     candidates = [
-        Path(__file__).resolve().parents[1] / "patches" / PATCH_NAME,
+        Path(__file__).resolve().parents[2] / "patches" / PATCH_NAME,
         Path(sysconfig.get_path("data")) / "share" / "amanuensis-npu" / "patches" / PATCH_NAME,
         Path(sys.prefix) / "share" / "amanuensis-npu" / "patches" / PATCH_NAME,
     ]
@@ -229,7 +229,7 @@ def patch_state() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m amanuensis_npu.whisperx_patch [--dry-run] [--revert] [--target DIR]`."""
+    """`python -m amanuensis_npu.integrations.whisperx_patch [--dry-run] [--revert] [--target]`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="patch-whisperx", description=__doc__.splitlines()[0])

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..attention import AttentionBackend
 from . import quantization as qz
-from .attention import AttentionBackend
 
 # s' = floor(s kq / 2^14 + 1/2) by float rounding: see emulate_layer.
 _MAGIC = 1.5 * float(1 << 23)

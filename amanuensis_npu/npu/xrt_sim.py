@@ -1,12 +1,12 @@
 """A simulated `pyxrt` module: rehearse the NPU code path on a machine without an NPU.
 
-Selected with ``AMANUENSIS_NPU_XRT=sim``. The runtime (`amanuensis_npu.npu_runtime`)
+Selected with ``AMANUENSIS_NPU_XRT=sim``. The runtime (`amanuensis_npu.npu.runtime`)
 then takes this module where it would take XRT's ``pyxrt`` and runs exactly the same
 code: open device -> read its name -> pick and check the artifact -> register the
 xclbin -> hardware context -> kernel -> buffer objects -> sync -> launch -> wait ->
 sync back -> read. Nothing here is NPU hardware: the "device" is host memory and the
 "kernel" is the host-compiled scalar build of the attention kernel
-(`amanuensis_npu.kernel_host`), run on the bytes that were synced to the simulated
+(`amanuensis_npu.npu.host_kernel`), run on the bytes that were synced to the simulated
 device. Every name the simulated device reports says "simulated".
 
 Why the sim is strict: it exists to catch the mistakes that only show up on hardware.
@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-_log = logging.getLogger("amanuensis_npu.xrt_sim")
+_log = logging.getLogger("amanuensis_npu.npu.xrt_sim")
 
 SIMULATED = True
 """Lets callers tell this module from the real pyxrt without string matching."""
@@ -311,7 +311,8 @@ class xclbin:  # noqa: N801 - pyxrt's spelling
         if raw.startswith(b"xclbin2"):
             raise RuntimeError(
                 f"xrt_sim: {path} is a real xclbin; the simulated device only loads the "
-                "stand-ins written by amanuensis_npu.xrt_sim (use the hardware XRT for real ones)"
+                "stand-ins written by amanuensis_npu.npu.xrt_sim "
+                "(use the hardware XRT for real ones)"
             )
         if not raw.startswith(XCLBIN_MAGIC):
             raise RuntimeError(f"xrt_sim: {path} is not an xclbin (bad magic)")
@@ -580,7 +581,7 @@ class kernel:  # noqa: N801 - pyxrt's spelling
 
 
 def _layout(batch: int) -> list[Any]:
-    from amanuensis_npu import quantization
+    from . import quantization
 
     return list(quantization.buffer_layout(batch))
 
@@ -604,7 +605,7 @@ def _typed_views(meta: dict[str, Any], buffers: list[bo]) -> tuple[list[np.ndarr
 
 
 def _run_host_kernel(meta: dict[str, Any], buffers: list[bo]) -> None:
-    from amanuensis_npu.kernel_host import get_host_kernel
+    from amanuensis_npu.npu.host_kernel import get_host_kernel
 
     views, batch = _typed_views(meta, buffers)
     get_host_kernel().run_layer(views, batch)

@@ -5,7 +5,7 @@ query tiles); the tile loop runs on the device because a host loop over tiles
 costs more in dispatch overhead than the attention itself (kernels/attention/SPEC.md).
 
 The same code drives the real NPU and the simulated one: only the module that
-provides ``xrt`` differs (XRT's ``pyxrt``, or `amanuensis_npu.xrt_sim` when
+provides ``xrt`` differs (XRT's ``pyxrt``, or `amanuensis_npu.npu.xrt_sim` when
 ``AMANUENSIS_NPU_XRT=sim``). A transcription never fails because of the NPU: any
 failure computes that attention call on the CPU, logs one warning per distinct
 reason and counts it in ``stats``; after ``AMANUENSIS_NPU_MAX_FAILURES``
@@ -15,7 +15,7 @@ Environment:
 
 - ``AMANUENSIS_NPU_XRT``: unset/``auto`` (pyxrt from site-packages, else
   ``$XILINX_XRT/python``, else ``/opt/xilinx/xrt/python``), ``sim`` (simulated
-  device, see `amanuensis_npu.xrt_sim`, incl. ``AMANUENSIS_NPU_SIM_FAULTS``), or
+  device, see `amanuensis_npu.npu.xrt_sim`, incl. ``AMANUENSIS_NPU_SIM_FAULTS``), or
   ``off`` (never use the NPU).
 - ``AMANUENSIS_NPU_ARTIFACTS``: a directory searched first for kernel artifacts
   (manifest.json, final.xclbin, insts.bin) in ``<dir>/<target>/``, its per-batch
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attention import AttentionBackend, cpu_attention
-from .model_store import cache_dir, sha256_file
+from ..attention import AttentionBackend, cpu_attention
+from ..core.models import cache_dir, sha256_file
 
 logger = logging.getLogger("amanuensis_npu")
 
@@ -121,7 +121,7 @@ def timeout_ms() -> int:
 
 
 def package_artifacts_dir() -> Path:
-    return Path(__file__).resolve().parent / "artifacts"
+    return Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def artifact_roots() -> list[Path]:
@@ -635,7 +635,7 @@ def describe() -> dict[str, Any]:
                 ]
             except Exception as exc:
                 info["artifact_error"] = str(exc)
-    from .attention import _SINGLETONS
+    from ..attention import _SINGLETONS
 
     live = _SINGLETONS.get("npu")
     if isinstance(live, NPUAttention):

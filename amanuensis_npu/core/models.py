@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .ct2_weights import ModelFormatError
+from .weights import ModelFormatError
 
 logger = logging.getLogger("amanuensis_npu")
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionBackend, get_backend
-from .ct2_weights import ModelFormatError, encoder_num_heads, read_encoder_weights
-from .model_store import resolve_model
+from ..attention import AttentionBackend, get_backend
+from .models import resolve_model
+from .weights import ModelFormatError, encoder_num_heads, read_encoder_weights
 
 N_MELS_DEFAULT = 80
 N_FRAMES = 3000

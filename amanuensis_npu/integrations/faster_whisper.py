@@ -16,10 +16,10 @@ import faster_whisper
 import numpy as np
 import torch
 
-from .attention import AttentionBackend, get_backend
-from .ct2_weights import ModelFormatError, read_encoder_weights
-from .encoder import WhisperEncoder, cached_encoder_weights
-from .model_store import resolve_model
+from ..attention import AttentionBackend, get_backend
+from ..core.encoder import WhisperEncoder, cached_encoder_weights
+from ..core.models import resolve_model
+from ..core.weights import ModelFormatError, read_encoder_weights
 
 DEVICES = ("npu", "cpu", "auto")
 

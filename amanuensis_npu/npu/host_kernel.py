@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.models import cache_dir
 from . import quantization as qz
-from .model_store import cache_dir
 
 SCALAR_MACRO = "ATTN_SCALAR"
 SOURCE_NAME = "attention.cc"
@@ -47,12 +47,12 @@ def kernel_source_dir() -> Path:
     Looked up in order: `$AMANUENSIS_NPU_KERNEL_SRC`, `amanuensis_npu/kernels/attention`
     (package data), `<repo>/kernels/attention` (a source checkout).
     """
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     candidates = []
     explicit = os.environ.get("AMANUENSIS_NPU_KERNEL_SRC")
     if explicit:
         candidates.append(Path(explicit).expanduser())
-    candidates += [here / "kernels" / "attention", here.parent / "kernels" / "attention"]
+    candidates += [package / "kernels" / "attention", package.parent / "kernels" / "attention"]
     for c in candidates:
         if (c / SOURCE_NAME).is_file() and (c / HEADER_NAME).is_file():
             return c

@@ -1,0 +1,1 @@
+"""The hardware-agnostic Whisper encoder: CTranslate2 weights, model resolution, PyTorch encoder."""

@@ -1,0 +1,1 @@
+"""Where our encoder plugs into faster-whisper and WhisperX (library, CLI and patch)."""
