@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .attention import AttentionBackend, collect_stats
+from .encoder_routes import collect_encoder_stats
 
 SAMPLE_RATE = 16000
 
@@ -33,6 +34,8 @@ class TranscriptionResult:
     info: Any
     backend: str
     stats: dict[str, Any] = field(default_factory=dict)
+    # The encoder route that encoded most windows: "torch", "onnx:CPUExecutionProvider", ...
+    encoder: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
         """The whisper/whisperx result dict that their writers take."""
@@ -58,11 +61,14 @@ def get_model(
     attention: str | AttentionBackend = "auto",
     compute_type: str = "default",
     cpu_threads: int = 0,
+    encoder: str = "auto",
+    onnx_providers: list | None = None,
 ) -> Any:
     """A cached `amanuensis_npu.WhisperModel` for these settings."""
     from .integrations.faster_whisper import WhisperModel
 
-    key = (os.fspath(model), device, attention, compute_type, cpu_threads)
+    providers_key = repr(onnx_providers)  # lists and option dicts are not hashable
+    key = (os.fspath(model), device, attention, compute_type, cpu_threads, encoder, providers_key)
     with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = WhisperModel(
@@ -71,6 +77,8 @@ def get_model(
                 compute_type=compute_type,
                 cpu_threads=cpu_threads,
                 attention=attention,
+                encoder=encoder,
+                onnx_providers=onnx_providers,
             )
         return _MODELS[key]
 
@@ -116,18 +124,23 @@ def transcribe(
     batch_size: int | None = None,
     cpu_threads: int = 0,
     progress: Callable[[float, float], None] | None = None,
+    encoder: str = "auto",
+    onnx_providers: list | None = None,
     **transcribe_kwargs: Any,
 ) -> TranscriptionResult:
     """Transcribe a file (or 16 kHz samples) with Whisper, encoder attention on `attention`.
 
-    `transcribe_kwargs` are faster-whisper's `transcribe` options (language,
-    beam_size, word_timestamps, vad_filter, temperature, ...). With
-    `batch_size`, faster-whisper's BatchedInferencePipeline is used.
+    `encoder` ("auto", "torch", "onnx") and `onnx_providers` pick the encoder route,
+    as in `WhisperModel`. `transcribe_kwargs` are faster-whisper's `transcribe`
+    options (language, beam_size, word_timestamps, vad_filter, temperature, ...).
+    With `batch_size`, faster-whisper's BatchedInferencePipeline is used.
     `progress(seconds_done, seconds_total)` is called after each segment.
     """
     samples = load_audio(audio)
-    whisper = get_model(model, device, attention, compute_type, cpu_threads)
-    with collect_stats() as stats:
+    whisper = get_model(
+        model, device, attention, compute_type, cpu_threads, encoder, onnx_providers
+    )
+    with collect_stats() as stats, collect_encoder_stats() as encoder_stats:
         if samples.size == 0:
             segments_iter, info = _empty(transcribe_kwargs)
         elif batch_size:
@@ -150,7 +163,8 @@ def transcribe(
         segments=segments,
         info=info,
         backend=whisper.attention_backend.name,
-        stats=stats.snapshot(),
+        stats={**stats.snapshot(), **encoder_stats.snapshot()},
+        encoder=encoder_stats.main_route() or whisper.encoder_route.name,
     )
 
 

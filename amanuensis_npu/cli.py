@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"])
     t.add_argument("--attention", default="auto", choices=backend_names())
     t.add_argument(
+        "--encoder",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="encoder route: our torch encoder, or the ONNX export on ONNX Runtime",
+    )
+    t.add_argument(
+        "--onnx_providers",
+        default=None,
+        help="ONNX Runtime execution providers, comma-separated or as a JSON list "
+        "(default: an NPU provider onnxruntime has, else the CPU)",
+    )
+    t.add_argument(
         "--compute_type",
         default="default",
         choices=["default", "int8", "int8_float32", "float32"],
@@ -70,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="versions, XRT/NPU presence and the attention backend auto picks")
 
+    e = sub.add_parser("export-onnx", help="export the encoder to ONNX (static shapes)")
+    e.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 dir")
+    e.add_argument("--batch", type=int, default=1, help="windows per call (static)")
+    e.add_argument("--out", default=None, help="directory (default: the cache --encoder uses)")
+
     p = sub.add_parser("patch-whisperx", help="make plain `whisperx --device npu` use this plugin")
     p.add_argument("--dry-run", action="store_true", help="show what would change")
     p.add_argument("--revert", action="store_true", help="remove the patch")
@@ -87,9 +104,14 @@ def _transcribe(args: argparse.Namespace) -> int:
         ) from None
 
     from .api import get_model, transcribe
+    from .onnx.providers import parse_providers
 
+    providers = parse_providers(args.onnx_providers)
     # Load once up front: a broken model is one error, not one per input file.
-    get_model(args.model, args.device, args.attention, args.compute_type, args.threads)
+    get_model(
+        args.model, args.device, args.attention, args.compute_type, args.threads,
+        args.encoder, providers,
+    )  # fmt: skip
 
     os.makedirs(args.output_dir, exist_ok=True)
     writer = get_writer(args.output_format, args.output_dir)
@@ -135,6 +157,8 @@ def _transcribe(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 cpu_threads=args.threads,
                 progress=progress,
+                encoder=args.encoder,
+                onnx_providers=providers,
                 **options,
             )
             writer(result.to_dict(), path, writer_options)
@@ -213,6 +237,11 @@ def info_report() -> dict[str, Any]:
     choice, reason = resolve_auto()
     report["auto_picks"] = choice
     report["auto_reason"] = reason
+    from . import encoder_routes
+    from .onnx import providers as onnx_providers
+
+    report["onnxruntime"] = onnx_providers.describe()
+    report.update(encoder_routes.describe())
     return report
 
 
@@ -228,6 +257,13 @@ def _info() -> int:
             print(f"{key.ljust(width)}  {', '.join(value)}")
         else:
             print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .onnx.export import export_encoder
+
+    print(export_encoder(args.model, args.batch, args.out))
     return 0
 
 
@@ -251,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info()
         if args.command == "patch-whisperx":
             return _patch_whisperx(args)
+        if args.command == "export-onnx":
+            return _export_onnx(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

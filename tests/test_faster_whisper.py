@@ -107,10 +107,11 @@ def test_wer_librivox_and_conversation(word_runs: dict) -> None:
 def test_auto_without_npu_warns_once_and_uses_cpu(
     base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from amanuensis_npu import attention
+    from amanuensis_npu import attention, encoder_routes
 
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     monkeypatch.setattr(attention, "_warned_auto", False)
+    monkeypatch.setattr(encoder_routes, "_warned_auto", False)
     ok, reason = attention.npu_availability()
     assert not ok and reason
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):

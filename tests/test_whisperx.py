@@ -102,8 +102,9 @@ def test_load_model_has_whisperx_signature() -> None:
         if name != "device":
             assert ours[name].default == param.default, name
     assert ours["device"].default == "npu"
-    assert [n for n in ours if n not in stock] == ["attention"]
-    assert ours["attention"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert [n for n in ours if n not in stock] == ["attention", "encoder", "onnx_providers"]
+    for name in ("attention", "encoder", "onnx_providers"):
+        assert ours[name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def test_pipeline_is_whisperx_with_our_encoder(npu_pipeline, audio) -> None:  # noqa: ANN001

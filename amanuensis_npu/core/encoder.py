@@ -99,9 +99,13 @@ class WhisperEncoder(nn.Module):
 
     @classmethod
     def from_weights(
-        cls, weights: dict[str, np.ndarray], backend: AttentionBackend
+        cls, weights: dict[str, np.ndarray], backend: AttentionBackend, prepack: bool = True
     ) -> WhisperEncoder:
-        """Build from `read_encoder_weights` output; the architecture comes from the shapes."""
+        """Build from `read_encoder_weights` output; the architecture comes from the shapes.
+
+        `prepack=False` keeps every projection a plain `F.linear`: oneDNN's prepacked
+        ops are private and cannot be exported to ONNX.
+        """
         try:
             d_model, n_mels, _ = weights["conv1/weight"].shape
             n_ctx = weights["position_encodings/encodings"].shape[0]
@@ -140,7 +144,7 @@ class WhisperEncoder(nn.Module):
                 enc.ln_post.bias.copy_(t("layer_norm/beta"))
         except (KeyError, RuntimeError) as exc:
             raise ModelFormatError(f"not a Whisper encoder ({exc})") from None
-        if _onednn_linear_available():
+        if prepack and _onednn_linear_available():
             for module in enc.modules():
                 if isinstance(module, _Linear):
                     module.pack()

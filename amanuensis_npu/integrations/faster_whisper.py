@@ -9,6 +9,7 @@ CTranslate2 keeps decoding on the CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import ctranslate2
@@ -16,10 +17,11 @@ import faster_whisper
 import numpy as np
 import torch
 
-from ..attention import AttentionBackend, get_backend
+from ..attention import AttentionBackend
 from ..core.encoder import WhisperEncoder, cached_encoder_weights
 from ..core.models import resolve_model
 from ..core.weights import ModelFormatError, read_encoder_weights
+from ..encoder_routes import EncoderRoute, build_route, check_encoder
 
 DEVICES = ("npu", "cpu", "auto")
 
@@ -41,20 +43,36 @@ class NPUEncoderMixin:
     """
 
     npu_encoder: WhisperEncoder
+    encoder_route: EncoderRoute
 
     def _init_npu_encoder(
         self,
         model_path: str | os.PathLike | None,
         attention: str | AttentionBackend,
         weights: dict[str, np.ndarray] | None = None,
+        *,
+        encoder: str = "torch",
+        onnx_providers: Sequence[Any] | None = None,
+        device: str = "npu",
+        threads: int = 0,
+        model_bytes: bytes | None = None,
     ) -> None:
         if weights is None:
             weights = cached_encoder_weights(model_path)
-        self.npu_encoder = WhisperEncoder.from_weights(weights, get_backend(attention))
+
+        def sha256() -> str:
+            from ..onnx.export import bytes_sha256, model_sha256
+
+            return bytes_sha256(model_bytes) if model_bytes else model_sha256(model_path)
+
+        self.encoder_route, self.npu_encoder = build_route(
+            encoder, device, attention, weights, sha256, onnx_providers, threads
+        )
 
     @property
     def attention_backend(self) -> AttentionBackend:
-        """The backend our encoder sends attention to."""
+        """The backend our torch encoder sends attention to (with encoder="onnx": the
+        CPU backend of the torch encoder that takes calls ONNX Runtime cannot run)."""
         return self.npu_encoder.backend
 
     def encode(self, features: np.ndarray | torch.Tensor) -> ctranslate2.StorageView:
@@ -65,19 +83,21 @@ class NPUEncoderMixin:
             x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        with torch.inference_mode():
-            out = self.npu_encoder(x)
+        out = self.encoder_route(x)
         # from_array keeps the array alive; it must be float32, C-contiguous, writable.
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(out.numpy()))
+        return ctranslate2.StorageView.from_array(out)
 
 
 class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
-    """faster-whisper's WhisperModel whose encoder attention runs on the NPU (or a stand-in).
+    """faster-whisper's WhisperModel whose encoder runs on the NPU (or a stand-in).
 
-    `device="npu"` (or `"auto"`) uses `attention` ("auto": the NPU when present,
-    else the CPU backend with one warning); `device="cpu"` uses the CPU backend
-    unless `attention` names another. `compute_type` applies to the
-    CTranslate2 decoder, which always runs on the CPU.
+    `encoder` picks the route (amanuensis_npu.encoder_routes): "torch" is our
+    PyTorch encoder with attention on `attention`; "onnx" is the exported encoder on
+    ONNX Runtime, on `onnx_providers` (None: an NPU execution provider onnxruntime
+    has, else the CPU); "auto" (default) prefers an NPU execution provider, then our
+    NPU attention kernel, then the CPU with one warning. `device="cpu"` means the
+    torch encoder with the CPU backend unless `encoder`/`attention` say otherwise.
+    `compute_type` applies to the CTranslate2 decoder, which always runs on the CPU.
     """
 
     def __init__(
@@ -94,9 +114,12 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
         revision: str | None = None,
         use_auth_token: str | bool | None = None,
         attention: str | AttentionBackend = "auto",
+        encoder: str = "auto",
+        onnx_providers: Sequence[Any] | None = None,
         **model_kwargs: Any,
     ) -> None:
         attention = attention_for_device(device, attention)
+        encoder = check_encoder(encoder)
         model_bytes = None
         if files:
             model_path = str(model_size_or_path)
@@ -128,7 +151,16 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
                 f"{model_path}: CTranslate2 cannot load the model ({exc})"
             ) from None
         self.model_path = model_path
-        self._init_npu_encoder(model_path, attention, weights)
+        self._init_npu_encoder(
+            model_path,
+            attention,
+            weights,
+            encoder=encoder,
+            onnx_providers=onnx_providers,
+            device=device,
+            threads=cpu_threads,
+            model_bytes=model_bytes,
+        )
 
 
 def _read_file_entry(entry: Any) -> bytes:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without whisperx
 from ..attention import AttentionBackend
 from ..core.models import resolve_model
 from ..core.weights import ModelFormatError
+from ..encoder_routes import check_encoder
 from .faster_whisper import NPUEncoderMixin
 
 logger = logging.getLogger("amanuensis_npu")
@@ -122,16 +123,25 @@ class NPUWhisperModel(NPUEncoderMixin, whisperx.asr.WhisperModel):
         model_path: str | os.PathLike,
         *,
         attention: str | AttentionBackend = "auto",
+        encoder: str = "auto",
+        onnx_providers: Sequence[Any] | None = None,
         compute_type: str = "float32",
         cpu_threads: int = 4,
         **model_kwargs: Any,
     ) -> None:
         path = str(model_path)
+        encoder = check_encoder(encoder)
         super().__init__(
             path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads, **model_kwargs
         )
         self.model_path = path
-        self._init_npu_encoder(path, attention)
+        self._init_npu_encoder(
+            path,
+            attention,
+            encoder=encoder,
+            onnx_providers=onnx_providers,
+            threads=cpu_threads,
+        )
 
 
 class OfflineSilero(_STOCK_SILERO):
@@ -198,10 +208,13 @@ def load_model(
     use_auth_token: str | bool | None = None,
     *,
     attention: str | AttentionBackend = "auto",
+    encoder: str = "auto",
+    onnx_providers: Sequence[Any] | None = None,
 ) -> whisperx.asr.FasterWhisperPipeline:
     """`whisperx.load_model` whose ASR encoder is ours when `device` is "npu"/"amd-npu".
 
-    Same parameters as whisperx 3.8.6's `load_model` (plus `attention`), so
+    Same parameters as whisperx 3.8.6's `load_model` (plus `attention`, `encoder`
+    and `onnx_providers`, as in `amanuensis_npu.WhisperModel`), so
     code written for WhisperX only changes its import. On those devices the
     model name resolves offline for "base" (registry packages), `compute_type`
     "default" means float32 (the decoder is on the CPU), and the VAD runs on
@@ -244,6 +257,8 @@ def load_model(
         model = NPUWhisperModel(
             model_path,
             attention=attention,
+            encoder=encoder,
+            onnx_providers=onnx_providers,
             compute_type=compute_type,
             cpu_threads=threads,
         )

@@ -3,8 +3,10 @@
 The parser, the options and the writers are whisperx's (we call
 `whisperx.__main__.cli`), so every argument behaves as in stock whisperx. We
 only swap whisperx's `transcribe_task` for `transcribe_task` below, which, for
-our device names, builds the ASR model with our encoder (attention from
-`AMANUENSIS_NPU_ATTENTION`, default "auto") and runs VAD, alignment and
+our device names, builds the ASR model with our encoder (route from
+`AMANUENSIS_NPU_ENCODER`: auto|torch|onnx, ONNX Runtime providers from
+`AMANUENSIS_NPU_ONNX_PROVIDERS` as in `amanuensis-npu transcribe --onnx_providers`,
+attention from `AMANUENSIS_NPU_ATTENTION`; each default "auto") and runs VAD, alignment and
 diarization with device "cpu". The patched plain `whisperx` (patches/) calls
 the same `transcribe_task`.
 
@@ -27,6 +29,8 @@ from typing import Any
 logger = logging.getLogger("amanuensis_npu")
 
 ATTENTION_ENV = "AMANUENSIS_NPU_ATTENTION"
+ENCODER_ENV = "AMANUENSIS_NPU_ENCODER"
+PROVIDERS_ENV = "AMANUENSIS_NPU_ONNX_PROVIDERS"
 
 
 def transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> None:
@@ -39,9 +43,16 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     import whisperx.transcribe as stock
 
     from ..core.weights import ModelFormatError
+    from ..encoder_routes import check_encoder
+    from ..onnx.providers import parse_providers
     from . import whisperx as wxn
 
     attention = os.environ.get(ATTENTION_ENV, "auto")
+    try:
+        encoder = check_encoder(os.environ.get(ENCODER_ENV, "auto"))
+        providers = parse_providers(os.environ.get(PROVIDERS_ENV))
+    except ValueError as exc:
+        parser.exit(1, f"{parser.prog}: error: {ENCODER_ENV}/{PROVIDERS_ENV}: {exc}\n")
     ours = wxn.claims_device(args.get("device"))
     replacements: dict[str, Any] = {
         "load_align_model": wxn.load_align_model,
@@ -56,15 +67,19 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
         args["device"] = "cpu"
 
         def npu_load_model(whisper_arch: str, device: str = "cpu", **kwargs: Any) -> Any:
-            pipeline = wxn.load_model(whisper_arch, wxn.AMD_NPU, attention=attention, **kwargs)
+            pipeline = wxn.load_model(
+                whisper_arch, wxn.AMD_NPU, attention=attention, encoder=encoder,
+                onnx_providers=providers, **kwargs,
+            )  # fmt: skip
             models.append(pipeline.model)
             return pipeline
 
         replacements["load_model"] = npu_load_model
         logger.info(
-            "--device %s: Whisper encoder from amanuensis-npu (attention=%s); decoder, VAD, "
-            "alignment and diarization on cpu",
+            "--device %s: Whisper encoder from amanuensis-npu (encoder=%s, attention=%s); "
+            "decoder, VAD, alignment and diarization on cpu",
             requested,
+            encoder,
             attention,
         )
     try:
@@ -75,8 +90,15 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     finally:
         for model in models:
             stats = model.attention_backend.stats.snapshot()
+            route = model.encoder_route.stats.snapshot()
             logger.info(
-                "encoder attention ran on backend %r: %d calls, %d fallbacks %s",
+                "encoder route %s: %d windows %s, %d fallbacks %s; attention backend %r: "
+                "%d calls, %d fallbacks %s",
+                model.encoder_route.name,
+                route["encoder_windows"],
+                route["encoder_routes"],
+                route["encoder_fallbacks"],
+                route["encoder_fallback_reasons"] or "",
                 model.attention_backend.name,
                 stats["attention_calls"],
                 stats["fallbacks"],

@@ -1,0 +1,213 @@
+"""Encoder routes: which implementation of Whisper's encoder runs, chosen with `encoder=`.
+
+- "torch": our PyTorch encoder; its attention core goes to an AttentionBackend (our
+  NPU kernel, its emulator, or the CPU), see attention.py.
+- "onnx": the whole encoder exported to ONNX and run by ONNX Runtime on an execution
+  provider: the vendors' own NPU route (VitisAI, OpenVINO, QNN), or the CPU. Any call
+  it cannot run goes to our torch encoder on the CPU (amanuensis_npu/onnx/runner.py).
+- "auto": with `device="npu"` and `attention="auto"`, an NPU execution provider if
+  onnxruntime has one (it moves the whole encoder); else the torch encoder with our
+  NPU attention kernel when that is usable; else the torch encoder on the CPU, with one
+  warning naming what was tried. With `device="cpu"`, or an explicit `attention=`, the
+  torch encoder.
+
+Every route counts, per transcription (`collect_encoder_stats`), the windows it
+encoded, which route ran them and why a call fell back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import AttentionBackend, get_backend, npu_availability
+
+logger = logging.getLogger("amanuensis_npu")
+
+ENCODERS = ("auto", "torch", "onnx")
+TORCH = "torch"
+
+
+@dataclass
+class EncoderStats:
+    """Encoder calls, windows per route and fallbacks; thread-safe like AttentionStats."""
+
+    calls: int = 0
+    windows: int = 0
+    fallbacks: int = 0
+    fallback_reasons: Counter = field(default_factory=Counter)
+    routes: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, route: str, windows: int, fallback_reason: str | None = None) -> None:
+        """Count one encoder call here and in every collector open in this context."""
+        for target in (*_COLLECTORS.get(), self):
+            with target._lock:
+                target.calls += 1
+                target.windows += windows
+                target.routes[route] += windows
+                if fallback_reason is not None:
+                    target.fallbacks += 1
+                    target.fallback_reasons[fallback_reason] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-dict counters under keys distinct from the attention statistics'."""
+        with self._lock:
+            return {
+                "encoder_calls": self.calls,
+                "encoder_windows": self.windows,
+                "encoder_routes": dict(self.routes),
+                "encoder_fallbacks": self.fallbacks,
+                "encoder_fallback_reasons": dict(self.fallback_reasons),
+            }
+
+    def main_route(self) -> str | None:
+        """The route that encoded the most windows (None before any call)."""
+        with self._lock:
+            return self.routes.most_common(1)[0][0] if self.routes else None
+
+
+_COLLECTORS: contextvars.ContextVar[tuple[EncoderStats, ...]] = contextvars.ContextVar(
+    "amanuensis_npu_encoder_collectors", default=()
+)
+
+
+@contextlib.contextmanager
+def collect_encoder_stats() -> Iterator[EncoderStats]:
+    """Encoder counters for the work done inside this block, in this context only."""
+    stats = EncoderStats()
+    token = _COLLECTORS.set((*_COLLECTORS.get(), stats))
+    try:
+        yield stats
+    finally:
+        _COLLECTORS.reset(token)
+
+
+class EncoderRoute:
+    """Log-mel `[B, n_mels, 3000]` -> encoder states `[B, 1500, d_model]` float32 numpy."""
+
+    name: str = "abstract"
+
+    def __init__(self) -> None:
+        self.stats = EncoderStats()
+
+    def __call__(self, mel: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchRoute(EncoderRoute):
+    """Our PyTorch encoder (attention on its backend)."""
+
+    name = TORCH
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def __call__(self, mel: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.encoder(mel)
+        self.stats.add(self.name, int(out.shape[0]))
+        return np.ascontiguousarray(out.numpy())
+
+
+def check_encoder(encoder: str) -> str:
+    key = encoder.lower() if isinstance(encoder, str) else encoder
+    if key not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    return key
+
+
+def _attention_is_auto(attention: str | AttentionBackend) -> bool:
+    return isinstance(attention, str) and attention.lower() == "auto"
+
+
+def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tuple[str, str]:
+    """What `encoder="auto"` picks ("onnx:<provider>", "torch:npu" or "torch:cpu") and why."""
+    if device == "cpu":
+        return "torch:cpu", "device cpu"
+    if not _attention_is_auto(attention):
+        return "torch", f"attention={attention!r} chosen explicitly"
+    from .onnx.providers import npu_provider
+
+    provider, ort_reason = npu_provider()
+    if provider is not None:
+        return f"onnx:{provider}", ort_reason
+    ok, npu_reason = npu_availability()
+    if ok:
+        return "torch:npu", f"{ort_reason}; NPU attention: {npu_reason}"
+    return "torch:cpu", f"{ort_reason}, and NPU attention unavailable: {npu_reason}"
+
+
+_warned_auto = False
+_warn_lock = threading.Lock()
+
+
+def _warn_auto_once(reason: str) -> None:
+    global _warned_auto
+    with _warn_lock:
+        if _warned_auto:
+            return
+        _warned_auto = True
+    logger.warning("No NPU: %s; the encoder runs on the CPU (details: amanuensis-npu info)", reason)
+
+
+def build_route(
+    encoder: str,
+    device: str,
+    attention: str | AttentionBackend,
+    weights: dict[str, np.ndarray],
+    model_sha256: Callable[[], str],
+    onnx_providers: Sequence[Any] | None = None,
+    threads: int = 0,
+) -> tuple[EncoderRoute, Any]:
+    """The route for these settings and the torch encoder it uses (or falls back to).
+
+    `device` is already validated; `attention` already has the device's default.
+    """
+    from .core.encoder import WhisperEncoder
+
+    encoder = check_encoder(encoder)
+    if encoder == "auto":
+        if onnx_providers is not None:
+            encoder = "onnx"  # naming providers is asking for the ONNX route
+        else:
+            choice, reason = resolve_auto(device, attention)
+            if choice.startswith("onnx:"):
+                encoder = "onnx"
+                logger.info("encoder auto: ONNX Runtime (%s)", reason)
+            else:
+                encoder = TORCH
+                if choice == "torch:cpu" and device != "cpu" and _attention_is_auto(attention):
+                    _warn_auto_once(reason)
+                    attention = "cpu"  # said once above; the attention layer need not repeat it
+    if encoder == TORCH:
+        torch_encoder = WhisperEncoder.from_weights(weights, get_backend(attention))
+        return TorchRoute(torch_encoder), torch_encoder
+    if not (_attention_is_auto(attention) or attention == "cpu"):
+        raise ValueError(
+            f"attention={attention!r} applies to encoder='torch'; the ONNX encoder computes "
+            "attention inside ONNX Runtime"
+        )
+    from .onnx.providers import check_spec, default_spec
+    from .onnx.runner import OnnxRoute
+
+    spec = check_spec(onnx_providers) if onnx_providers is not None else default_spec(device)
+    fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
+    route = OnnxRoute(weights, model_sha256(), spec, fallback, threads=threads)
+    return route, fallback
+
+
+def describe(device: str = "npu") -> dict[str, Any]:
+    """`info` lines: what `auto` picks for `device` and why."""
+    choice, reason = resolve_auto(device)
+    return {"encoder_auto_picks": choice, "encoder_auto_reason": reason}
