@@ -1,5 +1,10 @@
 """Side-by-side transcription speed: stock faster-whisper vs our encoder paths.
 
+Our paths are the torch encoder (attention on the NPU, the CPU or the emulator) and
+the ONNX encoder on ONNX Runtime (`onnx-int8`: an NPU execution provider when
+onnxruntime has one, else its CPU provider). Each row gives the encoder time per
+30 s window and the end-to-end time.
+
 All variants run in one process, in alternating order, after a warm-up, and
 the median of N runs is reported as a ratio to stock faster-whisper int8 —
 absolute times on shared 2-core machines move by 10% between runs, ratios
@@ -7,6 +12,7 @@ measured side by side do not.
 
     python benchmarks/speed.py                       # 60 s lecture clip, 5 rounds
     python benchmarks/speed.py --audio my.wav --rounds 3 --variants stock-int8,npu-int8
+    python benchmarks/speed.py --variants stock-int8,cpu-int8,onnx-int8
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_AUDIO = REPO / "tests" / "data" / "speech" / "lecture" / "lecture.wav"
 
-# name -> (ours?, compute_type, attention, device)
-VARIANTS: dict[str, tuple[bool, str, str, str]] = {
-    "stock-int8": (False, "int8", "", "cpu"),
-    "stock-float32": (False, "float32", "", "cpu"),
-    "npu-int8": (True, "int8", "auto", "npu"),
-    "cpu-int8": (True, "int8", "cpu", "cpu"),
-    "cpu-float32": (True, "float32", "cpu", "cpu"),
-    "emulator-int8": (True, "int8", "emulator", "cpu"),
+# name -> (ours?, compute_type, attention, device, encoder route)
+VARIANTS: dict[str, tuple[bool, str, str, str, str]] = {
+    "stock-int8": (False, "int8", "", "cpu", ""),
+    "stock-float32": (False, "float32", "", "cpu", ""),
+    "npu-int8": (True, "int8", "auto", "npu", "auto"),
+    "cpu-int8": (True, "int8", "cpu", "cpu", "torch"),
+    "cpu-float32": (True, "float32", "cpu", "cpu", "torch"),
+    "emulator-int8": (True, "int8", "emulator", "cpu", "torch"),
+    "onnx-int8": (True, "int8", "auto", "npu", "onnx"),
 }
-DEFAULT_VARIANTS = "stock-int8,stock-float32,npu-int8,cpu-int8,cpu-float32,emulator-int8"
+DEFAULT_VARIANTS = (
+    "stock-int8,stock-float32,npu-int8,cpu-int8,cpu-float32,emulator-int8,onnx-int8"
+)
 
 
 class EncodeTimer:
@@ -57,15 +66,25 @@ def build(name: str, model_dir: str, threads: int) -> Any:
 
     import amanuensis_npu
 
-    ours, compute_type, attention, device = VARIANTS[name]
+    ours, compute_type, attention, device, encoder = VARIANTS[name]
     if not ours:
         return faster_whisper.WhisperModel(
             model_dir, device="cpu", compute_type=compute_type, cpu_threads=threads
         )
     return amanuensis_npu.WhisperModel(
         model_dir, device=device, compute_type=compute_type, cpu_threads=threads,
-        attention=attention,
+        attention=attention, encoder=encoder,
     )
+
+
+def route(model: Any) -> str:
+    """What encoded: CTranslate2 (stock), or our route and its attention backend."""
+    encoder_route = getattr(model, "encoder_route", None)
+    if encoder_route is None:
+        return "ct2"
+    if encoder_route.name == "torch":
+        return f"torch/{model.attention_backend.name}"
+    return encoder_route.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rtf": round(wall / duration, 4),
                 "encoder_s_per_window": round(statistics.median(enc[name]), 3),
                 f"ratio_vs_{names[0]}": round(wall / base, 3),
-                "backend": getattr(getattr(models[name], "attention_backend", None), "name", "ct2"),
+                "backend": route(models[name]),
                 "runs_s": [round(w, 3) for w in walls[name]],
             }
         )
@@ -139,10 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['variant']:16} {row['wall_s']:8.2f} {row['rtf']:7.3f} "
             f"{row['encoder_s_per_window']:10.3f} {row[ratio_key]:22.3f}  {row['backend']}"
         )
-    for a, b in (("emulator-int8", "cpu-int8"), ("npu-int8", "stock-int8")):
+    pairs = (
+        ("emulator-int8", "cpu-int8"),
+        ("npu-int8", "stock-int8"),
+        ("onnx-int8", "cpu-int8"),
+        ("onnx-int8", "stock-int8"),
+    )
+    for a, b in pairs:
         if a in walls and b in walls:
             ratio = statistics.median(walls[a]) / statistics.median(walls[b])
-            print(f"{a} / {b}: {ratio:.3f}")
+            enc_ratio = statistics.median(enc[a]) / statistics.median(enc[b])
+            print(f"{a} / {b}: end-to-end {ratio:.3f}, encoder per window {enc_ratio:.3f}")
     same = {n: texts[n] == texts[names[0]] for n in names}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

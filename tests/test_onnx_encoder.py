@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def sha(base_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def stock(base_dir: Path) -> faster_whisper.WhisperModel:
     return faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+
+
+@pytest.fixture(scope="module")
+def torch_cpu_text(base_dir: Path) -> dict[Path, str]:
+    """Our torch encoder's text for the short clip the fallback tests transcribe."""
+    model = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
+    return {LIBRIVOX[1]: _transcribe(model, LIBRIVOX[1])}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +216,7 @@ def test_batched_pipeline_runs_through_exported_sizes_and_matches_stock(
 
     route._run = spy
     try:
-        for clip in [*LIBRIVOX[:2], LECTURE]:
+        for clip in [LIBRIVOX[0], LECTURE]:
             assert _transcribe(onnx_model, clip, True) == _transcribe(stock, clip, True), clip.name
     finally:
         del route._run
@@ -240,15 +248,16 @@ def test_cli_encoder_option_and_export_command(
     sha = export.model_sha256(amanuensis_npu.core.models.resolve_model("base"))
     assert export.check_export(printed, sha, 1, (80, 1500, 512)) is None
 
+    clip = LIBRIVOX[4]
     code = cli.main(
-        ["transcribe", str(DEMO), "--device", "cpu", "--encoder", "onnx", "--temperature", "0",
+        ["transcribe", str(clip), "--device", "cpu", "--encoder", "onnx", "--temperature", "0",
          "--output_format", "json", "--output_dir", str(tmp_path), "--no-progress"]
     )  # fmt: skip
     assert code == 0
-    segments = json.loads((tmp_path / "demo.json").read_text())["segments"]
+    segments = json.loads((tmp_path / f"{clip.stem}.json").read_text())["segments"]
     text = " ".join(s["text"].strip() for s in segments)
-    expected = amanuensis_npu.transcribe(DEMO, device="cpu", encoder="torch", temperature=0.0)
-    assert text == " ".join(s.text.strip() for s in expected.segments)
+    expected = amanuensis_npu.transcribe(clip, device="cpu", encoder="torch", temperature=0.0)
+    assert text and text == " ".join(s.text.strip() for s in expected.segments)
 
     capsys.readouterr()
     bad = cli.main(["transcribe", str(DEMO), "--onnx_providers", "[not json"])
@@ -274,7 +283,7 @@ def test_whisperx_onnx_pipeline_matches_stock_whisperx(onnx_cache: Path, base_di
         str(base_dir), "cpu", compute_type="float32", language="en", asr_options=asr, threads=2
     )
     assert ours.model.encoder_route.name == "onnx:CPUExecutionProvider"
-    for clip in [LIBRIVOX[0], CARDS[0], LECTURE]:
+    for clip in [LIBRIVOX[0], CARDS[0]]:
         audio = whisperx.load_audio(str(clip))
         a = ours.transcribe(audio, batch_size=8)["segments"]
         b = stock.transcribe(audio, batch_size=8)["segments"]
@@ -312,14 +321,16 @@ def test_whisperx_npu_cli_with_onnx_encoder_matches_stock_cli(
     assert text(tmp_path / "ours") and text(tmp_path / "ours") == text(tmp_path / "stock")
 
 
-def test_whisperx_npu_rejects_a_bad_encoder_setting(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [shutil.which("whisperx-npu"), str(CARDS[0]), "--device", "npu", "-o", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "AMANUENSIS_NPU_ENCODER": "gpu", "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "encoder must be one of auto, torch, onnx" in proc.stderr.strip().splitlines()[-1]
+def test_whisperx_npu_rejects_a_bad_encoder_setting(
+    tmp_path: Path, monkeypatch, capsys  # noqa: ANN001
+) -> None:
+    from amanuensis_npu.integrations import whisperx_cli
+
+    monkeypatch.setenv("AMANUENSIS_NPU_ENCODER", "gpu")
+    code = whisperx_cli.main([str(CARDS[0]), "--device", "npu", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "encoder must be one of auto, torch, onnx" in err.strip().splitlines()[-1]
 
 
 # --- provider choice -----------------------------------------------------------------------
@@ -345,10 +356,10 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
         amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
     assert model.encoder_route.name == "torch" and model.attention_backend.name == "cpu"
-    warnings = _our_warnings(caplog)
-    assert len(warnings) == 1, warnings
-    assert "no NPU execution provider" in warnings[0] and "NPU attention" in warnings[0]
-    assert "runs on the CPU" in warnings[0]
+    logged = _our_warnings(caplog)
+    assert len(logged) == 1, logged
+    assert "no NPU execution provider" in logged[0] and "NPU attention" in logged[0]
+    assert "runs on the CPU" in logged[0]
 
 
 def test_auto_prefers_an_npu_provider_with_the_vendor_options(
@@ -442,7 +453,9 @@ def _failing_vitisai_session(path: Path, eps: list, threads: int) -> ort.Inferen
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    return ort.InferenceSession(str(path), options, providers=[providers.VITISAI])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not in available provider names": it is not
+        return ort.InferenceSession(str(path), options, providers=[providers.VITISAI])
 
 
 class _NaNSession:
@@ -479,6 +492,7 @@ def test_failing_onnx_runs_on_the_torch_cpu_encoder(
     caplog: pytest.LogCaptureFixture,
     factory,  # noqa: ANN001
     reason: str,
+    torch_cpu_text: dict,
 ) -> None:
     monkeypatch.setattr(runner, "create_session", factory)
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
@@ -488,13 +502,12 @@ def test_failing_onnx_runs_on_the_torch_cpu_encoder(
         clip = LIBRIVOX[1]
         with encoder_routes.collect_encoder_stats() as stats:
             got = [_transcribe(model, clip), _transcribe(model, clip)]
-    reference = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
-    assert got == [_transcribe(reference, clip)] * 2
+    assert got == [torch_cpu_text[clip]] * 2
     counts = stats.snapshot()
     assert counts["encoder_calls"] >= 4
     assert counts["encoder_fallbacks"] == counts["encoder_calls"]
     assert counts["encoder_routes"] == {"torch": counts["encoder_windows"]}
     (why,) = counts["encoder_fallback_reasons"]
     assert reason in why
-    warnings = _our_warnings(caplog)
-    assert len(warnings) == 1 and reason in warnings[0], warnings  # one warning per reason
+    logged = _our_warnings(caplog)
+    assert len(logged) == 1 and reason in logged[0], logged  # one warning per reason

@@ -93,7 +93,10 @@ class OnnxRoute(EncoderRoute):
         self.batch_sizes = sorted({1, *exported_batches(model_sha256, export_dir)}, reverse=True)
         first = self._spec[0]
         self._provider = first if isinstance(first, str) else first[0]
-        self._session(1)  # at load: an unusable route says so now, not mid-transcription
+        try:  # at load, so an unusable route says so now, not mid-transcription
+            self._session(1)
+        except SessionUnavailable:
+            pass  # warned once; every call runs on the torch fallback, counted
 
     @property
     def name(self) -> str:
