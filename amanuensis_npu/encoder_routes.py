@@ -149,6 +149,7 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
 
 
 _warned_auto = False
+_warned_onnx_cpu = False
 _warn_lock = threading.Lock()
 
 
@@ -159,6 +160,17 @@ def _warn_auto_once(reason: str) -> None:
             return
         _warned_auto = True
     logger.warning("No NPU: %s; the encoder runs on the CPU (details: amanuensis-npu info)", reason)
+
+
+def _warn_onnx_cpu_once(reason: str) -> None:
+    global _warned_onnx_cpu
+    with _warn_lock:
+        if _warned_onnx_cpu:
+            return
+        _warned_onnx_cpu = True
+    logger.warning(
+        "%s; the ONNX encoder runs on CPUExecutionProvider (details: amanuensis-npu info)", reason
+    )
 
 
 def build_route(
@@ -198,10 +210,12 @@ def build_route(
             f"attention={attention!r} applies to encoder='torch'; the ONNX encoder computes "
             "attention inside ONNX Runtime"
         )
-    from .onnx.providers import check_spec, default_spec
+    from .onnx.providers import CPU, check_spec, default_spec, npu_provider
     from .onnx.runner import OnnxRoute
 
     spec = check_spec(onnx_providers) if onnx_providers is not None else default_spec(device)
+    if onnx_providers is None and device != "cpu" and spec == [CPU]:
+        _warn_onnx_cpu_once(npu_provider()[1])  # device="npu" asked for one; say there is none
     fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
     route = OnnxRoute(weights, model_sha256(), spec, fallback, threads=threads)
     return route, fallback

@@ -424,6 +424,19 @@ def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa:
         providers.check_spec("CPUExecutionProvider")
 
 
+def test_onnx_on_device_npu_without_npu_provider_says_so_once(
+    onnx_cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setattr(encoder_routes, "_warned_onnx_cpu", False)
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        for _ in range(2):
+            model = amanuensis_npu.WhisperModel(base_dir, device="npu", encoder="onnx")
+    assert model.encoder_route.name == "onnx:CPUExecutionProvider"
+    logged = _our_warnings(caplog)
+    assert len(logged) == 1 and "no NPU execution provider" in logged[0], logged
+    assert "runs on CPUExecutionProvider" in logged[0]
+
+
 def test_bad_encoder_settings_are_refused(base_dir: Path) -> None:
     with pytest.raises(ValueError, match="encoder must be one of"):
         amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="gpu")
