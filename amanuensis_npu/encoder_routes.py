@@ -203,6 +203,8 @@ def build_route(
                     _warn_auto_once(reason)
                     attention = "cpu"  # said once above; the attention layer need not repeat it
     if encoder == TORCH:
+        if onnx_providers is not None:
+            raise ValueError("onnx_providers applies to encoder='onnx' (or 'auto')")
         torch_encoder = WhisperEncoder.from_weights(weights, get_backend(attention))
         return TorchRoute(torch_encoder), torch_encoder
     if not (_attention_is_auto(attention) or attention == "cpu"):

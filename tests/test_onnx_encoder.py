@@ -442,6 +442,10 @@ def test_bad_encoder_settings_are_refused(base_dir: Path) -> None:
         amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="gpu")
     with pytest.raises(ValueError, match="applies to encoder='torch'"):
         amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="onnx", attention="emulator")
+    with pytest.raises(ValueError, match="applies to encoder='onnx'"):
+        amanuensis_npu.WhisperModel(
+            base_dir, device="cpu", encoder="torch", onnx_providers=["CPUExecutionProvider"]
+        )
 
 
 def test_info_lists_providers_and_what_auto_picks() -> None:
