@@ -111,14 +111,15 @@ def test_auto_without_npu_warns_once_and_uses_cpu(
 
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     monkeypatch.setattr(attention, "_warned_auto", False)
-    ok, reason = attention.npu_availability()
-    assert not ok and reason
+    found = attention.backend_availability("npu")
+    assert not found.ok and found.summary
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
         amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
     assert model.attention_backend.name == "cpu"
-    warnings = [r for r in caplog.records if "NPU attention unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and reason in warnings[0].getMessage()
+    line = f"{found.summary}; attention runs on the CPU (details: amanuensis-npu info)"
+    warnings = [r.getMessage() for r in caplog.records if "runs on the CPU" in r.getMessage()]
+    assert warnings == [line]
 
 
 def test_bad_device_is_rejected(base_dir: Path) -> None:
