@@ -172,8 +172,8 @@ def _dispatch_checks(run: dict[str, Any], n_layers: int) -> dict[str, Any]:
 
 
 def check_transcripts(runner: Runner, clips: list[Path], data: Path) -> dict[str, Any]:
-    from amanuensis_npu.npu.emulator import EmulatorAttention
     from amanuensis_npu.npu.backend import NPUAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
 
     npu, emu = NPUAttention(), EmulatorAttention()
     rows = []
@@ -216,8 +216,8 @@ def joined_with_timestamps(clips: list[Path]) -> tuple[np.ndarray, list[dict[str
 
 
 def check_batched(runner: Runner, clips: list[Path]) -> dict[str, Any]:
-    from amanuensis_npu.npu.emulator import EmulatorAttention
     from amanuensis_npu.npu.backend import NPUAttention
+    from amanuensis_npu.npu.emulator import EmulatorAttention
 
     audio, stamps = joined_with_timestamps(clips)
     options = {"batch_size": 8, "clip_timestamps": stamps, "language": "en"}

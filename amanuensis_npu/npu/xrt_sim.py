@@ -391,6 +391,8 @@ class hw_context:  # noqa: N801 - pyxrt's spelling
         self._device = dev
         self._xclbin = xb
         self._hung: list[run] = []
+        # Destroying the context ends what still runs on it, as the driver does.
+        weakref.finalize(self, _abort_all, self._hung)
 
 
 class bo:  # noqa: N801 - pyxrt's spelling
@@ -424,14 +426,18 @@ class bo:  # noqa: N801 - pyxrt's spelling
         self._group = int(group)
         self._host = np.zeros(self._size, dtype=np.uint8)
         self._dev = np.zeros(self._size, dtype=np.uint8)
-        self._hung_on: weakref.ref[hw_context] | None = None
+        self._runs: weakref.WeakSet[run] = weakref.WeakSet()
 
     def _check_idle(self) -> None:
-        """A buffer of a run that timed out may still be written by the device: refuse it."""
-        if self._hung_on is not None and self._hung_on() is not None:
+        """The device may still write a buffer of a run that has not finished: refuse it.
+
+        A run the caller gave up on (its wait timed out) keeps running: pyxrt cannot
+        abort it; only destroying its context ends it.
+        """
+        if any(not r._done.is_set() for r in list(self._runs)):
             raise RuntimeError(
-                "xrt_sim: buffer in use by a run that timed out and was not aborted "
-                "(its context is still alive)"
+                "xrt_sim: buffer in use by a run that has not finished "
+                "(a timed-out run keeps it until its context is destroyed)"
             )
 
     def size(self) -> int:
@@ -556,6 +562,7 @@ class kernel:  # noqa: N801 - pyxrt's spelling
         r = run(self)
         for i, item in enumerate(args):
             if isinstance(item, bo):
+                item._runs.add(r)  # bound or not, the command references the buffer
                 if item._group == self.group_id(i):
                     r.set_arg(i, item)
                 # else: pyxrt's __call__ swallows the failed set_arg; the argument stays unset
@@ -570,7 +577,7 @@ class kernel:  # noqa: N801 - pyxrt's spelling
     def _launch(self, r: run) -> None:
         dispatch_no = _next("dispatch")
         if _active_fault(dispatch_no, ("raise",)):
-            r._state = ert_cmd_state.ERT_CMD_STATE_NEW
+            r._finish(ert_cmd_state.ERT_CMD_STATE_NEW)  # never submitted, never runs
             raise RuntimeError("xrt_sim: simulated fault: kernel submission failed (raise)")
         fault = _active_fault(dispatch_no, ("error", "abort", "timeout", "zeros", "nan"))
         ctx = self._context
@@ -580,9 +587,6 @@ class kernel:  # noqa: N801 - pyxrt's spelling
             r._kernel = None  # the context keeps the run; the run must not keep the context
             if ctx is not None:
                 ctx._hung.append(r)
-                for arg in r._args.values():
-                    if isinstance(arg, bo):
-                        arg._hung_on = weakref.ref(ctx)
             return
         if fault in ("error", "abort"):
             state = (
@@ -674,6 +678,11 @@ def _run_host_kernel(meta: dict[str, Any], buffers: list[bo]) -> None:
 
     views, batch = _typed_views(meta, buffers)
     get_host_kernel().run_layer(views, batch)
+
+
+def _abort_all(runs: list[run]) -> None:
+    for r in runs:
+        r._finish(ert_cmd_state.ERT_CMD_STATE_ABORT)
 
 
 def _poison_output(out: bo) -> None:
