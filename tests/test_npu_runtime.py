@@ -421,12 +421,19 @@ def test_batch_plan_uses_built_batches(sim_env):
     assert artifacts.ArtifactSet("npu1", False, {8: art(8)}).plan(3) == []
 
 
-def test_describe_in_simulation(sim_env):
+def test_describe_in_simulation(sim_env, monkeypatch):
+    from amanuensis_npu import attention
+
+    monkeypatch.setattr(attention, "_SINGLETONS", {})  # this test's shared backends only
     info = status.describe()
     assert info["available"] is True and info["xrt_mode"] == "sim"
     assert info["device_name"] == "NPU Phoenix (simulated)" and info["target"] == "npu1"
     assert info["artifacts"] and all(a["simulated"] for a in info["artifacts"])
-    assert "SIMULATED" in info["reason"]
+    assert "SIMULATED" in info["reason"] and info["status"] == "available: simulated npu1 NPU"
+    assert "backend_state" not in info  # nothing made the shared NPU backend yet
+    backend = attention.get_backend("npu")
+    assert attention.live_backend("npu") is backend
+    assert status.describe()["backend_state"]["route"] == backend.route == "npu (simulated npu1)"
 
 
 # ----------------------------------------------------------------------- the backend
