@@ -4,36 +4,37 @@ Used only under `NPUAttention`'s device lock. Three decisions here depend on ups
 behaviour that cannot be tried on this machine; each is stated with its source.
 
 One hardware context at a time on npu1. The amdxdna driver partitions npu1 by columns
-(xdna-driver ``src/driver/amdxdna/npu1_regs.c``: ``temporal_only = 0``,
-``first_col = 1``: 4 usable columns) while the npu4 family time-shares the whole array
-(``npu4_family.h``: ``temporal_only = 1``). Our kernel uses every column of npu1
-(kernels/attention/design.py), so a second live context (the batch-1 and batch-8
-builds are two xclbins) can only share or wait for the same columns: the solver either
-shares an identical partition or fails (Linux ``drivers/accel/amdxdna/aie2_solver.c``,
-``allocate_partition``), and mlir-aie's own runtime drains all its cached contexts on
-Phoenix because evicting one leaves the firmware failing the next submit
-(``python/utils/hostruntime/xrtruntime/hostruntime.py``, ``CachedXRTRuntime.load``).
-So on npu1 the session releases the loaded context (buffers, kernel, instructions)
-before it creates another one; on npu2 both stay loaded.
+(amd/xdna-driver ``src/driver/amdxdna/npu1_regs.c``: ``temporal_only = 0``,
+``first_col = 1``, leaving 4 columns to applications), while the npu4 family time-shares
+the whole array (``npu4_family.h``: ``temporal_only = 1``). Our kernel uses all 4 npu1
+columns (``TARGETS`` in kernels/attention/design.py), so a second live context (the
+batch-1 and batch-8 builds are two xclbins) can only share or wait for the same columns:
+the solver shares an identical partition or fails (Linux
+``drivers/accel/amdxdna/aie2_solver.c``, ``allocate_partition``), and mlir-aie's own
+runtime drains all its cached contexts on Phoenix because evicting just one leaves the
+firmware failing the next submit (Xilinx/mlir-aie
+``python/utils/hostruntime/xrtruntime/hostruntime.py``, ``CachedXRTRuntime.load``). So on
+npu1 the session releases the loaded context (buffers, kernel, instructions) before it
+creates another; on npu2 both stay loaded.
 
 A run that timed out is never touched again. ``run.wait(ms)`` returns
-``ERT_CMD_STATE_TIMEOUT`` and "it is the caller's responsibility to abort the run"
-(XRT ``src/runtime_src/core/include/xrt/xrt_kernel.h``, ``run::wait``), but pyxrt binds
-no ``abort`` (``src/python/pybind11/src/pyxrt.cpp``: ``run`` has ``start``, ``wait``,
-``wait2``, ``state``, ``set_arg``, ``add_callback``). The command may still be running
-and writing its buffers; the driver keeps them alive until it ends or its context is torn
-down (xdna-driver ``aie2_ctx.c``, ``aie2_hmm_invalidate``: "TDR will terminal context
-execution and unref all BOs"). So the session raises `RunTimedOut`, the backend closes the
-session (every reference to the run, its buffers, kernel and context is dropped, which
-destroys the context) and disables the NPU for the process: a new command would queue
-behind the hung one and cost another full timeout.
+``ERT_CMD_STATE_TIMEOUT``, and "it is the callers responsibility to abort the run if it
+continues to time out" (Xilinx/XRT ``src/runtime_src/core/include/xrt/xrt_kernel.h``,
+``run::wait``), but pyxrt binds no ``abort`` (``src/python/pybind11/src/pyxrt.cpp``: its
+``run`` has ``start``, ``set_arg``, ``wait``, ``wait2``, ``state``, ``add_callback``). The
+command may still be running and writing its buffers; the driver keeps them alive until it
+ends or its context is torn down (xdna-driver ``aie2_ctx.c``, ``aie2_hmm_invalidate``:
+"TDR will terminal context execution and unref all BOs"). So the session raises
+`RunTimedOut`; the backend closes the session (every reference to the run, its buffers,
+kernel and context is dropped, which destroys the context) and disables the NPU for the
+process: a new command would queue behind the hung one and cost another full timeout.
 
 The instruction count is in 32-bit words. The kernel's third argument (after opcode 3 and
-the instruction buffer) is copied by XRT into the command's register map unchanged
-(pyxrt ``kernel.__call__`` casts it to int); ROCm's xdna driver fills the same slot of
-the same ``ERT_START_CU`` command with ``insts_size / sizeof(uint32_t)``, "instruction
-sequence dword count" (ROCm/rocm-systems ``projects/rocr-runtime/runtime/hsa-runtime/
-core/driver/xdna/amd_xdna_driver.cpp``), and mlir-aie's hardware tests pass
+the instruction buffer) goes into the command's register map unchanged (pyxrt's
+``kernel.__call__`` casts it to int). ROCm's xdna driver fills the same slot of the same
+``ERT_START_CU`` command with ``insts_size / sizeof(uint32_t)``, "instruction sequence
+dword count" (ROCm/rocm-systems ``projects/rocr-runtime/runtime/hsa-runtime/core/driver/
+xdna/amd_xdna_driver.cpp``, ``SubmitCmdChain``), and mlir-aie's hardware tests pass
 ``instr_v.size()`` of a ``std::vector<uint32_t>`` (``test/npu-xrt/many_buffers/test.cpp``,
 ``runtime_lib/test_lib/xrt_test_wrapper.h``; mlir-aie pull request 1609, "PyXRT takes the
 instruction sequence length as number of instructions not number of bytes"). mlir-aie's
