@@ -251,11 +251,12 @@ class NPUAttention(AttentionBackend):
                     if self._session is not None:
                         self._session.close()
                     self._session = None
-        if announce:
+        if announce:  # the failure itself was just logged, unless it repeated a reason
+            detail = "" if timed_out else f" (last: {reason})"
             logger.warning(
-                "%s (last: %s); attention runs on the CPU for the rest of this process.",
+                "%s%s; attention runs on the CPU for the rest of this process.",
                 self._disabled,
-                reason,
+                detail,
             )
         return result
 
