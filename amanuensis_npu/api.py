@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .attention import AttentionBackend, collect_stats
-from .encoder_routes import collect_encoder_stats
+from .core.routes import collect_encoder_stats
 
 SAMPLE_RATE = 16000
 

@@ -97,6 +97,20 @@ def collect_stats() -> Iterator[AttentionStats]:
         _COLLECTORS.reset(token)
 
 
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here: a few words for the one-line warning, and the whole story.
+
+    `summary` goes into the fallback line users see on every run without the device
+    (`cpu_fallback_message`); `detail` is shown once, by `amanuensis-npu info`.
+    """
+
+    ok: bool
+    summary: str
+    detail: str = ""
+    simulated: bool = False
+
+
 class AttentionBackend:
     """Computes `softmax(q kᵀ / sqrt(head_dim)) v` for one encoder layer.
 
@@ -122,6 +136,16 @@ class AttentionBackend:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether this backend can run on this machine; host backends always can."""
+        return Availability(True, cls.name, f"{cls.name} runs on the host")
+
+    @property
+    def route(self) -> str:
+        """What actually computes attention, for the line that reports what ran."""
+        return self.name
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
 
@@ -143,14 +167,16 @@ def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 
 
 # name -> "module:attribute" of a zero-argument factory, imported on first use so
-# that `import amanuensis_npu` stays cheap and optional backends cannot break it.
+# that `import amanuensis_npu` stays cheap and optional backends cannot break it. The
+# strings are data: this module imports no backend, backends import this module.
 _REGISTRY: dict[str, str | Callable[[], AttentionBackend]] = {
     "cpu": CPUAttention,
     "emulator": "amanuensis_npu.npu.emulator:EmulatorAttention",
-    "npu": "amanuensis_npu.npu.runtime:NPUAttention",
+    "npu": "amanuensis_npu.npu.backend:NPUAttention",
 }
 _SINGLETONS: dict[str, AttentionBackend] = {}
 _SINGLETON_LOCK = threading.Lock()
+FALLBACK_HINT = "attention runs on the CPU (details: amanuensis-npu info)"
 
 
 def register_backend(name: str, factory: str | Callable[[], AttentionBackend]) -> None:
@@ -171,21 +197,41 @@ def _factory(name: str) -> Callable[[], AttentionBackend]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def npu_availability() -> tuple[bool, str]:
-    """Whether the NPU backend can run here, and why (or why not) in one sentence."""
+def backend_availability(name: str) -> Availability:
+    """Whether the registered backend `name` can run here, without constructing it."""
     try:
-        runtime = importlib.import_module("amanuensis_npu.npu.runtime")
+        factory = _factory(name)
     except ImportError as exc:  # pragma: no cover - only when the package is broken
-        return False, f"the NPU runtime could not be imported ({exc})"
-    return runtime.probe()
+        return Availability(False, f"{name} backend missing", f"cannot import it ({exc})")
+    probe = getattr(factory, "availability", None)
+    return probe() if callable(probe) else Availability(True, name)
+
+
+def npu_availability() -> tuple[bool, str]:
+    """Whether the NPU backend can run here, and the whole reason (what `info` shows)."""
+    found = backend_availability("npu")
+    return found.ok, found.detail
 
 
 def resolve_auto() -> tuple[str, str]:
-    """The backend `auto` picks and the reason, for `info` and the fallback warning."""
+    """The backend `auto` picks and the whole reason, for `info` and the fallback warning."""
     ok, reason = npu_availability()
-    if ok:
-        return "npu", reason
-    return "cpu", reason
+    return ("npu" if ok else "cpu"), reason
+
+
+def cpu_fallback_message(summary: str) -> str:
+    """The one line every route prints when attention meant for a device runs on the CPU.
+
+    `auto` and an explicit `attention="npu"` use the same words; the long reason
+    belongs to `amanuensis-npu info`, which says it once.
+    """
+    return f"{summary}; {FALLBACK_HINT}"
+
+
+def live_backend(name: str) -> AttentionBackend | None:
+    """The shared instance `get_backend(name)` made in this process, if any (never creates one)."""
+    with _SINGLETON_LOCK:
+        return _SINGLETONS.get(name)
 
 
 _warned_auto = False
@@ -196,7 +242,7 @@ def get_backend(name: str | AttentionBackend = "auto") -> AttentionBackend:
 
     Instances are shared per process so that one NPU device serves every model
     and its statistics add up; `auto` prefers the NPU and otherwise warns once,
-    saying why, and uses the CPU backend.
+    in one short line, and uses the CPU backend.
     """
     global _warned_auto
     if isinstance(name, AttentionBackend):
@@ -205,9 +251,10 @@ def get_backend(name: str | AttentionBackend = "auto") -> AttentionBackend:
         raise TypeError(f"attention must be a backend name or an AttentionBackend, got {name!r}")
     key = name.lower()
     if key == "auto":
-        key, reason = resolve_auto()
-        if key != "npu" and not _warned_auto:
-            logger.warning("NPU attention unavailable (%s); using CPU attention", reason)
+        found = backend_availability("npu")
+        key = "npu" if found.ok else "cpu"
+        if not found.ok and not _warned_auto:
+            logger.warning(cpu_fallback_message(found.summary))
             _warned_auto = True
     if key not in _REGISTRY:
         raise ValueError(

@@ -202,9 +202,9 @@ def _version(dist: str) -> str:
 
 
 def info_report() -> dict[str, Any]:
-    """What `info` prints, as data (tests and bug reports use it)."""
+    """What `info` prints, as data (tests and bug reports use it); each reason said once."""
     from . import __version__
-    from .attention import _REGISTRY, npu_availability, resolve_auto
+    from .attention import backend_availability, backend_names
 
     report: dict[str, Any] = {
         "amanuensis-npu": __version__,
@@ -215,9 +215,9 @@ def info_report() -> dict[str, Any]:
         "whisperx": _version("whisperx"),
     }
     try:
-        from .npu import runtime as npu_runtime
+        from .npu.status import describe
 
-        report["npu"] = npu_runtime.describe()
+        report["npu"] = describe()
     except ImportError as exc:
         report["npu"] = {"error": f"NPU runtime unavailable ({exc})"}
     try:
@@ -226,17 +226,17 @@ def info_report() -> dict[str, Any]:
         report["whisperx patch"] = patch_state()
     except Exception as exc:  # whisperx absent or unreadable: say so, do not fail `info`
         report["whisperx patch"] = f"unknown ({_one_line(exc)})"
-    available = []
-    for name in _REGISTRY:
-        if name == "npu":
-            ok, _ = npu_availability()
-            if not ok:
-                continue
-        available.append(name)
-    report["attention_backends_available"] = available
-    choice, reason = resolve_auto()
-    report["auto_picks"] = choice
-    report["auto_reason"] = reason
+    names = [name for name in backend_names() if name != "auto"]
+    found = {name: backend_availability(name) for name in names}
+    report["attention_backends_available"] = [name for name in names if found[name].ok]
+    npu = found.get("npu")
+    if npu is not None and npu.ok:
+        report["auto_picks"] = f"npu ({npu.summary})"
+        report["auto_reason"] = "the NPU is usable (npu: reason above)"
+    else:
+        report["auto_picks"] = "cpu"
+        why = npu.summary if npu is not None else "no NPU backend registered"
+        report["auto_reason"] = f"{why} (npu: reason above)"
     from . import encoder_routes
     from .onnx import providers as onnx_providers
 

@@ -11,113 +11,24 @@
   warning naming what was tried. With `device="cpu"`, or an explicit `attention=`, the
   torch encoder.
 
-Every route counts, per transcription (`collect_encoder_stats`), the windows it
-encoded, which route ran them and why a call fell back.
+The routes themselves and their per-transcription counters live in core/routes.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from .attention import AttentionBackend, get_backend, npu_availability
+from .attention import AttentionBackend, backend_availability, get_backend
+from .core.routes import TORCH, EncoderRoute, TorchRoute
 
 logger = logging.getLogger("amanuensis_npu")
 
 ENCODERS = ("auto", "torch", "onnx")
-TORCH = "torch"
-
-
-@dataclass
-class EncoderStats:
-    """Encoder calls, windows per route and fallbacks; thread-safe like AttentionStats."""
-
-    calls: int = 0
-    windows: int = 0
-    fallbacks: int = 0
-    fallback_reasons: Counter = field(default_factory=Counter)
-    routes: Counter = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, route: str, windows: int, fallback_reason: str | None = None) -> None:
-        """Count one encoder call here and in every collector open in this context."""
-        for target in (*_COLLECTORS.get(), self):
-            with target._lock:
-                target.calls += 1
-                target.windows += windows
-                target.routes[route] += windows
-                if fallback_reason is not None:
-                    target.fallbacks += 1
-                    target.fallback_reasons[fallback_reason] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-dict counters under keys distinct from the attention statistics'."""
-        with self._lock:
-            return {
-                "encoder_calls": self.calls,
-                "encoder_windows": self.windows,
-                "encoder_routes": dict(self.routes),
-                "encoder_fallbacks": self.fallbacks,
-                "encoder_fallback_reasons": dict(self.fallback_reasons),
-            }
-
-    def main_route(self) -> str | None:
-        """The route that encoded the most windows (None before any call)."""
-        with self._lock:
-            return self.routes.most_common(1)[0][0] if self.routes else None
-
-
-_COLLECTORS: contextvars.ContextVar[tuple[EncoderStats, ...]] = contextvars.ContextVar(
-    "amanuensis_npu_encoder_collectors", default=()
-)
-
-
-@contextlib.contextmanager
-def collect_encoder_stats() -> Iterator[EncoderStats]:
-    """Encoder counters for the work done inside this block, in this context only."""
-    stats = EncoderStats()
-    token = _COLLECTORS.set((*_COLLECTORS.get(), stats))
-    try:
-        yield stats
-    finally:
-        _COLLECTORS.reset(token)
-
-
-class EncoderRoute:
-    """Log-mel `[B, n_mels, 3000]` -> encoder states `[B, 1500, d_model]` float32 numpy."""
-
-    name: str = "abstract"
-
-    def __init__(self) -> None:
-        self.stats = EncoderStats()
-
-    def __call__(self, mel: torch.Tensor) -> np.ndarray:
-        raise NotImplementedError
-
-
-class TorchRoute(EncoderRoute):
-    """Our PyTorch encoder (attention on its backend)."""
-
-    name = TORCH
-
-    def __init__(self, encoder: Any) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def __call__(self, mel: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.encoder(mel)
-        self.stats.add(self.name, int(out.shape[0]))
-        return np.ascontiguousarray(out.numpy())
 
 
 def check_encoder(encoder: str) -> str:
@@ -142,10 +53,10 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     provider, ort_reason = npu_provider()
     if provider is not None:
         return f"onnx:{provider}", ort_reason
-    ok, npu_reason = npu_availability()
-    if ok:
-        return "torch:npu", f"{ort_reason}; NPU attention: {npu_reason}"
-    return "torch:cpu", f"{ort_reason}, and NPU attention unavailable: {npu_reason}"
+    npu = backend_availability("npu")
+    if npu.ok:
+        return "torch:npu", f"{ort_reason}; attention: {npu.summary}"
+    return "torch:cpu", f"{ort_reason}; attention: {npu.summary}"
 
 
 _warned_auto = False
@@ -159,7 +70,9 @@ def _warn_auto_once(reason: str) -> None:
         if _warned_auto:
             return
         _warned_auto = True
-    logger.warning("No NPU: %s; the encoder runs on the CPU (details: amanuensis-npu info)", reason)
+    logger.warning(
+        "No NPU (%s); the encoder runs on the CPU (details: amanuensis-npu info)", reason
+    )
 
 
 def _warn_onnx_cpu_once(reason: str) -> None:

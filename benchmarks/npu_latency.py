@@ -78,7 +78,7 @@ def measure(
 ) -> dict[str, Any]:
     """Time every layer `repeats` times (after one warm-up) on a fresh NPU backend."""
     from amanuensis_npu.attention import cpu_attention
-    from amanuensis_npu.npu.runtime import NPUAttention
+    from amanuensis_npu.npu.backend import NPUAttention
 
     backend = NPUAttention()
     if not backend.available:
@@ -173,14 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    from amanuensis_npu.npu import runtime as npu_runtime
+    from amanuensis_npu.npu.status import availability
 
-    ok, reason = npu_runtime.probe()
-    if not ok:
+    found = availability()
+    reason = found.detail
+    if not found.ok:
         print(f"No NPU here: {reason}.")
         print("Nothing measured: this benchmark only reports measured NPU numbers.")
         return 0
-    simulated = npu_runtime.xrt_mode() == "sim"
+    simulated = found.simulated
     label = (
         "SIMULATED host time: xrt_sim runs a scalar C++ kernel on the CPU; NOT NPU time"
         if simulated

@@ -172,8 +172,8 @@ def _dispatch_checks(run: dict[str, Any], n_layers: int) -> dict[str, Any]:
 
 
 def check_transcripts(runner: Runner, clips: list[Path], data: Path) -> dict[str, Any]:
+    from amanuensis_npu.npu.backend import NPUAttention
     from amanuensis_npu.npu.emulator import EmulatorAttention
-    from amanuensis_npu.npu.runtime import NPUAttention
 
     npu, emu = NPUAttention(), EmulatorAttention()
     rows = []
@@ -216,8 +216,8 @@ def joined_with_timestamps(clips: list[Path]) -> tuple[np.ndarray, list[dict[str
 
 
 def check_batched(runner: Runner, clips: list[Path]) -> dict[str, Any]:
+    from amanuensis_npu.npu.backend import NPUAttention
     from amanuensis_npu.npu.emulator import EmulatorAttention
-    from amanuensis_npu.npu.runtime import NPUAttention
 
     audio, stamps = joined_with_timestamps(clips)
     options = {"batch_size": 8, "clip_timestamps": stamps, "language": "en"}
@@ -247,7 +247,7 @@ def check_batched(runner: Runner, clips: list[Path]) -> dict[str, Any]:
 def check_faults(runner: Runner, data: Path, timeout_ms: int) -> dict[str, Any]:
     from amanuensis_npu.attention import CPUAttention
     from amanuensis_npu.npu import xrt_sim
-    from amanuensis_npu.npu.runtime import NPUAttention
+    from amanuensis_npu.npu.backend import NPUAttention
 
     audio = _audio(data / FAULT_CLIP)
     cpu = runner.transcribe(audio, CPUAttention())["text"]
@@ -292,7 +292,7 @@ def check_faults(runner: Runner, data: Path, timeout_ms: int) -> dict[str, Any]:
 
 
 def check_concurrency(runner: Runner, clips: list[Path]) -> dict[str, Any]:
-    from amanuensis_npu.npu.runtime import NPUAttention
+    from amanuensis_npu.npu.backend import NPUAttention
 
     backend = NPUAttention()
     chosen = clips[:4]

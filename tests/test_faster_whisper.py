@@ -112,14 +112,16 @@ def test_auto_without_npu_warns_once_and_uses_cpu(
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     monkeypatch.setattr(attention, "_warned_auto", False)
     monkeypatch.setattr(encoder_routes, "_warned_auto", False)
-    ok, reason = attention.npu_availability()
-    assert not ok and reason
+    found = attention.backend_availability("npu")
+    assert not found.ok and found.summary
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
         amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
     assert model.attention_backend.name == "cpu"
-    warnings = [r for r in caplog.records if "NPU attention unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and reason in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert found.summary in warnings[0] and "runs on the CPU" in warnings[0]
+    assert len(warnings[0]) < 160, warnings[0]
 
 
 def test_bad_device_is_rejected(base_dir: Path) -> None:

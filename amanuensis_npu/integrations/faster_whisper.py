@@ -20,8 +20,9 @@ import torch
 from ..attention import AttentionBackend
 from ..core.encoder import WhisperEncoder, cached_encoder_weights
 from ..core.models import resolve_model
+from ..core.routes import EncoderRoute
 from ..core.weights import ModelFormatError, read_encoder_weights
-from ..encoder_routes import EncoderRoute, build_route, check_encoder
+from ..encoder_routes import build_route, check_encoder
 
 DEVICES = ("npu", "cpu", "auto")
 

@@ -1,6 +1,6 @@
 """A simulated `pyxrt` module: rehearse the NPU code path on a machine without an NPU.
 
-Selected with ``AMANUENSIS_NPU_XRT=sim``. The runtime (`amanuensis_npu.npu.runtime`)
+Selected with ``AMANUENSIS_NPU_XRT=sim``. The runtime (`amanuensis_npu.npu.xrt`)
 then takes this module where it would take XRT's ``pyxrt`` and runs exactly the same
 code: open device -> read its name -> pick and check the artifact -> register the
 xclbin -> hardware context -> kernel -> buffer objects -> sync -> launch -> wait ->
@@ -21,6 +21,14 @@ It keeps pyxrt's signatures and semantics (as in Xilinx/XRT src/python/pybind11)
   an ``xrt.run``; failures of the kernel do not raise, ``run.wait(timeout_ms)``
   returns an ``ert_cmd_state`` that the caller must check. ``wait()`` without a
   timeout (0 = forever) on a hung run raises here instead of hanging the caller.
+  The count is the instruction stream's length in 32-bit words; anything else (a
+  byte count, say) ends the run in ERROR.
+- There is no ``run.abort`` (pyxrt has none). A hung run stays on its hardware
+  context until the context is destroyed (every reference to it, its kernels
+  included, dropped): later runs on that context hang behind it, and its buffers
+  refuse ``write``/``read``/``sync`` because the device may still write them.
+- On npu1 one hardware context may be alive per device handle (the runtime's
+  one-full-array-context policy, `amanuensis_npu.npu.session`).
 - Data buffers use ``kernel.group_id(3 + i)``, the instruction buffer
   ``group_id(1)`` with ``bo.cacheable``. A buffer whose group does not match its
   argument is silently not bound (as pyxrt's ``__call__`` swallows the failed
@@ -37,7 +45,7 @@ Fault injection: ``AMANUENSIS_NPU_SIM_FAULTS`` is a comma-separated list of
 - ``error``    the run ends in ``ERT_CMD_STATE_ERROR``; output is not written.
 - ``abort``    the run ends in ``ERT_CMD_STATE_ABORT``.
 - ``timeout``  the run hangs: ``wait(t)`` blocks ``t`` ms and returns
-               ``ERT_CMD_STATE_TIMEOUT`` (``hang`` is a synonym).
+               ``ERT_CMD_STATE_TIMEOUT`` (``hang`` is a synonym); see above.
 - ``zeros``    the run completes but the output buffer is all zeros.
 - ``nan``      the run completes but every 16-bit word of the output is 0x7FC0
                (NaN as bf16/float32; out of the kernel's range as int16).
@@ -46,7 +54,8 @@ Fault injection: ``AMANUENSIS_NPU_SIM_FAULTS`` is a comma-separated list of
 Example: ``AMANUENSIS_NPU_SIM_FAULTS=error@3,zeros@5``. The fault list is read at
 every open/dispatch, so it can change while a process runs.
 ``AMANUENSIS_NPU_SIM_DEVICE`` picks the simulated part: ``npu1`` (default,
-"NPU Phoenix (simulated)") or ``npu2`` ("NPU Strix (simulated)").
+"NPU Phoenix (simulated)"), ``npu2`` ("NPU Strix (simulated)"), or by name
+``strix-halo``, ``krackan``, ``gorgon`` (npu2 parts, named as the amdxdna driver does).
 ``AMANUENSIS_NPU_SIM_BATCHES`` (e.g. ``1,8``) makes the runtime generate one
 simulated artifact per batch size, each usable only at its size, as real builds
 are (kernels/Makefile ``BATCHES``); unset, one artifact serves any batch.
@@ -61,6 +70,7 @@ import os
 import re
 import threading
 import uuid as _uuidlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +91,18 @@ _SIM_BDF = "0000:00:00.0"
 _INFINITE_WAIT_GUARD_S = 600.0
 """A sim run that is not hung still finishes; bound `wait()` anyway so CI cannot hang."""
 
-_DEVICE_NAMES = {"npu1": "NPU Phoenix (simulated)", "npu2": "NPU Strix (simulated)"}
+# AMANUENSIS_NPU_SIM_DEVICE -> (target, name): the names the amdxdna driver gives these
+# parts (amd/xdna-driver src/driver/amdxdna/npu1_regs.c, npu4_regs.c npu4_rev_vbnv_tbl).
+_DEVICES = {
+    "npu1": ("npu1", "NPU Phoenix"),
+    "phoenix": ("npu1", "NPU Phoenix"),
+    "hawk": ("npu1", "NPU Phoenix"),  # Hawk Point reports itself as Phoenix (same PCI id)
+    "npu2": ("npu2", "NPU Strix"),
+    "strix": ("npu2", "NPU Strix"),
+    "strix-halo": ("npu2", "NPU Strix Halo"),
+    "krackan": ("npu2", "NPU Krackan 1"),
+    "gorgon": ("npu2", "NPU Gorgon Point 1"),
+}
 
 
 # --------------------------------------------------------------------------- enums
@@ -223,14 +244,19 @@ class uuid:  # noqa: N801 - pyxrt's spelling
         return f"<xrt_sim.uuid {self._value}>"
 
 
+def _simulated_part() -> tuple[str, str]:
+    value = os.environ.get("AMANUENSIS_NPU_SIM_DEVICE", "npu1").strip().lower() or "npu1"
+    if value not in _DEVICES:
+        raise ValueError(
+            f"AMANUENSIS_NPU_SIM_DEVICE must be one of {', '.join(_DEVICES)}, got {value!r}"
+        )
+    target, name = _DEVICES[value]
+    return target, f"{name} (simulated)"
+
+
 def simulated_target() -> str:
     """Which NPU generation the simulated device pretends to be (npu1 or npu2)."""
-    target = os.environ.get("AMANUENSIS_NPU_SIM_DEVICE", "npu1").strip().lower()
-    if target in ("npu1", "phoenix", "hawk", "hawkpoint"):
-        return "npu1"
-    if target in ("npu2", "strix", "krackan", "npu4", "npu5", "npu6"):
-        return "npu2"
-    raise ValueError(f"AMANUENSIS_NPU_SIM_DEVICE must be npu1 or npu2, got {target!r}")
+    return _simulated_part()[0]
 
 
 class device:  # noqa: N801 - pyxrt's spelling
@@ -246,15 +272,16 @@ class device:  # noqa: N801 - pyxrt's spelling
             raise RuntimeError(f"xrt_sim: no device at index {index} (the simulation has one)")
         if _active_fault(_next("open"), ("open",)):
             raise RuntimeError("xrt_sim: simulated fault: failed to open device 0 (open)")
-        self._target = simulated_target()
+        self._target, self._name = _simulated_part()
         self._registered: dict[uuid, xclbin] = {}
+        self._contexts: weakref.WeakSet[hw_context] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def get_info(self, key: xrt_info_device) -> str:
         if not isinstance(key, xrt_info_device):
             raise TypeError(f"get_info(): incompatible function arguments ({key!r})")
         if key == xrt_info_device.name:
-            return _DEVICE_NAMES[self._target]
+            return self._name
         if key == xrt_info_device.bdf:
             return _SIM_BDF
         if key == xrt_info_device.offline:
@@ -340,13 +367,32 @@ class xclbin:  # noqa: N801 - pyxrt's spelling
 
 
 class hw_context:  # noqa: N801 - pyxrt's spelling
-    """Binds a registered xclbin to the device, as on the NPU."""
+    """Binds a registered xclbin to the device, as on the NPU; destroyed when unreferenced.
+
+    On npu1 only one context may be alive per device handle: the kernel uses every
+    column, and the runtime's policy is one full-array context at a time (see
+    `amanuensis_npu.npu.session` for the upstream reasons). The real driver may instead
+    share or refuse the columns; refusing here makes a breach of the policy loud.
+    A run that timed out stays on its context until the context is destroyed (the
+    driver tears it down then); later runs on the context queue behind it and hang too.
+    """
 
     def __init__(self, dev: device, u: uuid) -> None:
         if not isinstance(dev, device) or not isinstance(u, uuid):
             raise TypeError("hw_context(): incompatible constructor arguments")
+        xb = dev._lookup(u)
+        with dev._lock:
+            if dev._target == "npu1" and len(dev._contexts):
+                raise RuntimeError(
+                    "xrt_sim: a hardware context already holds all 4 npu1 columns; "
+                    "release it before creating another (one full-array context at a time)"
+                )
+            dev._contexts.add(self)
         self._device = dev
-        self._xclbin = dev._lookup(u)
+        self._xclbin = xb
+        self._hung: list[run] = []
+        # Destroying the context ends what still runs on it, as the driver does.
+        weakref.finalize(self, _abort_all, self._hung)
 
 
 class bo:  # noqa: N801 - pyxrt's spelling
@@ -380,6 +426,19 @@ class bo:  # noqa: N801 - pyxrt's spelling
         self._group = int(group)
         self._host = np.zeros(self._size, dtype=np.uint8)
         self._dev = np.zeros(self._size, dtype=np.uint8)
+        self._runs: weakref.WeakSet[run] = weakref.WeakSet()
+
+    def _check_idle(self) -> None:
+        """The device may still write a buffer of a run that has not finished: refuse it.
+
+        A run the caller gave up on (its wait timed out) keeps running: pyxrt cannot
+        abort it; only destroying its context ends it.
+        """
+        if any(not r._done.is_set() for r in list(self._runs)):
+            raise RuntimeError(
+                "xrt_sim: buffer in use by a run that has not finished "
+                "(a timed-out run keeps it until its context is destroyed)"
+            )
 
     def size(self) -> int:
         return self._size
@@ -395,6 +454,7 @@ class bo:  # noqa: N801 - pyxrt's spelling
         return slice(offset, offset + size)
 
     def write(self, buffer: Any, seek: int) -> None:
+        self._check_idle()
         view = memoryview(buffer)
         if not view.c_contiguous:
             # pyxrt copies itemsize*size bytes from the start pointer: a strided view
@@ -404,6 +464,7 @@ class bo:  # noqa: N801 - pyxrt's spelling
         self._host[self._range(data.size, int(seek))] = data
 
     def read(self, size: int, skip: int) -> np.ndarray:
+        self._check_idle()
         return self._host[self._range(int(size), int(skip))].view(np.int8).copy()
 
     def map(self) -> memoryview:
@@ -412,6 +473,7 @@ class bo:  # noqa: N801 - pyxrt's spelling
     def sync(self, direction: xclBOSyncDirection, size: int | None = None, offset: int = 0) -> None:
         if not isinstance(direction, xclBOSyncDirection):
             raise TypeError("sync(): incompatible function arguments (direction)")
+        self._check_idle()
         span = self._range(self._size - offset if size is None else int(size), int(offset))
         if direction == xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE:
             self._dev[span] = self._host[span]
@@ -467,8 +529,10 @@ class kernel:  # noqa: N801 - pyxrt's spelling
     """The `MLIR_AIE` kernel of a registered xclbin, executed by the host-compiled kernel."""
 
     def __init__(self, ctx: hw_context | device, name_or_uuid: Any, name: str | None = None):
+        self._context: hw_context | None = None  # XRT's kernel keeps its context alive
         if isinstance(ctx, hw_context):
             xb, kname, dev = ctx._xclbin, name_or_uuid, ctx._device
+            self._context = ctx
         elif isinstance(ctx, device) and isinstance(name_or_uuid, uuid) and name is not None:
             xb, kname, dev = ctx._lookup(name_or_uuid), name, ctx
         else:
@@ -498,6 +562,7 @@ class kernel:  # noqa: N801 - pyxrt's spelling
         r = run(self)
         for i, item in enumerate(args):
             if isinstance(item, bo):
+                item._runs.add(r)  # bound or not, the command references the buffer
                 if item._group == self.group_id(i):
                     r.set_arg(i, item)
                 # else: pyxrt's __call__ swallows the failed set_arg; the argument stays unset
@@ -512,12 +577,16 @@ class kernel:  # noqa: N801 - pyxrt's spelling
     def _launch(self, r: run) -> None:
         dispatch_no = _next("dispatch")
         if _active_fault(dispatch_no, ("raise",)):
-            r._state = ert_cmd_state.ERT_CMD_STATE_NEW
+            r._finish(ert_cmd_state.ERT_CMD_STATE_NEW)  # never submitted, never runs
             raise RuntimeError("xrt_sim: simulated fault: kernel submission failed (raise)")
         fault = _active_fault(dispatch_no, ("error", "abort", "timeout", "zeros", "nan"))
-        if fault == "timeout":
+        ctx = self._context
+        if fault == "timeout" or (ctx is not None and ctx._hung):  # hung, or queued behind one
             r._hung = True
             r._state = ert_cmd_state.ERT_CMD_STATE_RUNNING
+            r._kernel = None  # the context keeps the run; the run must not keep the context
+            if ctx is not None:
+                ctx._hung.append(r)
             return
         if fault in ("error", "abort"):
             state = (
@@ -562,8 +631,8 @@ class kernel:  # noqa: N801 - pyxrt's spelling
             or not isinstance(n_words, int)
         ):
             return None
-        if n_words <= 0 or n_words * 4 > instr._size:
-            return None
+        if n_words <= 0 or n_words * 4 != instr._size:
+            return None  # the count is the stream's length in 32-bit words, not bytes
         words = instr._dev[: n_words * 4].view(np.uint32)
         if words[0] != INSTS_MAGIC or _uuid_words(self._xclbin.get_uuid()) != list(words[2:6]):
             return None  # instructions not synced, or from another xclbin
@@ -609,6 +678,11 @@ def _run_host_kernel(meta: dict[str, Any], buffers: list[bo]) -> None:
 
     views, batch = _typed_views(meta, buffers)
     get_host_kernel().run_layer(views, batch)
+
+
+def _abort_all(runs: list[run]) -> None:
+    for r in runs:
+        r._finish(ert_cmd_state.ERT_CMD_STATE_ABORT)
 
 
 def _poison_output(out: bo) -> None:

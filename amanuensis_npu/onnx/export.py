@@ -110,8 +110,12 @@ def _dims(weights: dict[str, np.ndarray]) -> tuple[int, int, int]:
 
 
 def _metadata(model_sha256: str, batch: int) -> dict[str, str]:
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        __version__ = version("amanuensis-npu")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        __version__ = "unknown"
     return {
         META + "model_sha256": model_sha256,
         META + "batch": str(batch),

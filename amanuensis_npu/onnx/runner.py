@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..encoder_routes import TORCH, EncoderRoute
+from ..core.routes import TORCH, EncoderRoute
 from . import providers as eps
 from .export import EXPORT_FORMAT, INPUT_NAME, OUTPUT_NAME, ensure_export, exported_batches
 
