@@ -109,7 +109,7 @@ class JobSummary:
         if self.transcribed and self.wall_seconds > 0:
             speed = self.audio_seconds / self.wall_seconds  # audio seconds per second = h/h
             text += (
-                f" ({self.audio_seconds / 3600:.2f} h of audio in {_clock(self.wall_seconds)}, "
+                f" ({_clock(self.audio_seconds)} of audio in {_clock(self.wall_seconds)}, "
                 f"{speed:.1f} audio h/h)"
             )
         return text
