@@ -348,8 +348,12 @@ def _execute(
 def _run_here(
     tasks: list[Task], settings: JobSettings, bar: _Bar
 ) -> Iterator[tuple[Task, FileResult | BaseException, float]]:
-    """One model in this process; the next file is decoded while this one is transcribed."""
-    transcriber = Transcriber(settings.model_options, settings.decode_options, settings.batch_size)
+    """One model in this process; the next file is decoded while this one is transcribed.
+
+    The model loads when the first file has decoded: a job whose every file is unreadable
+    never loads one.
+    """
+    transcriber: Transcriber | None = None
     workers = 1 if settings.prefetch else 0
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
 
@@ -368,6 +372,10 @@ def _run_here(
             if isinstance(audio, Exception):
                 yield task, audio, started
                 continue
+            if transcriber is None:
+                transcriber = Transcriber(
+                    settings.model_options, settings.decode_options, settings.batch_size
+                )
             try:
                 result = transcriber(audio, lambda done, total, t=task: bar.within(t, done))
             except Exception as exc:  # one bad file must not stop the job
