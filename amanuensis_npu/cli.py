@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no-speech probability above which a failed window is silence")
     d.add_argument("--word_timestamps", type=_str2bool, default=False, metavar="{True,False}",
                    help="a time for every word (JSON words, word-level subtitles)")
-    d.add_argument("--vad_filter", type=_str2bool, default=False, metavar="{True,False}",
-                   help="skip non-speech with faster-whisper's Silero VAD")
+    d.add_argument("--vad_filter", type=_str2bool, default=None, metavar="{True,False}",
+                   help="skip non-speech with faster-whisper's Silero VAD (default: on with "
+                   "--batch_size, which cuts the audio at pauses, off without)")
     d.add_argument("--vad_onset", type=float, default=None,
                    help="VAD speech threshold (faster-whisper's default 0.5)")
     d.add_argument("--vad_offset", type=float, default=None,
@@ -198,8 +199,9 @@ def decode_options(args: argparse.Namespace) -> dict[str, Any]:
         "log_prob_threshold": args.logprob_threshold,
         "no_speech_threshold": args.no_speech_threshold,
         "word_timestamps": args.word_timestamps,
-        "vad_filter": args.vad_filter,
     }
+    if args.vad_filter is not None:  # else each pipeline's own default
+        options["vad_filter"] = args.vad_filter
     if args.temperature is not None or args.temperature_increment_on_fallback is not None:
         first = args.temperature or 0.0
         step = args.temperature_increment_on_fallback
@@ -238,6 +240,8 @@ def _transcribe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for option in ("highlight_words", "max_line_width", "max_line_count"):
             if getattr(args, option):
                 parser.error(f"--{option} needs --word_timestamps True")
+    if args.batch_size and args.vad_filter is False:
+        parser.error("--batch_size needs the VAD: the batched pipeline cuts the audio at pauses")
     if args.workers is not None and args.ray is None:
         parser.error("--workers needs --ray")
     if args.ray is not None:
