@@ -21,7 +21,7 @@ from conftest import CARDS, LIBRIVOX
 
 from amanuensis_npu.jobs.inputs import Input, assign_names, collect_inputs, read_manifest
 from amanuensis_npu.jobs.journal import JOURNAL_NAME
-from amanuensis_npu.jobs.outputs import FORMATS, PART_SUFFIX
+from amanuensis_npu.jobs.outputs import FORMATS, PART_SUFFIX, write_atomic
 from amanuensis_npu.jobs.runner import FAILURES_NAME
 
 CLIPS = [CARDS[0], CARDS[2], CARDS[4], LIBRIVOX[1]]  # 4 short clips, 9 s in all
@@ -135,6 +135,29 @@ def test_manifests_plain_and_csv(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("speaker,file\nann,audio/a.wav\n")
     assert collect_inputs([], [str(bad)])[1] == [f"{bad}: a CSV manifest needs a 'path' column"]
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "talk.txt"
+    target.write_text("the old transcript\n")
+
+    def dies_half_way(fh) -> None:  # noqa: ANN001
+        fh.write("half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(str(target), dies_half_way)
+    assert target.read_text() == "the old transcript\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.txt"]  # no temporary left
+    write_atomic(str(target), lambda fh: fh.write("new\n"))
+    assert target.read_text() == "new\n"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not mkstemp's 0600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # --------------------------------------------------------------------------- one machine
