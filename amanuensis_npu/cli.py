@@ -1,7 +1,9 @@
-"""`amanuensis-npu`: transcribe files, and tell what hardware path would run.
+"""`amanuensis-npu`: transcribe files and archives, and tell what hardware path would run.
 
 Output files are written by WhisperX's writers (txt, srt, vtt, tsv, json), the
-same files `whisperx` writes, so downstream tooling sees no difference.
+same files `whisperx` writes, so downstream tooling sees no difference. The options
+are whisperx's names for faster-whisper's; the job itself (inputs, resume, progress,
+Ray) lives in `amanuensis_npu.jobs`.
 """
 
 from __future__ import annotations
@@ -267,12 +269,6 @@ def _transcribe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         workers=args.workers,
     )
     return run_job(inputs, errors, settings).exit_status
-
-
-def _clock(seconds: float) -> str:
-    from whisperx.utils import format_timestamp
-
-    return format_timestamp(seconds, always_include_hours=False, decimal_marker=".")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -202,6 +202,12 @@ def test_rerun_transcribes_nothing_within_seconds(reference: tuple, archive: Pat
     assert "route:" not in proc.stderr  # no model was loaded
     assert elapsed < 15, elapsed
     assert outputs(out) == before
+    # An output that went missing is written again, from its input alone.
+    (out / "2024" / "spring" / f"{CLIPS[0].stem}.srt").unlink()
+    again = run(str(archive), "--model", tiny_dir, "--device", "cpu", *DETERMINISTIC,
+                "-o", str(out), "--no-progress")
+    assert f"done: 1 transcribed, {N - 1} skipped, 0 failed" in again.stderr
+    assert outputs(out) == before
 
 
 def test_sigkill_mid_job_then_rerun_gives_identical_outputs(
