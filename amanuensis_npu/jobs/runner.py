@@ -3,8 +3,8 @@
 The same driver serves one file and an archive of thousands, on one machine or on Ray:
 inputs are checked before a model is loaded; the journal in the output directory decides
 what is left (done and unchanged inputs are skipped, failed ones wait for
-`--retry-failed`); one model transcribes every file while the next one is decoded; every
-output is written atomically and recorded only once it is complete. One progress bar
+`--retry-failed`); one model transcribes every file; every output is written atomically
+and recorded only once it is complete. One progress bar
 counts seconds of audio; the end is one line about the route that ran and one summary.
 """
 
@@ -18,10 +18,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..api import AudioError
 from .inputs import Input, assign_names, probe_duration
 from .journal import Journal
 from .outputs import remove_stale_parts, write_atomic, write_outputs
@@ -50,7 +50,6 @@ class JobSettings:
     progress: bool = True
     ray_address: str | None = None  # None: this process; "local": embedded Ray; else a cluster
     workers: int | None = None  # Ray actors (default: one per node)
-    prefetch: bool = True  # decode the next file while this one is transcribed
 
     def fingerprint(self) -> str:
         """What shapes the outputs (not threads, workers or progress): a changed one redoes."""
@@ -348,40 +347,32 @@ def _execute(
 def _run_here(
     tasks: list[Task], settings: JobSettings, bar: _Bar
 ) -> Iterator[tuple[Task, FileResult | BaseException, float]]:
-    """One model in this process; the next file is decoded while this one is transcribed.
+    """One model in this process, one file after the other.
 
     The model loads when the first file has decoded: a job whose every file is unreadable
-    never loads one.
+    never loads one. Decoding the next file in a thread while this one is transcribed was
+    tried and measured (benchmarks/archive.py: 0.97x on 2 cores, base, the test clips):
+    decoding is about 1% of the time, so it was left out.
     """
     transcriber: Transcriber | None = None
-    workers = 1 if settings.prefetch else 0
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-
-        def load(task: Task) -> Any:
-            return Transcriber.load(task.input.path, task.input.shown)
-
-        upcoming = pool.submit(load, tasks[0]) if workers else None
-        for i, task in enumerate(tasks):
-            started = time.time()
-            try:
-                audio = upcoming.result() if upcoming is not None else load(task)
-            except Exception as exc:
-                audio = exc
-            if workers and i + 1 < len(tasks):
-                upcoming = pool.submit(load, tasks[i + 1])
-            if isinstance(audio, Exception):
-                yield task, audio, started
-                continue
+    for task in tasks:
+        started = time.time()
+        try:
+            audio = Transcriber.load(task.input.path, task.input.shown)
             if transcriber is None:
                 transcriber = Transcriber(
                     settings.model_options, settings.decode_options, settings.batch_size
                 )
-            try:
-                result = transcriber(audio, lambda done, total, t=task: bar.within(t, done))
-            except Exception as exc:  # one bad file must not stop the job
-                yield task, exc, started
-                continue
-            yield task, result, started
+            result = transcriber(audio, lambda done, total, t=task: bar.within(t, done))
+        except AudioError as exc:
+            yield task, exc, started
+            continue
+        except Exception as exc:  # one bad file must not stop the job
+            if transcriber is None:
+                raise  # the model itself cannot load: one error for the job
+            yield task, exc, started
+            continue
+        yield task, result, started
 
 
 def _route(result: FileResult) -> str:
