@@ -191,6 +191,25 @@ def test_progress_is_one_bar_in_audio_seconds(reference: tuple) -> None:
     assert any("<00:" in s and "audio h/h" in s and "? audio" not in s for s in states)
 
 
+def test_the_bar_reads_100_percent_once_whatever_the_timing() -> None:
+    import io
+
+    from amanuensis_npu.jobs.runner import Task, _Bar
+
+    err = io.StringIO()
+    bar = _Bar(total=5.0, files=2, enabled=True, err=err)
+    bar.bar.mininterval = 0  # print on every update: the worst case for a double 100%
+    tasks = [Task(Input(f"/x{i}.wav", f"x{i}.wav", f"x{i}"), f"x{i}", 1, 1, d)
+             for i, d in enumerate((2.0, 3.0))]
+    for task in tasks:
+        bar.within(task, task.duration)  # a file's last segment ends at its last second
+        bar.finished(task)
+    bar.close(complete=True)
+    states = err.getvalue().replace("\r", "\n").splitlines()
+    assert sum("100%" in s for s in states) == 1, states
+    assert states[-1].startswith("2/2 files: 100%")
+
+
 def test_rerun_transcribes_nothing_within_seconds(reference: tuple, archive: Path, tiny_dir: str):
     out, _ = reference
     before = outputs(out)

@@ -80,7 +80,8 @@ def run_on_ray(
     ray = import_ray()
     threads = int(settings.model_options.get("cpu_threads") or 0) or 1
     model_options = {**settings.model_options, "cpu_threads": threads}
-    _connect(ray, settings.ray_address, threads * (settings.workers or 1))
+    started_ray = _connect(ray, settings.ray_address, threads * (settings.workers or 1))
+    actors: list[Any] = []
     try:
         placements = _placements(ray, settings.workers, threads)
         remote_cls = ray.remote(TranscriberActor)
@@ -97,7 +98,7 @@ def run_on_ray(
                 model_options, settings.decode_options, settings.batch_size
             )
 
-        actors = [start(i) for i in range(len(placements))]
+        actors.extend(start(i) for i in range(len(placements)))
         # Every model loads at once; a model that cannot load is one error, before any file.
         states = ray.get([a.ready.remote() for a in actors])
         for _, error in states:
@@ -106,13 +107,16 @@ def run_on_ray(
         logger.info("Ray workers: %s", ", ".join(f"pid {pid}" for pid, _ in states))
         yield from _schedule(ray, tasks, actors, start)
     finally:
-        if settings.ray_address in ("local", None):
-            ray.shutdown()
+        for actor in actors:  # replaced ones included: `_schedule` swaps them in place
+            ray.kill(actor)
+        if started_ray:
+            ray.shutdown()  # an embedded cluster stops; a joined one is only left
 
 
-def _connect(ray: Any, address: str | None, cpus_needed: int) -> None:
+def _connect(ray: Any, address: str | None, cpus_needed: int) -> bool:
+    """Start or join Ray unless this process already has; whether we did."""
     if ray.is_initialized():
-        return
+        return False
     verbose = logging.getLogger("amanuensis_npu").isEnabledFor(logging.INFO)
     if not verbose:  # Ray's start-up notices are not ours to print
         logging.getLogger("ray").setLevel(logging.ERROR)
@@ -131,6 +135,7 @@ def _connect(ray: Any, address: str | None, cpus_needed: int) -> None:
         ray.init(**options)
     except Exception as exc:
         raise RayUnavailable(f"cannot start or reach Ray at {address}: {exc}") from None
+    return True
 
 
 def _placements(ray: Any, workers: int | None, threads: int) -> list[str | None]:
