@@ -39,6 +39,15 @@ def _optional(kind: type) -> Any:
     return parse
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` where there is one to show: not for flags, nor for None or []."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .attention import backend_names
     from .jobs.inputs import NAMING_HELP
@@ -55,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = _ShowDefaults
 
     t = sub.add_parser(
         "transcribe", parents=[common], formatter_class=defaults,
