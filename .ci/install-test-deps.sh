@@ -12,5 +12,6 @@ if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends g++ make
 fi
 "$PYTHON" -m pip install --disable-pip-version-check --no-input "torch==2.13.0"
-"$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test]"
+# The ray extra: the tests run archive jobs on a local Ray cluster too.
+"$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test,ray]"
 bash .ci/install-whisperx.sh

@@ -83,33 +83,42 @@ def get_model(
         return _MODELS[key]
 
 
-def load_audio(audio: str | os.PathLike | BinaryIO | np.ndarray) -> np.ndarray:
-    """16 kHz mono float32 samples, with a one-line error naming the input if it is unreadable."""
+def load_audio(
+    audio: str | os.PathLike | BinaryIO | np.ndarray, name: str | None = None
+) -> np.ndarray:
+    """16 kHz mono float32 samples, with a one-line error naming the input if it is unreadable.
+
+    `name` is what errors call a stream (a file's bytes sent to another process, say).
+    """
     if isinstance(audio, np.ndarray):
         return np.ascontiguousarray(audio, dtype=np.float32)
     from faster_whisper import decode_audio
 
-    name = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "<audio stream>"
-    if isinstance(audio, (str, os.PathLike)):
-        if not os.path.exists(name):
+    is_path = isinstance(audio, (str, os.PathLike))
+    if name is None:
+        name = os.fspath(audio) if is_path else "<audio stream>"
+    if is_path:
+        if not os.path.exists(audio):
             raise AudioError(f"{name}: no such file")
-        if os.path.isdir(name):
+        if os.path.isdir(audio):
             raise AudioError(f"{name}: is a directory, not an audio file")
     try:
         return decode_audio(audio, sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV raises many types for bad containers
-        if _is_empty_wav(name):
+        if _is_empty_wav(audio):
             return np.zeros(0, dtype=np.float32)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{name}: cannot decode audio ({detail})") from None
 
 
-def _is_empty_wav(name: str) -> bool:
+def _is_empty_wav(audio: str | os.PathLike | BinaryIO) -> bool:
     """A WAV header with no samples is valid, empty audio; PyAV refuses it, we do not."""
     try:
         import wave
 
-        with wave.open(name, "rb") as w:
+        if hasattr(audio, "seek"):
+            audio.seek(0)
+        with wave.open(audio if hasattr(audio, "read") else os.fspath(audio), "rb") as w:
             return w.getnframes() == 0
     except Exception:
         return False

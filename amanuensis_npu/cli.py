@@ -1,14 +1,15 @@
-"""`amanuensis-npu`: transcribe files, and tell what hardware path would run.
+"""`amanuensis-npu`: transcribe files and archives, and tell what hardware path would run.
 
 Output files are written by WhisperX's writers (txt, srt, vtt, tsv, json), the
-same files `whisperx` writes, so downstream tooling sees no difference.
+same files `whisperx` writes, so downstream tooling sees no difference. The options
+are whisperx's names for faster-whisper's; the job itself (inputs, resume, progress,
+Ray) lives in `amanuensis_npu.jobs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -28,163 +29,271 @@ def _str2bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
+def _optional(kind: type) -> Any:
+    """WhisperX's optional_int/optional_float: a number, or "None"."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` where there is one to show: not for flags, nor for None or []."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .attention import backend_names
+    from .jobs.inputs import NAMING_HELP
 
+    # --verbose is accepted before and after the subcommand (SUPPRESS: neither resets the other).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="details of what runs, and tracebacks",
+    )
     parser = argparse.ArgumentParser(
         prog="amanuensis-npu",
         description="Whisper transcription with encoder attention on the AMD Ryzen AI NPU.",
+        parents=[common],
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    defaults = _ShowDefaults
 
-    t = sub.add_parser("transcribe", help="transcribe audio files")
-    t.add_argument("audio", nargs="+", help="audio files (anything PyAV decodes)")
-    t.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 dir")
-    t.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"])
-    t.add_argument("--attention", default="auto", choices=backend_names())
-    t.add_argument(
-        "--encoder",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="encoder route: our torch encoder, or the ONNX export on ONNX Runtime",
+    t = sub.add_parser(
+        "transcribe", parents=[common], formatter_class=defaults,
+        help="transcribe audio files, directories and manifests",
+        description=(
+            "Transcribe files, directories (recursively, audio found by extension) and "
+            "manifests. The job is resumable: a journal in --output_dir records every finished "
+            "input, so running the same command again transcribes only what is new, changed "
+            "or (with --retry-failed) failed. " + NAMING_HELP
+        ),
     )
+    t.add_argument("audio", nargs="*", help="audio files and directories (anything PyAV decodes)")
     t.add_argument(
-        "--onnx_providers",
-        default=None,
-        help="ONNX Runtime execution providers, comma-separated or as a JSON list "
-        "(default: an NPU provider onnxruntime has, else the CPU)",
+        "--manifest", action="append", default=[], metavar="FILE",
+        help="a file listing inputs: one path per line, or CSV with a 'path' column; "
+        "relative paths are from the manifest's folder (repeatable)",
     )
-    t.add_argument(
-        "--compute_type",
-        default="default",
-        choices=["default", "int8", "int8_float32", "float32"],
-        help="CTranslate2 decoder precision (the decoder runs on the CPU)",
-    )
-    t.add_argument("--language", default=None, help="language code; detected when omitted")
-    t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
-    t.add_argument("--beam_size", type=int, default=5)
-    t.add_argument("--best_of", type=int, default=5)
-    t.add_argument("--temperature", type=float, default=None, help="fixed temperature")
-    t.add_argument(
-        "--condition_on_previous_text", type=_str2bool, default=True, metavar="{True,False}"
-    )
-    t.add_argument("--word_timestamps", type=_str2bool, default=False, metavar="{True,False}")
-    t.add_argument("--vad_filter", type=_str2bool, default=False, metavar="{True,False}")
-    t.add_argument("--batch_size", type=int, default=None, help="use the batched pipeline")
-    t.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
-    t.add_argument("--output_format", "-f", default="all", choices=OUTPUT_FORMATS)
-    t.add_argument("--output_dir", "-o", default=".")
-    t.add_argument("--highlight_words", type=_str2bool, default=False, metavar="{True,False}")
-    t.add_argument("--max_line_width", type=int, default=None)
-    t.add_argument("--max_line_count", type=int, default=None)
-    t.add_argument("--no-progress", dest="progress", action="store_false")
+    g = t.add_argument_group("model")
+    g.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 model dir")
+    g.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"],
+                   help="where the encoder's attention runs ('cpu': no NPU)")
+    g.add_argument("--attention", default="auto", choices=backend_names(),
+                   help="attention backend ('auto': the NPU when usable, else the CPU)")
+    g.add_argument("--compute_type", default="default",
+                   choices=["default", "int8", "int8_float32", "float32"],
+                   help="CTranslate2 decoder precision (the decoder runs on the CPU)")
+    g.add_argument("--encoder", default="auto", choices=["auto", "torch", "onnx"],
+                   help="encoder route: our torch encoder ('attention' applies), or the ONNX "
+                   "export on ONNX Runtime ('auto': an NPU provider when onnxruntime has one)")
+    g.add_argument("--onnx_providers", default=None,
+                   help="ONNX Runtime execution providers, comma-separated or as a JSON list "
+                   "(default: an NPU provider onnxruntime has, else the CPU)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per model (0: the libraries' default; 1 per Ray worker)")
 
-    sub.add_parser("info", help="versions, XRT/NPU presence and the attention backend auto picks")
+    d = t.add_argument_group("decoding (faster-whisper's options, named as in whisperx)")
+    d.add_argument("--language", default=None, help="language code; detected when omitted")
+    d.add_argument("--task", default="transcribe", choices=["transcribe", "translate"],
+                   help="transcribe, or translate to English")
+    d.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; alone it is the only one used (0: greedy/beam, "
+                   "deterministic). Neither this nor the increment: faster-whisper's "
+                   "0.0, 0.2, ..., 1.0 fallback")
+    d.add_argument("--temperature_increment_on_fallback", type=_optional(float), default=None,
+                   help="fall back from --temperature (default 0) up to 1.0 in these steps when "
+                   "a window fails the thresholds below (whisperx's default is 0.2)")
+    d.add_argument("--best_of", type=_optional(int), default=5,
+                   help="candidates when sampling with non-zero temperature")
+    d.add_argument("--beam_size", type=_optional(int), default=5, help="beams in beam search")
+    d.add_argument("--patience", type=float, default=1.0, help="beam search patience")
+    d.add_argument("--length_penalty", type=float, default=1.0,
+                   help="exponential length penalty")
+    d.add_argument("--suppress_tokens", default="-1",
+                   help="comma-separated token ids to suppress; -1: most special characters")
+    d.add_argument("--suppress_numerals", action="store_true",
+                   help="suppress tokens with digits and currency signs (spell numbers out)")
+    d.add_argument("--initial_prompt", default=None, help="text to prompt the first window")
+    d.add_argument("--hotwords", default=None, help="hint phrases for rare words")
+    d.add_argument("--condition_on_previous_text", type=_str2bool, default=True,
+                   metavar="{True,False}", help="prompt each window with the previous text")
+    d.add_argument("--compression_ratio_threshold", type=_optional(float), default=2.4,
+                   help="a window compressing better than this failed (gzip ratio)")
+    d.add_argument("--logprob_threshold", type=_optional(float), default=-1.0,
+                   help="a window with a lower average log probability failed")
+    d.add_argument("--no_speech_threshold", type=_optional(float), default=0.6,
+                   help="no-speech probability above which a failed window is silence")
+    d.add_argument("--word_timestamps", type=_str2bool, default=False, metavar="{True,False}",
+                   help="a time for every word (JSON words, word-level subtitles)")
+    d.add_argument("--vad_filter", type=_str2bool, default=None, metavar="{True,False}",
+                   help="skip non-speech with faster-whisper's Silero VAD (default: on with "
+                   "--batch_size, which cuts the audio at pauses, off without)")
+    d.add_argument("--vad_onset", type=float, default=None,
+                   help="VAD speech threshold (faster-whisper's default 0.5)")
+    d.add_argument("--vad_offset", type=float, default=None,
+                   help="VAD threshold to end speech (default: onset - 0.15)")
+    d.add_argument("--batch_size", type=int, default=None,
+                   help="use faster-whisper's batched pipeline with this many windows at once")
 
-    e = sub.add_parser("export-onnx", help="export the encoder to ONNX (static shapes)")
+    o = t.add_argument_group("outputs")
+    o.add_argument("--output_format", "-f", default="all", choices=OUTPUT_FORMATS,
+                   help="WhisperX's output files ('all': the five)")
+    o.add_argument("--output_dir", "-o", default=".",
+                   help="where outputs, the journal and the failures list go")
+    o.add_argument("--highlight_words", type=_str2bool, default=False, metavar="{True,False}",
+                   help="underline each word as it is spoken in srt and vtt "
+                   "(needs --word_timestamps True)")
+    o.add_argument("--max_line_width", type=_optional(int), default=None,
+                   help="characters per subtitle line (needs --word_timestamps True)")
+    o.add_argument("--max_line_count", type=_optional(int), default=None,
+                   help="lines per subtitle (needs --word_timestamps True)")
+
+    j = t.add_argument_group("job")
+    j.add_argument("--retry-failed", action="store_true",
+                   help="transcribe again the inputs an earlier run of this job failed on")
+    j.add_argument("--force", action="store_true",
+                   help="transcribe every input again, even those the journal has as done")
+    j.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: alone, an embedded local Ray; with an address ('auto', "
+                   "'host:port', 'ray://host:port'), that cluster. Needs the 'ray' extra")
+    j.add_argument("--workers", type=int, default=None,
+                   help="Ray model actors (default: one per node)")
+    j.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar")
+
+    sub.add_parser("info", parents=[common],
+                   help="versions, XRT/NPU presence and the attention backend auto picks")
+
+    e = sub.add_parser("export-onnx", parents=[common], formatter_class=defaults,
+                       help="export the encoder to ONNX (static shapes)")
     e.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 dir")
     e.add_argument("--batch", type=int, default=1, help="windows per call (static)")
     e.add_argument("--out", default=None, help="directory (default: the cache --encoder uses)")
 
-    p = sub.add_parser("patch-whisperx", help="make plain `whisperx --device npu` use this plugin")
+    p = sub.add_parser("patch-whisperx", parents=[common],
+                       help="make plain `whisperx --device npu` use this plugin")
     p.add_argument("--dry-run", action="store_true", help="show what would change")
     p.add_argument("--revert", action="store_true", help="remove the patch")
     return parser
 
 
-def _transcribe(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _ray_address_or_input(args: argparse.Namespace) -> None:
+    """`--ray a.wav`: argparse takes the input for an address; a Ray address looks otherwise."""
+    value = args.ray
+    if value is None or value in ("local", "auto") or ":" in value:
+        return
+    args.audio.insert(0, value)
+    args.ray = "local"
 
-    try:
-        from whisperx.utils import get_writer
-    except ImportError:
-        raise RuntimeError(
-            "output writers come from whisperx: pip install --no-deps whisperx==3.8.6"
-        ) from None
 
-    from .api import get_model, transcribe
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`api.get_model`'s keywords from the command line (a new route adds its option here)."""
     from .onnx.providers import parse_providers
 
-    providers = parse_providers(args.onnx_providers)
-    # Load once up front: a broken model is one error, not one per input file.
-    get_model(
-        args.model, args.device, args.attention, args.compute_type, args.threads,
-        args.encoder, providers,
-    )  # fmt: skip
-
-    os.makedirs(args.output_dir, exist_ok=True)
-    writer = get_writer(args.output_format, args.output_dir)
-    writer_options = {
-        "highlight_words": args.highlight_words,
-        "max_line_width": args.max_line_width,
-        "max_line_count": args.max_line_count,
+    return {
+        "model": args.model,
+        "device": args.device,
+        "attention": args.attention,
+        "compute_type": args.compute_type,
+        "cpu_threads": args.threads,
+        "encoder": args.encoder,
+        "onnx_providers": parse_providers(args.onnx_providers),
     }
+
+
+def decode_options(args: argparse.Namespace) -> dict[str, Any]:
+    """faster-whisper's `transcribe` keywords from the command line."""
     options: dict[str, Any] = {
         "language": args.language,
         "task": args.task,
         "beam_size": args.beam_size,
         "best_of": args.best_of,
+        "patience": args.patience,
+        "length_penalty": args.length_penalty,
+        "suppress_tokens": [int(x) for x in args.suppress_tokens.split(",") if x.strip()],
+        "initial_prompt": args.initial_prompt,
+        "hotwords": args.hotwords,
         "condition_on_previous_text": args.condition_on_previous_text,
+        "compression_ratio_threshold": args.compression_ratio_threshold,
+        "log_prob_threshold": args.logprob_threshold,
+        "no_speech_threshold": args.no_speech_threshold,
         "word_timestamps": args.word_timestamps,
-        "vad_filter": args.vad_filter,
     }
-    if args.temperature is not None:
-        options["temperature"] = args.temperature
-    failures = 0
-    for path in args.audio:
-        bar = tqdm(
-            total=1.0,
-            desc=os.path.basename(path),
-            unit="s",
-            disable=not args.progress,
-            file=sys.stderr,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}]",
-        )
-
-        def progress(done: float, total: float, bar: Any = bar) -> None:
-            bar.total = max(total, 1e-3)
-            bar.n = done
-            bar.refresh()
-
-        try:
-            result = transcribe(
-                path,
-                model=args.model,
-                device=args.device,
-                attention=args.attention,
-                compute_type=args.compute_type,
-                batch_size=args.batch_size,
-                cpu_threads=args.threads,
-                progress=progress,
-                encoder=args.encoder,
-                onnx_providers=providers,
-                **options,
-            )
-            writer(result.to_dict(), path, writer_options)
-        except Exception as exc:  # one bad file must not stop the batch
-            failures += 1
-            bar.close()
-            if args.verbose:
-                logger.exception("%s failed", path)
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            continue
-        bar.n = bar.total
-        bar.close()
-        for seg in result.segments:
-            print(f"[{_clock(seg.start)} --> {_clock(seg.end)}] {seg.text.strip()}", flush=True)
-        if result.stats.get("fallbacks"):
-            print(
-                f"{path}: {result.stats['fallbacks']} attention call(s) fell back to the CPU",
-                file=sys.stderr,
-            )
-    return 1 if failures else 0
+    if args.vad_filter is not None:  # else each pipeline's own default
+        options["vad_filter"] = args.vad_filter
+    if args.temperature is not None or args.temperature_increment_on_fallback is not None:
+        first = args.temperature or 0.0
+        step = args.temperature_increment_on_fallback
+        if step:
+            n = int((1.0 - first) / step + 1e-6) + 1
+            options["temperature"] = [round(first + i * step, 6) for i in range(max(n, 1))]
+        else:
+            options["temperature"] = [first]
+    if args.suppress_numerals:
+        options["suppress_numerals"] = True
+    vad = {}
+    if args.vad_onset is not None:
+        vad["threshold"] = args.vad_onset
+    if args.vad_offset is not None:
+        vad["neg_threshold"] = args.vad_offset
+    if vad:
+        options["vad_parameters"] = vad
+    return options
 
 
-def _clock(seconds: float) -> str:
-    from whisperx.utils import format_timestamp
+def _transcribe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        import whisperx.utils  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "output writers come from whisperx: pip install --no-deps whisperx==3.8.6"
+        ) from None
+    from .jobs import JobSettings, run_job
+    from .jobs.inputs import collect_inputs
+    from .jobs.outputs import formats_for
 
-    return format_timestamp(seconds, always_include_hours=False, decimal_marker=".")
+    _ray_address_or_input(args)
+    if not args.audio and not args.manifest:
+        parser.error("transcribe: give audio files, directories or --manifest FILE")
+    if not args.word_timestamps:
+        for option in ("highlight_words", "max_line_width", "max_line_count"):
+            if getattr(args, option):
+                parser.error(f"--{option} needs --word_timestamps True")
+    if args.batch_size and args.vad_filter is False:
+        parser.error("--batch_size needs the VAD: the batched pipeline cuts the audio at pauses")
+    if args.workers is not None and args.ray is None:
+        parser.error("--workers needs --ray")
+    if args.ray is not None:
+        from .jobs.ray_actors import import_ray
+
+        import_ray()  # without the extra: one line saying how to install it
+    inputs, errors = collect_inputs(args.audio, args.manifest)
+    settings = JobSettings(
+        output_dir=args.output_dir,
+        formats=formats_for(args.output_format),
+        writer_options={
+            "highlight_words": args.highlight_words,
+            "max_line_width": args.max_line_width,
+            "max_line_count": args.max_line_count,
+        },
+        model_options=model_options(args),
+        decode_options=decode_options(args),
+        batch_size=args.batch_size,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        progress=args.progress,
+        ray_address=args.ray,
+        workers=args.workers,
+    )
+    return run_job(inputs, errors, settings).exit_status
 
 
 def _one_line(exc: BaseException) -> str:
@@ -275,14 +384,16 @@ def _patch_whisperx(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (non-zero if any input failed)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
     try:
         if args.command == "transcribe":
-            return _transcribe(args)
+            return _transcribe(args, parser)
         if args.command == "info":
             return _info()
         if args.command == "patch-whisperx":

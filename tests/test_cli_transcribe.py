@@ -1,0 +1,241 @@
+"""`amanuensis-npu transcribe` as a user sees it, checked against stock faster-whisper + whisperx.
+
+Every output format is compared with what stock whisperx's writers write for stock
+faster-whisper's result on the same audio (float32 decoding on both sides, temperature 0:
+our encoder gives the same tokens); word times with stock faster-whisper's; the route line
+with the model's layer count; the simulated NPU with the emulator it must equal bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CARDS, LECTURE, LIBRIVOX
+
+FORMATS = ("txt", "srt", "vtt", "tsv", "json")  # what whisperx writes for "all"
+SAME = ("--compute_type", "float32", "--temperature", "0", "--language", "en")
+WRITER_OPTIONS = {"highlight_words": False, "max_line_width": None, "max_line_count": None}
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    if "AMANUENSIS_NPU_XRT" not in (env or {}):
+        full_env.pop("AMANUENSIS_NPU_XRT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "amanuensis_npu.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+
+
+@pytest.fixture(scope="module")
+def stock(base_dir: Path):
+    import faster_whisper
+
+    return faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+
+
+def stock_result(stock, audio: Path, **options) -> dict:  # noqa: ANN001
+    segments, info = stock.transcribe(str(audio), temperature=0.0, language="en", **options)
+    segments = list(segments)
+    return {
+        "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in segments],
+        "language": info.language,
+        "words": [w for s in segments for w in (s.words or [])],
+    }
+
+
+def stock_files(result: dict, audio: Path, out: Path, formats=FORMATS) -> dict[str, str]:
+    """What stock whisperx's writers write for this result."""
+    from whisperx.utils import get_writer
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = {k: v for k, v in result.items() if k != "words"}
+    for ext in formats:
+        get_writer(ext, str(out))(result, str(audio), WRITER_OPTIONS)
+    return {ext: (out / f"{audio.stem}.{ext}").read_text() for ext in formats}
+
+
+def test_every_format_matches_stock_whisperx(stock, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = LIBRIVOX[0]
+    out = tmp_path / "ours"
+    # --verbose after the subcommand is accepted.
+    proc = cli("transcribe", str(clip), "--device", "cpu", *SAME, "-o", str(out), "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    expected = stock_files(stock_result(stock, clip), clip, tmp_path / "stock")
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        f"{clip.stem}.{ext}" for ext in FORMATS
+    }
+    for ext in ("txt", "srt", "vtt", "tsv"):
+        assert (out / f"{clip.stem}.{ext}").read_text() == expected[ext], ext
+    ours = json.loads((out / f"{clip.stem}.json").read_text())
+    theirs = json.loads(expected["json"])
+    assert ours["language"] == theirs["language"] == "en"
+    assert [s["text"] for s in ours["segments"]] == [s["text"] for s in theirs["segments"]]
+    for a, b in zip(ours["segments"], theirs["segments"], strict=True):
+        assert a["start"] == pytest.approx(b["start"], abs=1e-3)
+        assert a["end"] == pytest.approx(b["end"], abs=1e-3)
+    assert "Dashwood" in (out / f"{clip.stem}.txt").read_text()
+
+
+def test_tsv_alone(stock, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = CARDS[0]
+    proc = cli("transcribe", str(clip), "--device", "cpu", *SAME, "-f", "tsv", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["001.tsv"]
+    expected = stock_files(stock_result(stock, clip), clip, tmp_path / "stock", ("tsv",))
+    assert (tmp_path / "001.tsv").read_text() == expected["tsv"]
+
+
+def test_json_words_have_their_own_times(stock, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = LIBRIVOX[0]
+    proc = cli("transcribe", str(clip), "--device", "cpu", *SAME, "--word_timestamps", "True",
+               "-f", "json", "-o", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / f"{clip.stem}.json").read_text())
+    words = [w for s in data["segments"] for w in s["words"]]
+    reference = stock_result(stock, clip, word_timestamps=True)["words"]
+    assert [w["word"].strip() for w in words] == [w.word.strip() for w in reference]
+    for ours, theirs in zip(words, reference, strict=True):
+        assert abs(ours["start"] - theirs.start) <= 0.02, (ours, theirs)
+        assert abs(ours["end"] - theirs.end) <= 0.02, (ours, theirs)
+    assert len({w["start"] for w in words}) > len(data["segments"])  # not one time per segment
+
+
+def test_batch_size_matches_stock_batched_pipeline(stock, tmp_path: Path) -> None:  # noqa: ANN001
+    import faster_whisper
+
+    import amanuensis_npu
+
+    clip = LECTURE
+    segments, _ = faster_whisper.BatchedInferencePipeline(stock).transcribe(
+        str(clip), batch_size=2, temperature=0.0, language="en"
+    )
+    segments = list(segments)
+    assert len(segments) >= 3  # three windows in two batches
+    expected_text = "".join(s.text for s in segments).strip()
+    result = amanuensis_npu.transcribe(
+        clip, device="cpu", compute_type="float32", batch_size=2, temperature=0.0, language="en"
+    )
+    assert result.text == expected_text
+    proc = cli("transcribe", str(clip), "--device", "cpu", *SAME, "--batch_size", "2",
+               "-f", "txt", "-o", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    expected_file = "".join(f"{s.text.strip()}\n" for s in segments)
+    assert (tmp_path / "lecture.txt").read_text() == expected_file
+
+
+def _encode(source: Path, target: Path, codec: str, rate: int = 16000, layout: str = "mono"):
+    """Re-encode a clip with PyAV (mp3, aac in m4a, 44.1 kHz stereo PCM)."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = dst.add_stream(codec, rate=rate, layout=layout)
+        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)
+        for frame in src.decode(audio=0):
+            for out in resampler.resample(frame):
+                for packet in stream.encode(out):
+                    dst.mux(packet)
+        for out in resampler.resample(None):
+            for packet in stream.encode(out):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+
+
+def test_inputs_sharing_a_name_keep_every_output(stock, tmp_path: Path) -> None:  # noqa: ANN001
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = {
+        "lecture.mp3": (LIBRIVOX[1], "libmp3lame", 16000, "mono"),
+        "lecture_stereo44k.wav": (LIBRIVOX[4], "pcm_s16le", 44100, "stereo"),
+        "lecture.m4a": (CARDS[4], "aac", 16000, "mono"),
+    }
+    for name, (clip, codec, rate, layout) in sources.items():
+        _encode(clip, folder / name, codec, rate, layout)
+    out = tmp_path / "out3"
+    inputs = [str(folder / name) for name in sources]
+    proc = cli("transcribe", *inputs, "--device", "cpu", *SAME, "--output_format", "all",
+               "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert len(files) == 15, files
+    stems = {"lecture.mp3": "lecture.mp3", "lecture_stereo44k.wav": "lecture_stereo44k",
+             "lecture.m4a": "lecture.m4a"}
+    for name, stem in stems.items():
+        expected = stock_result(stock, folder / name)  # stock decodes the same mp3/m4a/wav
+        txt = "".join(f"{s['text'].strip()}\n" for s in expected["segments"])
+        assert (out / f"{stem}.txt").read_text() == txt, name
+    # Several files on stdout: each transcript under its own header, in input order.
+    headers = [ln for ln in proc.stdout.splitlines() if ln.startswith("==> ")]
+    assert headers == [f"==> {path} <==" for path in inputs]
+
+
+def test_suppress_numerals_reaches_decoding(tmp_path: Path) -> None:
+    clip = CARDS[0]  # "ten of clubs"
+    plain = cli("transcribe", str(clip), "--device", "cpu", *SAME, "-f", "txt", "-o",
+                str(tmp_path / "a"), "--no-progress")
+    spelled = cli("transcribe", str(clip), "--device", "cpu", *SAME, "-f", "txt", "-o",
+                  str(tmp_path / "b"), "--no-progress", "--suppress_numerals")
+    assert plain.returncode == spelled.returncode == 0, (plain.stderr, spelled.stderr)
+    assert re.search(r"\d", (tmp_path / "a" / "001.txt").read_text())  # "10 of ..."
+    text = (tmp_path / "b" / "001.txt").read_text()
+    assert not re.search(r"\d", text) and "ten" in text.lower(), text
+
+
+ROUTE = re.compile(
+    r"^route: encoder (\w+), attention (.+); (\d+) of (\d+) attention calls fell back"
+)
+
+
+def _route(stderr: str) -> tuple[str, ...]:
+    lines = [m.groups() for ln in stderr.splitlines() if (m := ROUTE.match(ln))]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_route_line_for_the_emulator_and_the_simulated_npu(tmp_path: Path) -> None:
+    clip = CARDS[0]  # one window; with --language, one encoder pass of 6 layers
+    common = ["transcribe", str(clip), *SAME, "-f", "txt", "--no-progress"]
+    emulator = cli(*common, "--attention", "emulator", "-o", str(tmp_path / "emu"))
+    assert emulator.returncode == 0, emulator.stderr
+    assert _route(emulator.stderr) == ("torch", "emulator", "0", "6")
+
+    sim = {"AMANUENSIS_NPU_XRT": "sim"}
+    npu = cli(*common, "--attention", "npu", "-o", str(tmp_path / "npu"), env=sim)
+    assert npu.returncode == 0, npu.stderr
+    assert _route(npu.stderr) == ("torch", "npu on NPU Phoenix (simulated)", "0", "6")
+    # The simulated device runs the kernel the emulator models bit for bit.
+    assert (tmp_path / "npu" / "001.txt").read_text() == (tmp_path / "emu" / "001.txt").read_text()
+
+    faulty = cli(*common, "--attention", "npu", "-o", str(tmp_path / "faulty"),
+                 env={**sim, "AMANUENSIS_NPU_SIM_FAULTS": "error@2"})
+    assert faulty.returncode == 0, faulty.stderr
+    assert _route(faulty.stderr) == ("torch", "npu on NPU Phoenix (simulated)", "1", "6")
+    assert "this call ran on the CPU" in faulty.stderr
+
+
+def test_inputs_are_checked_before_the_model_loads(tmp_path: Path) -> None:
+    not_a_model = tmp_path / "model"
+    not_a_model.mkdir()
+    proc = cli("transcribe", str(tmp_path / "missing.wav"), str(CARDS[0]), "--model",
+               str(not_a_model), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[0] == f"error: {tmp_path / 'missing.wav'}: no such file", lines
+    assert "not a CTranslate2 model directory" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_shows_defaults_and_naming() -> None:
+    proc = cli("transcribe", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert re.search(r"--beam_size BEAM_SIZE beams in beam search \(default: 5\)", text)
+    assert "(default: all)" in text and "(default: base)" in text
+    assert "lecture.mp3 -> lecture.mp3.txt" in text and "--retry-failed" in text
