@@ -390,6 +390,56 @@ def aie_lib(tmp_path_factory):
     return lib
 
 
+def test_aie_path_exponent_runs_on_the_lookup_units(aie_lib):
+    # Finding 6: one pass-2 step sends every one of its 32 x 64 scores through
+    # aie::linear_approx and aie::parallel_lookup (16 lanes at a time), and its products
+    # through aie::mmul; no score takes a scalar path.
+    aie_lib.attn_standin_count.restype = ctypes.c_uint64
+    aie_lib.attn_standin_count.argtypes = [ctypes.c_int32]
+    rng = np.random.default_rng(3)
+    qr = _aligned(design.QR_BYTES, np.int8)
+    kv = _aligned(design.KV_BYTES, np.int8)
+    qr[:] = rng.integers(-127, 128, qr.size)
+    kv[:] = rng.integers(-127, 128, kv.size)
+    kv.view(np.int16)[qz.SCALES_OFFSET // 2 : qz.SCALES_OFFSET // 2 + 64] = 1 << 13
+    words = qr[design.QR_WORDS_OFFSET :].view(np.int32)
+    words[:] = 12 | (4 << 16)
+    s = _aligned(design.TQ * design.TK * 4, np.int32)
+    p = _aligned(design.TQ * design.TK * 2, np.int16)
+    m = _aligned(design.TQ * 4, np.int32)
+    lsum = _aligned(design.TQ * 4, np.int32)
+    acc = _aligned(design.TQ * design.D * 4, np.int32)
+    p8, p16, p32 = (ctypes.POINTER(t) for t in (ctypes.c_int8, ctypes.c_int16, ctypes.c_int32))
+    aie_lib.attn_qr_rows_init(*(b.ctypes.data_as(p32) for b in (m, lsum, acc)))
+    aie_lib.attn_qr_pass1(
+        qr.ctypes.data_as(p8),
+        kv.ctypes.data_as(p8),
+        s.ctypes.data_as(p32),
+        m.ctypes.data_as(p32),
+        0,
+        64,
+        0,
+    )
+    before = [aie_lib.attn_standin_count(i) for i in range(3)]
+    aie_lib.attn_qr_pass2(
+        qr.ctypes.data_as(p8),
+        kv.ctypes.data_as(p8),
+        s.ctypes.data_as(p32),
+        p.ctypes.data_as(p16),
+        m.ctypes.data_as(p32),
+        lsum.ctypes.data_as(p32),
+        acc.ctypes.data_as(p32),
+        0,
+        64,
+    )
+    after = [aie_lib.attn_standin_count(i) for i in range(3)]
+    macs, la, pl = (a - b for a, b in zip(after, before, strict=True))
+    scores = design.TQ * design.TK
+    assert (la, pl) == (scores, scores)
+    assert macs == 2 * design.TQ * design.TK * design.D  # Q·Kᵀ and P·V
+    assert lsum.min() >= 8192  # every row's max key contributes 2^13
+
+
 def test_glue_object_layout_equals_design(glue_lib):
     layout = [glue_lib.attn_qr_layout(i) for i in range(7)]
     assert layout == [

@@ -90,6 +90,15 @@ GLUE_EXPORT int32_t attn_table_bytes(void) {
 #endif
 }
 
+#if !defined(ATTN_SCALAR)
+// Work the aie_api stand-in saw on this thread (0: mmul MACs, 1: linear_approx lanes,
+// 2: parallel_lookup lanes); a test checks that the exponent runs on the lookup units.
+GLUE_EXPORT uint64_t attn_standin_count(int32_t what) {
+  const aie::standin::counters_t &c = aie::standin::counters;
+  return what == 0 ? c.mmul_macs : (what == 1 ? c.linear_approx_lanes : c.parallel_lookup_lanes);
+}
+#endif
+
 // The whole layer on the host, for every (batch, head) in [head_lo, head_hi): the design's
 // objects are assembled from the host buffers (qr per 4 query tiles; kv pairs of key records
 // for pass 1, key + value records for pass 2) and every query tile runs through the entry

@@ -81,6 +81,15 @@ constexpr unsigned ldst_align(unsigned bits) {
 #endif
 }
 
+// What ran on the vector units, per host thread: a test reads these to see that the
+// exponent goes through the lookup units lane by lane, not through scalar code.
+struct counters_t {
+  uint64_t mmul_macs = 0;
+  uint64_t linear_approx_lanes = 0;
+  uint64_t parallel_lookup_lanes = 0;
+};
+inline thread_local counters_t counters;
+
 // The tile's rounding and saturation state (aie::set_rounding, aie::set_saturation); the
 // host runs heads on several threads, each with its own state, like separate cores.
 inline thread_local unsigned rounding_state = 0;    // rounding_mode::floor
@@ -429,6 +438,7 @@ struct mmul {
 
  private:
   void product(const vector<TA, size_A> &a, const vector<TB, size_B> &b, bool accumulate) {
+    standin::counters.mmul_macs += M * K * N;
     // One block's dot products fit int32 (K <= 16 products of at most 16 x 8 bits). For
     // N == 8 (every shape attention.cc uses) a row of C is one 8 x int32 host vector, which
     // keeps the host-check fast; the arithmetic is the same plain sum.
@@ -524,6 +534,7 @@ struct parallel_lookup {
   template <unsigned N>
   vector<typename Lut::offset_type, N> fetch(const vector<T, N> &input) const {
     static_assert(N <= 32, "parallel_lookup::fetch: at most 32 lanes");
+    standin::counters.parallel_lookup_lanes += N;
     vector<typename Lut::offset_type, N> r;
     for (unsigned i = 0; i < N; ++i) {
       const int64_t x = input.lane_[i];
@@ -562,6 +573,7 @@ struct linear_approx {
   template <unsigned N>
   accum<acc64, N> compute(const vector<T, N> &input) const {
     static_assert(N == 16, "linear_approx::compute: 16 lanes for int16 input");
+    standin::counters.linear_approx_lanes += N;
     accum<acc64, N> r;
     for (unsigned i = 0; i < N; ++i) {
       const int32 x = input.lane_[i];
