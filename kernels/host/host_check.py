@@ -184,6 +184,8 @@ def check(
     failures: list[tuple[str, str, str]] = []
     for label, bufs in cases:
         total += 1
+        if total % 50 == 0:
+            log(f"host-check: {total} cases run, {len(failures)} differences so far")
         if scalar is not None:
             want = run(scalar, bufs)
             emulated = emu.emulate_layer(bufs[:4])
