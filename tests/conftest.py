@@ -57,33 +57,11 @@ def base_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def windows() -> list[tuple[str, np.ndarray]]:
-    """Log-mel features of every 30 s window of every shared clip, as the encoder gets them.
+    """Log-mel features of every 30 s window of every shared clip, as the encoder gets them
+    (both paddings that reach the encoder in practice; see `speech_windows`)."""
+    from _numerics_helpers import speech_windows
 
-    Two paddings reach the encoder in practice. faster-whisper's sequential path computes
-    the log-mel of the audio and zero-fills the last window's features (`pad_or_trim`);
-    whisper and whisperx pad the audio with silence before the log-mel
-    (`padding=N_SAMPLES`). Every window is cut the faster-whisper way; each clip's last
-    window, the only one where the two differ beyond the STFT's edge, is added a second
-    time padded the whisperx way (named "...+audio-pad").
-    """
-    from faster_whisper import decode_audio
-    from faster_whisper.audio import pad_or_trim
-    from faster_whisper.feature_extractor import FeatureExtractor
-
-    fe = FeatureExtractor(feature_size=80)
-    out = []
-    for clip in CLIPS:
-        audio = decode_audio(str(clip))
-        features = fe(audio)
-        content = max(features.shape[-1] - 1, 1)
-        starts = list(range(0, content, 3000))
-        for start in starts:
-            name = f"{clip.parent.name}/{clip.name}@{start // 100}s"
-            out.append((name, pad_or_trim(features[:, start : start + 3000])))
-        padded = fe(audio, padding=160 * 3000)
-        out.append((f"{name}+audio-pad", padded[:, starts[-1] : starts[-1] + 3000]))
-    assert len(out) >= 2 * len(CLIPS) + 1
-    return out
+    return speech_windows(CLIPS)
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,21 @@
-"""The NPU kernel build: IRON design, transfer plan, manifest, Makefile.
+"""The NPU kernel build: IRON design, runtime sequence, manifest, Makefile, host check.
 
 What runs here (no NPU toolchain on this machine):
 - the manifest generator on dummy artifacts: buffer order and sizes equal
   `buffer_layout`, sha256 of the files, and the NPU runtime accepts the result;
+- the runtime sequence against the shim DMA task queue (at most 4 pushes per
+  channel, no await that needs a later push) and the per-core data memory;
 - design.py's transfer plan replayed byte for byte: the shim transfers are
   gathered from real packed buffers with their exact offsets/sizes/strides, the
   objects are handed to every core as the ObjectFifos would, each core's call
-  sequence runs the scalar build of iron_glue.cc + attention.cc through ctypes,
-  and the drained output must equal the scalar layer driver's byte for byte. So
-  the design covers every (batch, head, query tile) once, with all key tiles in
-  both passes, in the order the kernel needs.
+  sequence runs iron_glue.cc + attention.cc through ctypes (the scalar path, and the
+  AIE path against the aie_api stand-in in 64-byte aligned objects), and the drained
+  output must equal the scalar layer driver's byte for byte. So the design covers every
+  (batch, head, query tile) once, with all key tiles in both passes;
+- the aie_api stand-in refuses what aie_api refuses (vectors under 128 bits, mmul
+  shapes a target lacks, misaligned loads), and `make -C kernels host-check` runs.
 What needs the toolchain (skips with the reason otherwise): emitting MLIR with
-IRON, and the full `make -C kernels` build.
+IRON, and the full `make -C kernels` build. A missing g++ or make fails under CI=true.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _numerics_helpers import require_tool
 
 from amanuensis_npu.npu import quantization as qz
 
@@ -159,28 +164,86 @@ def test_design_runtime_sequence_equals_buffer_layout(batch):
 
 def test_design_constants_agree_with_the_adapters():
     assert design.SPEC_VERSION == qz.SPEC_VERSION
-    assert (design.D, design.H, design.FRAMES, design.TK) == (
+    assert (design.D, design.H, design.FRAMES, design.TK, design.TQ) == (
         qz.HEAD_DIM,
         qz.HEADS,
         qz.FRAMES,
         qz.KEY_TILE,
+        qz.Q_TILE,
     )
     assert design.TP == qz.padded_frames(qz.FRAMES) == 1536
     assert design.HEADER_WORDS == qz.HEADER_WORDS
+    assert design.REC_BYTES == qz.RECORD_BYTES == 4352
+    assert design.ROWP_WORDS == qz.rowp_words(design.TP)
     # 1500 frames: 23 full key tiles and 28 valid keys in the last one.
     assert (design.NKT, design.LAST_VALID) == (24, 28)
 
 
+# ------------------------------------------------------- core data memory (finding 5)
+
+
+def _spec_core_memory_total() -> int:
+    text = SPEC_MD.read_text()
+    stated = re.search(r"\| \*\*total\*\* \| \*\*([\d,]+)", text)
+    assert stated, "SPEC.md §6.2 no longer states the per-core total"
+    return int(stated[1].replace(",", ""))
+
+
 @pytest.mark.parametrize("target", ["npu1", "npu2"])
-def test_core_memory_and_placement_fit_the_device(target):
-    assert sum(design.CORE_MEMORY.values()) <= 64 * 1024
+def test_core_memory_counts_everything_and_fits(target):
+    total = sum(design.CORE_MEMORY.values())
+    assert total <= design.CORE_MEMORY_LIMIT == 64 * 1024
+    assert _spec_core_memory_total() == total, "SPEC §6.2 and design.CORE_MEMORY disagree"
+    # The buffers the design declares are the ones counted (sizes of its IRON types).
+    entry = design.CORE_MEMORY
+    assert entry["qr object (depth 1)"] == design.QR_BYTES
+    assert entry["kv objects (depth 2)"] == 2 * design.KV_BYTES
+    assert entry["s scores int32 32x64 (LocalBuffer)"] == design.TQ * design.TK * 4
     cfg = design.design_config(target, 1)["placement"]
+    assert cfg["core_memory_bytes"] == total
     assert cfg["cores"] == {"npu1": 16, "npu2": 32}[target]
     assert cfg["groups"] * cfg["cores_per_group"] == cfg["cores"]
     assert cfg["rounds_per_head"] * cfg["cores_per_group"] == design.NQT
 
 
-# ------------------------------------------------------- transfer plan replay
+def test_core_memory_counts_the_compiled_tables(aie_lib):
+    # What the AIE object keeps in data memory besides the buffers: its constant tables,
+    # read from the AIE path compiled against the aie_api stand-in (same header, same
+    # sizes as the Peano object's).
+    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k}
+    assert aie_lib.attn_table_bytes() == sum(tables.values())
+
+
+def test_makefile_pins_the_sequential_allocator(tmp_path):
+    require_tool("make", "cannot dry-run the kernel Makefile")
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(KERNELS), f"BUILD={tmp_path}", "TARGETS=npu1", "BATCHES=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    aiecc = [ln for ln in proc.stdout.splitlines() if "--aie-generate-xclbin" in ln]
+    assert aiecc and all("--alloc-scheme=basic-sequential" in ln for ln in aiecc), proc.stdout
+
+
+def test_spec_quotes_the_cycle_estimate_design_computes():
+    # SPEC §6.4's ranges are design.cycle_estimate's output, labelled as estimates.
+    text = SPEC_MD.read_text()
+    section = text[text.index("### 6.4") : text.index("## 7.")]
+    assert "estimate" in section and "not a measurement" in section
+    for target in ("npu1", "npu2"):
+        e = design.cycle_estimate(target)
+        low, high = e["compute_ms_low"], e["compute_ms_high"]
+        assert f"**{low:.1f}-{high:.1f} ms**" in section, target
+        assert (
+            f"{e['compute_cycles_low'] / 1e6:.2f}-{e['compute_cycles_high'] / 1e6:.2f} M" in section
+        )
+        assert f"{e['stream_cycles'] / 1e6:.2f} M cycles" in section
+        assert e["bound"] == "compute"
+        assert e["matmul_per_step_high"] > e["matmul_per_step_low"]
+
+
+# -------------------------------------------------------- runtime sequence (finding 1)
 
 
 def _indices(t) -> np.ndarray:
@@ -195,40 +258,104 @@ def _indices(t) -> np.ndarray:
 def test_plan_respects_shim_dma_limits(target, batch):
     itemsize = {"q": 1, "k": 1, "v": 1, "rowp": 4, "out": 2}
     plan = design.transfer_plan(target, batch)
-    per_step_col: dict[tuple[int, int], int] = defaultdict(int)
     for t in plan:
         words0 = t.sizes[3] * itemsize[t.buffer] / 4
         assert words0 == int(words0) and words0 <= 1023, t
         assert t.sizes[1] <= 1023 and t.sizes[2] <= 1023 and 1 <= t.sizes[0] <= 64, t
         assert t.strides[3] == 1, t
-        per_step_col[(t.group_step, t.column)] += 1
-    # 16 buffer descriptors per shim tile; a task group's transfers are all live at once.
-    assert max(per_step_col.values()) <= 16
-    assert {c for _, c in per_step_col} == set(range(design.TARGETS[target]["columns"]))
+        assert t.wait, t  # every push is retired by an await
+    assert {t.column for t in plan} == set(range(design.TARGETS[target]["columns"]))
 
 
-@pytest.fixture(scope="module")
-def glue_lib(tmp_path_factory):
-    cxx = shutil.which(os.environ.get("CXX", "g++"))
-    if cxx is None:
-        pytest.skip("no host C++ compiler (g++) to build the scalar kernel path")
-    out = tmp_path_factory.mktemp("glue") / "libglue.so"
+@pytest.mark.parametrize("target", ["npu1", "npu2"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_runtime_sequence_keeps_every_shim_queue_within_its_depth(target, batch):
+    result = design.check_plan(design.runtime_sequence(target, batch))
+    assert result.ok, result.problems[:5]
+    assert result.max_outstanding <= design.QUEUE_DEPTH == 4
+    assert result.max_bds <= design.SHIM_BDS
+    # Two rounds in flight: the queue model reaches the depth, so a third would not fit.
+    assert result.max_outstanding == 4
+
+
+def _one_group_per_step(target: str) -> list:
+    """Today's shape of the sequence before issue 9: all of a head's transfers in one
+    task group, fills never awaited, 12 fills per qr channel (3 rounds x 4 pieces)."""
+    seq = []
+    for step in range(2):
+        for col in range(design.TARGETS[target]["columns"]):
+            for piece in range(12):
+                seq.append(
+                    design.Transfer(
+                        "fill",
+                        f"qr{col}",
+                        "q",
+                        piece,
+                        (1, 1, 1, 8),
+                        (0, 0, 0, 1),
+                        col,
+                        step,
+                        wait=False,
+                    )
+                )
+            seq.append(
+                design.Transfer(
+                    "drain", f"out{col}", "out", 0, (1, 1, 1, 8), (0, 0, 0, 1), col, step, wait=True
+                )
+            )
+        seq.append(design.Finish(step))
+    return seq
+
+
+def test_check_plan_catches_an_overflowing_or_deadlocking_sequence():
+    result = design.check_plan(_one_group_per_step("npu1"))
+    assert not result.ok
+    assert result.max_outstanding > design.QUEUE_DEPTH
+    assert any("deadlock" in p for p in result.problems)
+    assert any("never awaited" in p for p in result.problems)
+    # Finishing a round before the next round's transfers exist is fine; awaiting a round
+    # whose transfers are issued later is a deadlock.
+    seq = design.runtime_sequence("npu1", 1)
+    first_finish = next(i for i, op in enumerate(seq) if isinstance(op, design.Finish))
+    moved = [seq[first_finish], *seq[:first_finish], *seq[first_finish + 1 :]]
+    bad = design.check_plan(moved)
+    assert any("deadlock" in p for p in bad.problems)
+
+
+def test_check_plan_command_prints_the_largest_queue_per_target():
+    cmd = [sys.executable, str(DESIGN_PY), "--check-plan"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for target in ("npu1", "npu2"):
+        line = next(ln for ln in lines if ln.startswith(f"{target}:"))
+        assert "at most 4 outstanding pushes per shim channel (limit 4, ok)" in line
+
+
+def test_pass_one_streams_keys_only():
+    # Finding 7: the pass-1 fills read the k buffer on both join channels; V is read once
+    # per round, by pass 2.
+    for target in ("npu1", "npu2"):
+        plan = design.transfer_plan(target, 1)
+        kv = [t for t in plan if t.fifo[0] in "kv" and t.fifo[1:].isdigit()]
+        v_bytes = sum(_indices(t).size for t in kv if t.buffer == "v")
+        k_bytes = sum(_indices(t).size for t in kv if t.buffer == "k")
+        rounds = design.H * design.ROUNDS
+        assert v_bytes == rounds * design.NKT * design.REC_BYTES  # V once per round
+        assert k_bytes == 2 * rounds * design.NKT * design.REC_BYTES  # K in both passes
+
+
+# ------------------------------------------------------- transfer plan replay
+
+
+def _build_glue(tmp_path_factory, name: str, flags: list[str]) -> ctypes.CDLL:
+    cxx = require_tool(os.environ.get("CXX", "g++"), "cannot build the kernel glue")
+    out = tmp_path_factory.mktemp(name) / f"lib{name}.so"
     src = KERNELS / "attention"
-    cmd = [
-        cxx,
-        "-O2",
-        "-shared",
-        "-fPIC",
-        "-std=c++17",
-        "-DATTN_SCALAR",
-        "-I",
-        str(src),
-        str(src / "iron_glue.cc"),
-        "-o",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    cmd = [cxx, "-O2", "-shared", "-fPIC", "-std=c++20", *flags, "-I", str(src)]
+    cmd += [str(src / "iron_glue.cc"), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     lib = ctypes.CDLL(str(out))
     p8, p16, p32, i32 = (
         ctypes.POINTER(ctypes.c_int8),
@@ -237,30 +364,104 @@ def glue_lib(tmp_path_factory):
         ctypes.c_int32,
     )
     lib.attn_qr_rows_init.argtypes = [p32, p32, p32]
-    lib.attn_qr_tile_max.argtypes = [p8, p8, p32, i32, i32]
-    lib.attn_qr_tile_accum.argtypes = [p8, p8, p32, p32, p32, i32, i32]
+    lib.attn_qr_pass1.argtypes = [p8, p8, p32, p32, i32, i32, i32]
+    lib.attn_qr_pass2.argtypes = [p8, p8, p32, p16, p32, p32, p32, i32, i32]
     lib.attn_rows_finish.argtypes = [p32, p32, p16]
     lib.attn_qr_layout.argtypes = [i32]
     lib.attn_qr_layout.restype = i32
     return lib
 
 
+@pytest.fixture(scope="module")
+def glue_lib(tmp_path_factory):
+    return _build_glue(tmp_path_factory, "glue", ["-DATTN_SCALAR"])
+
+
+@pytest.fixture(scope="module")
+def aie_lib(tmp_path_factory):
+    """The AIE path of the glue for aie2, against the aie_api stand-in."""
+    host = KERNELS / "host"
+    lib = _build_glue(
+        tmp_path_factory,
+        "glue_aie2",
+        ["-D__AIE_ARCH__=20", "-DATTN_HOST_DRIVER", "-I", str(host)],
+    )
+    lib.attn_table_bytes.restype = ctypes.c_int32
+    return lib
+
+
+def test_aie_path_exponent_runs_on_the_lookup_units(aie_lib):
+    # Finding 6: one pass-2 step sends every one of its 32 x 64 scores through
+    # aie::linear_approx and aie::parallel_lookup (16 lanes at a time), and its products
+    # through aie::mmul; no score takes a scalar path.
+    aie_lib.attn_standin_count.restype = ctypes.c_uint64
+    aie_lib.attn_standin_count.argtypes = [ctypes.c_int32]
+    rng = np.random.default_rng(3)
+    qr = _aligned(design.QR_BYTES, np.int8)
+    kv = _aligned(design.KV_BYTES, np.int8)
+    qr[:] = rng.integers(-127, 128, qr.size)
+    kv[:] = rng.integers(-127, 128, kv.size)
+    kv.view(np.int16)[qz.SCALES_OFFSET // 2 : qz.SCALES_OFFSET // 2 + 64] = 1 << 13
+    words = qr[design.QR_WORDS_OFFSET :].view(np.int32)
+    words[:] = 12 | (4 << 16)
+    s = _aligned(design.TQ * design.TK * 4, np.int32)
+    p = _aligned(design.TQ * design.TK * 2, np.int16)
+    m = _aligned(design.TQ * 4, np.int32)
+    lsum = _aligned(design.TQ * 4, np.int32)
+    acc = _aligned(design.TQ * design.D * 4, np.int32)
+    p8, p16, p32 = (ctypes.POINTER(t) for t in (ctypes.c_int8, ctypes.c_int16, ctypes.c_int32))
+    aie_lib.attn_qr_rows_init(*(b.ctypes.data_as(p32) for b in (m, lsum, acc)))
+    aie_lib.attn_qr_pass1(
+        qr.ctypes.data_as(p8),
+        kv.ctypes.data_as(p8),
+        s.ctypes.data_as(p32),
+        m.ctypes.data_as(p32),
+        0,
+        64,
+        0,
+    )
+    before = [aie_lib.attn_standin_count(i) for i in range(3)]
+    aie_lib.attn_qr_pass2(
+        qr.ctypes.data_as(p8),
+        kv.ctypes.data_as(p8),
+        s.ctypes.data_as(p32),
+        p.ctypes.data_as(p16),
+        m.ctypes.data_as(p32),
+        lsum.ctypes.data_as(p32),
+        acc.ctypes.data_as(p32),
+        0,
+        64,
+    )
+    after = [aie_lib.attn_standin_count(i) for i in range(3)]
+    macs, la, pl = (a - b for a, b in zip(after, before, strict=True))
+    scores = design.TQ * design.TK
+    assert (la, pl) == (scores, scores)
+    assert macs == 2 * design.TQ * design.TK * design.D  # Q·Kᵀ and P·V
+    assert lsum.min() >= 8192  # every row's max key contributes 2^13
+
+
 def test_glue_object_layout_equals_design(glue_lib):
-    layout = [glue_lib.attn_qr_layout(i) for i in range(8)]
+    layout = [glue_lib.attn_qr_layout(i) for i in range(7)]
     assert layout == [
         design.ROWS,
-        design.QR_Q_TILE_BYTES,
+        design.Q_TILE_BYTES,
         design.QR_WORDS_OFFSET,
         design.QR_BYTES,
-        design.KV_V_OFFSET,
-        design.QR_KEYWORDS_OFFSET,
-        design.NKT,
-        design.QR_VWORDS_OFFSET,
+        design.REC_BYTES,
+        design.KV_BYTES,
+        qz.SCALES_OFFSET,
     ]
 
 
+def _aligned(nbytes: int, dtype) -> np.ndarray:
+    """A zeroed array whose data starts on a 64-byte boundary, like a core's buffers."""
+    raw = np.zeros(nbytes + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start : start + nbytes].view(dtype)
+
+
 def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarray:
-    """Run one dispatch the way the design moves data, with the scalar kernel on each core."""
+    """Run one dispatch the way the design moves data, with the glue on each core."""
     flat = {name: buf.reshape(-1) for name, buf in buffers.items()}
     streams: dict[str, list[bytes]] = defaultdict(list)
     drains: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -272,14 +473,16 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
         else:
             drains[t.fifo].append(idx)
 
-    def objects(fifo: str, size: int) -> list[np.ndarray]:
+    def objects(fifo: str, size: int) -> list[bytes]:
         data = b"".join(streams[fifo])
         assert len(data) % size == 0, fifo
-        return [
-            np.frombuffer(data[i : i + size], np.int8).copy() for i in range(0, len(data), size)
-        ]
+        return [data[i : i + size] for i in range(0, len(data), size)]
 
-    tile = design.TK * design.D
+    def core_buffer(data: bytes) -> np.ndarray:
+        buf = _aligned(len(data), np.int8)
+        buf[:] = np.frombuffer(data, np.int8)
+        return buf
+
     out = np.full(flat["out"].size, -32768, dtype=np.int16)
     written = np.zeros(flat["out"].size, dtype=np.int64)
     p8, p16, p32 = (
@@ -287,49 +490,61 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
         ctypes.POINTER(ctypes.c_int16),
         ctypes.POINTER(ctypes.c_int32),
     )
+    per_query_tile = design.PAIRS + design.NKT
     kv_by_group = {}
     for g in range(n_cols // design.COLS_PER_GROUP):
-        ks, vs = objects(f"k{g}", tile), objects(f"v{g}", tile)
+        # The memory tile joins one record from each channel into every object.
+        ks, vs = objects(f"k{g}", design.REC_BYTES), objects(f"v{g}", design.REC_BYTES)
         assert len(ks) == len(vs)
-        kv_by_group[g] = [np.concatenate([k, v]) for k, v in zip(ks, vs, strict=True)]
+        kv_by_group[g] = [core_buffer(k + v) for k, v in zip(ks, vs, strict=True)]
+    s = _aligned(design.TQ * design.TK * 4, np.int32)
+    p = _aligned(design.TQ * design.TK * 2, np.int16)
+    m = _aligned(design.TQ * 4, np.int32)
+    lsum = _aligned(design.TQ * 4, np.int32)
+    acc = _aligned(design.TQ * design.D * 4, np.int32)
+    tile = _aligned(design.TQ * design.D * 2, np.int16)
     for col in range(n_cols):
         g = col // design.COLS_PER_GROUP
-        qr_objs = objects(f"qr{col}", design.QR_BYTES)
+        qr_objs = [core_buffer(o) for o in objects(f"qr{col}", design.QR_BYTES)]
         kvs = kv_by_group[g]
-        # Lock step: every core of the group consumes 2 x NKT kv objects per query tile.
-        assert len(kvs) == 2 * design.NKT * len(qr_objs)
+        # Lock step: every core of the group consumes 12 + 24 kv objects per query tile.
+        assert len(kvs) == per_query_tile * len(qr_objs)
         tiles = [[None] * design.ROWS for _ in qr_objs]
         for slot in range(design.ROWS):
-            m = np.zeros(design.TQ, np.int32)
-            lsum = np.zeros(design.TQ, np.int32)
-            acc = np.zeros((design.TQ, design.D), np.int32)
             for i, qr in enumerate(qr_objs):
                 qp = qr.ctypes.data_as(p8)
                 lib.attn_qr_rows_init(
                     m.ctypes.data_as(p32), lsum.ctypes.data_as(p32), acc.ctypes.data_as(p32)
                 )
-                steps = kvs[2 * design.NKT * i : 2 * design.NKT * (i + 1)]
-                for j, kv in enumerate(steps[: design.NKT]):
-                    valid = design.LAST_VALID if j == design.NKT - 1 else design.TK
-                    lib.attn_qr_tile_max(
-                        qp, kv.ctypes.data_as(p8), m.ctypes.data_as(p32), slot, valid
-                    )
-                for j, kv in enumerate(steps[design.NKT :]):
-                    valid = design.LAST_VALID if j == design.NKT - 1 else design.TK
-                    lib.attn_qr_tile_accum(
+                steps = kvs[per_query_tile * i : per_query_tile * (i + 1)]
+                for j, kv in enumerate(steps[: design.PAIRS]):
+                    valid1 = design.LAST_VALID if j == design.PAIRS - 1 else design.TK
+                    lib.attn_qr_pass1(
                         qp,
                         kv.ctypes.data_as(p8),
+                        s.ctypes.data_as(p32),
+                        m.ctypes.data_as(p32),
+                        slot,
+                        design.TK,
+                        valid1,
+                    )
+                for j, kv in enumerate(steps[design.PAIRS :]):
+                    valid = design.LAST_VALID if j == design.NKT - 1 else design.TK
+                    lib.attn_qr_pass2(
+                        qp,
+                        kv.ctypes.data_as(p8),
+                        s.ctypes.data_as(p32),
+                        p.ctypes.data_as(p16),
                         m.ctypes.data_as(p32),
                         lsum.ctypes.data_as(p32),
                         acc.ctypes.data_as(p32),
                         slot,
                         valid,
                     )
-                o = np.zeros((design.TQ, design.D), np.int16)
                 lib.attn_rows_finish(
-                    lsum.ctypes.data_as(p32), acc.ctypes.data_as(p32), o.ctypes.data_as(p16)
+                    lsum.ctypes.data_as(p32), acc.ctypes.data_as(p32), tile.ctypes.data_as(p16)
                 )
-                tiles[i][slot] = o
+                tiles[i][slot] = tile.copy()
         # The memory tile joins the 4 cores' tiles of each round, then drains them.
         stream = np.concatenate([t.reshape(-1) for rnd in tiles for t in rnd])
         idx = np.concatenate(drains[f"out{col}"])
@@ -340,8 +555,7 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
     return out.reshape(buffers["out"].shape)
 
 
-@pytest.mark.parametrize(("target", "batch"), [("npu1", 1), ("npu2", 2)])
-def test_transfer_plan_replay_equals_the_scalar_layer(glue_lib, target, batch):
+def _replay_case(target: str, batch: int):
     from amanuensis_npu.npu.host_kernel import get_host_kernel
 
     g = torch.Generator().manual_seed(11 + batch)
@@ -351,17 +565,79 @@ def test_transfer_plan_replay_equals_the_scalar_layer(glue_lib, target, batch):
     packed = qz.pack_layer(q, k, v)
     names = [s.name for s in qz.buffer_layout(batch)]
     buffers = dict(zip(names, [*packed.inputs, packed.output], strict=True))
+    reference = np.zeros_like(packed.output)
+    get_host_kernel().run_layer([*packed.inputs, reference], batch)
+    # The design's output is real attention, not a coincidence of two zero buffers.
+    assert np.count_nonzero(reference[:, :, : qz.FRAMES]) > 0.9 * reference[:, :, : qz.FRAMES].size
+    return buffers, reference
 
+
+@pytest.mark.parametrize(("target", "batch"), [("npu1", 1), ("npu2", 2)])
+def test_transfer_plan_replay_equals_the_scalar_layer(glue_lib, target, batch):
+    buffers, reference = _replay_case(target, batch)
     got = _replay(
         design.transfer_plan(target, batch), buffers, glue_lib, design.TARGETS[target]["columns"]
     )
-
-    reference = np.zeros_like(packed.output)
-    get_host_kernel().run_layer([*packed.inputs, reference], batch)
     assert got.shape == reference.shape
     assert got.tobytes() == reference.tobytes()
-    # And the design's output is real attention, not a coincidence of two zero buffers.
-    assert np.count_nonzero(reference[:, :, : qz.FRAMES]) > 0.9 * reference[:, :, : qz.FRAMES].size
+
+
+def test_transfer_plan_replay_through_the_aie_path(aie_lib):
+    # The design's objects, 64-byte aligned like core buffers, through the AIE path's
+    # entry points (aie2, against the aie_api stand-in): alignment and object offsets are
+    # what the stand-in checks on every vector load and store.
+    buffers, reference = _replay_case("npu1", 1)
+    got = _replay(design.transfer_plan("npu1", 1), buffers, aie_lib, 4)
+    assert got.tobytes() == reference.tobytes()
+
+
+# ------------------------------------------------------------ IRON usage (finding 4)
+
+
+@pytest.mark.parametrize("target", ["npu1", "npu2"])
+def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, target):
+    # design.build_program() against a recording stand-in of IRON's API (mlir-aie
+    # python/iron/): per-core buffers are LocalBuffers created in the core body, kernel
+    # operands are MLIR values (acquired elements, LocalBuffers, ints), and the runtime
+    # calls are exactly runtime_sequence(): the same tasks, groups, waits and shim tiles.
+    import _fake_iron as fake
+
+    fake.install(monkeypatch)
+    assert design.iron_status()[0]
+    design.build_program(target, 1)
+    rt = fake.Program.last.rt
+    cores = design.TARGETS[target]["columns"] * design.ROWS
+    assert len(rt.workers) == cores
+    for w in rt.workers:
+        assert not w.placed, "no GlobalBuffer handed to a Worker"
+        assert len(w.local_buffers) == 5  # m, l, acc, s, p
+        init, pass1, pass2, finish = w.fn_args[3:7]
+        assert [k.name for k in (init, pass1, pass2, finish)] == list(design.ENTRY_POINTS)
+    init, pass1, pass2, finish = rt.workers[0].fn_args[3:7]
+    # traced once per worker: a range_ body plus the peeled last key tile, per pass
+    assert (len(init.calls), len(pass1.calls), len(pass2.calls), len(finish.calls)) == (
+        cores,
+        2 * cores,
+        2 * cores,
+        cores,
+    )
+    assert {c[6] for c in pass1.calls} == {design.TK, design.LAST_VALID}
+    seq = design.runtime_sequence(target, 1)
+    assert len(rt.ops) == len(seq)
+    handles: dict[int, int] = {}
+    for got, want in zip(rt.ops, seq, strict=True):
+        if isinstance(want, design.Finish):
+            assert got == ("finish", handles[want.group])
+            continue
+        kind, fifo, tap, group, wait, placement = got
+        assert (kind, fifo, wait) == (want.kind, want.fifo, want.wait)
+        assert handles.setdefault(want.group, group) == group
+        assert (tap.offset, tuple(tap.sizes), tuple(tap.strides)) == (
+            want.offset,
+            want.sizes,
+            want.strides,
+        )
+        assert (placement.col, placement.row) == (want.column, design.SHIM_ROW)
 
 
 # --------------------------------------------------------- toolchain-only steps
@@ -429,8 +705,8 @@ def test_full_build_produces_artifacts_the_runtime_accepts(tmp_path):
 
 
 @pytest.mark.skipif(_toolchain_missing() is None, reason="the NPU toolchain is installed here")
-@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_without_toolchain_fails_fast_with_the_reason(tmp_path):
+    require_tool("make", "cannot run the kernel Makefile")
     proc = subprocess.run(
         ["make", "-C", str(KERNELS), f"BUILD={tmp_path / 'build'}"],
         capture_output=True,
@@ -441,3 +717,122 @@ def test_make_without_toolchain_fails_fast_with_the_reason(tmp_path):
     assert "cannot build the NPU kernel" in proc.stderr
     assert "aiecc.py" in proc.stderr and "Peano" in proc.stderr
     assert not (tmp_path / "build").exists()
+
+
+# ------------------------------------------------------- the AIE path on the host
+
+
+def _standin_compile(tmp_path: Path, arch: int, body: str) -> subprocess.CompletedProcess:
+    cxx = require_tool(os.environ.get("CXX", "g++"), "cannot compile against the stand-in")
+    src = tmp_path / f"probe{arch}.cc"
+    src.write_text("#include <aie_api/aie.hpp>\n" + body)
+    cmd = [cxx, "-std=c++20", "-fsyntax-only", f"-D__AIE_ARCH__={arch}"]
+    cmd += ["-I", str(KERNELS / "host"), str(src)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("arch", [20, 21])
+def test_standin_refuses_a_vector_narrower_than_128_bits(tmp_path, arch):
+    # Finding 2: `aie::load_v<8>` of int8 (64 bits) does not exist in aie_api; the
+    # stand-in fails to compile it for both targets, as Peano would, and accepts 128 bits.
+    narrow = "void f(const int8 *p, int8 *o) { aie::store_v(o, aie::load_v<8>(p)); }\n"
+    bad = _standin_compile(tmp_path, arch, narrow)
+    assert bad.returncode != 0
+    assert "no such vector" in bad.stderr or "128" in bad.stderr
+    ok = _standin_compile(tmp_path, arch, narrow.replace("load_v<8>", "load_v<16>"))
+    assert ok.returncode == 0, ok.stderr
+    # Inserting a 32-bit piece into a larger vector (the old query-tile gather) fails too.
+    insert = "void g(const int8 *p) { aie::vector<int8, 32> a; a.insert(0, aie::load_v<4>(p)); }\n"
+    assert _standin_compile(tmp_path, arch, insert).returncode != 0
+
+
+def test_standin_has_no_iota_and_checks_mmul_shapes_per_target(tmp_path):
+    iota = "auto f() { return aie::iota<int32, 16>(); }\n"
+    assert _standin_compile(tmp_path, 20, iota).returncode != 0  # finding 3
+    # int8 x int8 4x8x4 exists on AIE-ML but not on XDNA 2 (aie_api detail/mmul.hpp).
+    shape = "void f() { aie::mmul<4, 8, 4, int8, int8, acc32> m; (void)m; }\n"
+    assert _standin_compile(tmp_path, 20, shape).returncode == 0
+    bad = _standin_compile(tmp_path, 21, shape)
+    assert bad.returncode != 0 and "shape not in aie_api's table" in bad.stderr
+
+
+def test_standin_aborts_on_a_misaligned_load(tmp_path):
+    cxx = require_tool(os.environ.get("CXX", "g++"), "cannot compile against the stand-in")
+    src = tmp_path / "misaligned.cc"
+    src.write_text(
+        "#include <aie_api/aie.hpp>\n"
+        "alignas(64) static int8 buf[128];\n"
+        "int main(int argc, char **) {\n"
+        "  auto v = aie::load_v<32>(buf + 16 * argc);  // 256 bits from a 16-byte offset\n"
+        "  aie::store_v(buf + 64, v);\n  return 0;\n}\n"
+    )
+    exe = tmp_path / "misaligned"
+    cmd = [cxx, "-std=c++20", "-D__AIE_ARCH__=20", "-I", str(KERNELS / "host"), str(src)]
+    assert subprocess.run([*cmd, "-o", str(exe)], capture_output=True, timeout=300).returncode == 0
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "insufficient alignment" in run.stderr
+
+
+def _host_check():
+    return _load("kb_host_check", KERNELS / "host" / "host_check.py")
+
+
+def test_make_host_check_runs_and_reports(tmp_path):
+    require_tool("make", "cannot run `make -C kernels host-check`")
+    require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
+    proc = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(KERNELS),
+            "host-check",
+            f"PYTHON={sys.executable}",
+            # a smoke run of the make target: tests/test_numerics.py runs every case
+            "HOST_CHECK_ARGS=--no-speech --limit 40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    total = int(re.search(r"^(\d+) cases$", proc.stdout, re.M)[1])
+    assert total == 40
+    assert f"scalar vs emulator: {total} cases byte-identical" in proc.stdout
+    line = f"aie-path vs scalar: {total} cases byte-identical (aie2), {total} (aie2p)"
+    assert line in proc.stdout
+
+
+def test_host_check_reports_a_difference():
+    # The check can fail: a reference that differs in one element is reported and counted.
+    hc = _host_check()
+    require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
+    from _numerics_helpers import integer_case
+
+    label, bufs = integer_case(0)
+    from amanuensis_npu.npu import emulator as emu
+
+    def off_by_one(b):
+        want = emu.emulate_layer(b[:4])
+        want.reshape(-1)[7] += 1
+        return want
+
+    logged = []
+    result = hc.check(iter([(label, bufs)]), ["aie2"], reference=off_by_one, log=logged.append)
+    assert result["same"] == {"aie2": 0} and len(result["failures"]) == 1
+    assert "1 elements differ" in logged[0]
+    assert hc.summary(result) == "aie-path vs scalar: 0 cases byte-identical (aie2)"
+
+
+# ----------------------------------------------------------- CI tool policy (issue 13)
+
+
+def test_a_missing_build_tool_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="g\\+\\+ not installed"):
+        require_tool("g++", "cannot build the kernel")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_tool("g++", "cannot build the kernel")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert require_tool("make", "x") == "/usr/bin/make"

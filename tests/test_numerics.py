@@ -19,14 +19,22 @@
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _numerics_helpers import recording_backend
+from _numerics_helpers import (
+    CASES,
+    FLOAT_CASES,
+    float_case,
+    float_case_packed,
+    integer_case,
+    make_buffers,
+    require_tool,
+    speech_layer_inputs,
+)
 
 from amanuensis_npu.attention import get_backend
 from amanuensis_npu.npu import emulator as emu
@@ -35,6 +43,7 @@ from amanuensis_npu.npu.fidelity import cosine, exact_attention, head_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "kernels" / "attention"
+HOST_CHECK = REPO / "kernels" / "host" / "host_check.py"
 
 MIN_COS = 0.9998
 MAX_REL = 0.02
@@ -48,8 +57,7 @@ ENCODER_MIN_COS = 0.9998
 def host_kernel():
     from amanuensis_npu.npu.host_kernel import compiler, get_host_kernel
 
-    if shutil.which("g++") is None:
-        pytest.skip("no host C++ compiler (g++): cannot build the kernel's scalar path")
+    require_tool("g++", "cannot build the kernel's scalar path")
     compiler()
     return get_host_kernel()  # a compile error fails here with its one-line reason
 
@@ -57,19 +65,20 @@ def host_kernel():
 @pytest.fixture(scope="session")
 def speech_layers(windows):
     """(window name, layer, q, k, v) for every encoder layer of every 30 s speech window."""
-    from amanuensis_npu.core.encoder import load_encoder
+    return speech_layer_inputs(windows)
 
-    rec = recording_backend()
-    encoder = load_encoder("base", attention=rec)
-    layers = []
-    with torch.inference_mode():
-        for name, mel in windows:
-            rec.records.clear()
-            encoder(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0))
-            for layer, q, k, v in rec.records:
-                layers.append((name, int(layer), q, k, v))
-    assert len(layers) == 6 * len(windows)
-    return layers
+
+@pytest.fixture(scope="session")
+def aie_paths():
+    """The AIE path of attention.cc for aie2 (npu1) and aie2p (npu2), compiled with g++
+    against the aie_api stand-in of kernels/host/ (host_check.py builds and caches it)."""
+    import importlib.util
+
+    require_tool("g++", "cannot build the kernel's AIE path on the host")
+    spec = importlib.util.spec_from_file_location("host_check", HOST_CHECK)
+    hc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hc)
+    return hc, {arch: hc.load(arch) for arch in hc.ARCHS}
 
 
 @pytest.fixture(scope="session")
@@ -113,100 +122,6 @@ def fidelity(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 def fidelity_ok(out: torch.Tensor, ref: torch.Tensor) -> bool:
     cos, rel = fidelity(out, ref)
     return cos >= MIN_COS and rel <= MAX_REL
-
-
-def make_buffers(
-    rng: np.random.Generator,
-    batch: int,
-    heads: int,
-    frames: int,
-    kind: str,
-    tp: int | None = None,
-) -> list[np.ndarray]:
-    """Integer kernel buffers built directly (not through pack_layer), for the extremes.
-
-    Padded rows and keys (>= frames) hold garbage on purpose: the kernel must mask the
-    keys, and computes the rows like any other.
-    """
-    tp = tp or qz.padded_frames(frames)
-    specs = qz.buffer_layout(batch, tp, heads)
-    shape = (batch, heads, tp, 64)
-    qm = qz.Q_MAX
-    if kind == "saturated":
-        q = rng.choice([-qm, qm], size=shape)
-        k = rng.choice([-127, 127], size=shape)
-        v = rng.choice([-127, 127], size=shape)
-    elif kind == "saturated_same":  # every score is +max, every value +127
-        q = np.full(shape, qm)
-        k = np.full(shape, 127)
-        v = np.full(shape, 127)
-    elif kind == "equal":  # all scores equal (keys all zero)
-        q = rng.integers(-qm, qm + 1, size=shape)
-        k = np.zeros(shape, dtype=np.int64)
-        v = rng.integers(-127, 128, size=shape)
-    elif kind == "onehot":
-        q = np.zeros(shape, dtype=np.int64)
-        k = np.zeros(shape, dtype=np.int64)
-        idx_q = rng.integers(0, 64, size=shape[:3])
-        idx_k = rng.integers(0, 64, size=shape[:3])
-        np.put_along_axis(q, idx_q[..., None], qm, axis=3)
-        np.put_along_axis(k, idx_k[..., None], 127, axis=3)
-        v = rng.integers(-127, 128, size=shape)
-    else:  # random
-        q = rng.integers(-qm, qm + 1, size=shape)
-        k = rng.integers(-127, 128, size=shape)
-        v = rng.integers(-127, 128, size=shape)
-    kt = k.reshape(batch, heads, tp // 64, 64, 64).transpose(0, 1, 2, 4, 3)
-    rowp = np.zeros(specs[3].shape, dtype=np.int32)
-    rowp[..., 0] = qz.SPEC_VERSION
-    rowp[..., 1] = frames
-    rowp[..., 2] = tp
-    words = rowp[..., qz.HEADER_WORDS : qz.HEADER_WORDS + tp]
-    kwords = qz.key_scales_view(rowp)
-    vwords = qz.v_scales_view(rowp)
-    one = qz.KQ_ONE
-    if kind in ("saturated", "saturated_same"):
-        kwords[...] = one  # the largest |s * kq|
-        vwords[...] = qz.WV_ONE  # the largest |A * wv|
-    elif kind == "kq_half":  # s * 2^13: every odd s is a rounding tie of step 0
-        kwords[...] = one // 2
-        vwords[...] = qz.WV_ONE // 2  # A * 2^13: every odd A is a rounding tie of step 6
-    elif kind == "kq_extremes":
-        kwords[...] = rng.choice([0, 1, 2, one - 1, one], size=kwords.shape)
-        vwords[...] = rng.choice([0, 1, 2, qz.WV_ONE - 1, qz.WV_ONE], size=vwords.shape)
-    else:
-        kwords[...] = rng.integers(0, one + 1, size=kwords.shape)
-        vwords[...] = rng.integers(0, qz.WV_ONE + 1, size=vwords.shape)
-    if kind in ("saturated", "saturated_same", "big_mult"):
-        mult = rng.integers(8, qz.MULT_MAX + 1, size=words.shape)
-        sh = np.zeros(words.shape, dtype=np.int64)
-        if kind != "big_mult":
-            mult[..., ::2] = qz.MULT_MAX
-    elif kind == "tiny":
-        mult = np.full(words.shape, qz.MULT_GRID)
-        sh = np.full(words.shape, qz.SH_MAX)
-    else:
-        mult = rng.integers(qz.MULT_GRID, 2 * qz.MULT_GRID, size=words.shape)
-        sh = rng.integers(0, qz.SH_MAX + 1, size=words.shape)
-    w = mult | (sh << 16)
-    if kind == "zero_rows":
-        w[..., ::3] = 0
-    words[...] = w
-    return [
-        np.ascontiguousarray(q, dtype=np.int8),
-        np.ascontiguousarray(kt, dtype=np.int8),
-        np.ascontiguousarray(v, dtype=np.int8),
-        rowp,
-        np.zeros(specs[4].shape, dtype=np.int16),
-    ]
-
-
-def float_case(rng: np.random.Generator, batch, heads, frames, scale, vscale=1.0):
-    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    q = torch.randn(batch, heads, frames, 64, generator=g) * scale
-    k = torch.randn(batch, heads, frames, 64, generator=g) * scale + 0.5
-    v = torch.randn(batch, heads, frames, 64, generator=g) * vscale
-    return q, k, v
 
 
 # ------------------------------------------------------------------------------- tables, units
@@ -254,7 +169,9 @@ def test_buffer_layout_is_what_pack_layer_produces():
         assert [s.name for s in specs] == ["q", "k", "v", "rowp", "out"]
         assert [s.direction for s in specs] == ["in"] * 4 + ["out"]
         per_batch = [s.nbytes // batch for s in specs]
-        assert per_batch == [786432, 786432, 786432, 123392, 1572864]
+        # SPEC §2 (v5): q tiles, k and v records of a tile and 256 bytes of scales per 64
+        # keys, rowp header and row words, int16 out.
+        assert per_batch == [786432, 835584, 835584, 49664, 1572864]
         q = torch.randn(batch, 8, 1500, 64)
         packed = qz.pack_layer(q, q + 1, q - 1)
         assert len(packed.inputs) == 4
@@ -292,7 +209,7 @@ def test_row_multipliers_lie_on_the_grid_and_cover_c_min():
 def test_q_uses_its_int8_range():
     q, k, v = float_case(np.random.default_rng(0), 1, 8, 1500, 2.0)
     packed = qz.pack_layer(q, k, v)
-    qmax = np.abs(packed.inputs[0][:, :, :1500].astype(np.int64)).max(axis=-1)
+    qmax = np.abs(qz.query_rows(packed.inputs[0])[:, :, :1500].astype(np.int64)).max(axis=-1)
     assert qmax.max() <= qz.Q_MAX == 127
     assert qmax.min() >= 113  # the grid costs under 0.17 bits (c <= 1.125 c_min)
 
@@ -304,8 +221,8 @@ def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
     v = torch.randn(2, 8, 700, 64, generator=g)
     packed = qz.pack_layer(q, k, v)
     tp = qz.padded_frames(700)
-    kq = qz.key_scales_view(packed.inputs[3]).astype(np.int64)
-    k8 = emu._keys_rowmajor(packed.inputs[1]).astype(np.int64)
+    kq = qz.key_scales_view(packed.inputs[1]).astype(np.int64).reshape(2, 8, tp)
+    k8 = qz.key_rows(packed.inputs[1]).astype(np.int64)
     assert kq.shape[-1] == tp and (kq[..., 700:] == 0).all() and (k8[:, :, 700:] == 0).all()
     assert ((kq >= 0) & (kq <= qz.KQ_ONE)).all()
     assert (kq[..., :700].max(axis=-1) == qz.KQ_ONE).all()  # the largest key is exact
@@ -325,7 +242,7 @@ def test_keys_get_per_key_scales_that_the_device_inverts_exactly():
     k2[0, 1] = 0.0
     k2[0, 1, 5] = 1.0
     k2[0, 1, 6] = -1.0
-    z = qz.key_scales_view(qz.pack_layer(q, k2, v).inputs[3])[0, 1]
+    z = qz.key_scales_view(qz.pack_layer(q, k2, v).inputs[1])[0, 1].reshape(-1)
     assert z[5] == z[6] == qz.KQ_ONE and z[0] == 0 and z[7] == 0
 
 
@@ -340,8 +257,8 @@ def test_values_get_per_sub_tile_scales_that_the_device_inverts_exactly():
     v = torch.randn(2, 8, frames, 64, generator=g) * loud + 2
     packed = qz.pack_layer(q, k, v)
     tp = qz.padded_frames(frames)
-    wv = qz.v_scales_view(packed.inputs[3]).astype(np.int64)  # [B, H, TP/32, 64]
-    v8 = packed.inputs[2].astype(np.int64)
+    wv = qz.v_scales_view(packed.inputs[2]).astype(np.int64).reshape(2, 8, -1, 64)  # [B,H,G,64]
+    v8 = qz.value_rows(packed.inputs[2]).astype(np.int64)
     assert wv.shape[-2:] == (tp // qz.V_SUB, 64)
     assert ((wv >= 0) & (wv <= qz.WV_ONE)).all()
     assert (wv[..., -(-frames // qz.V_SUB) :, :] == 0).all() and (v8[:, :, frames:] == 0).all()
@@ -363,9 +280,9 @@ def test_values_get_per_sub_tile_scales_that_the_device_inverts_exactly():
     chan[64:96] = 0.0
     v2[0, 3, :, 7] = chan
     p2 = qz.pack_layer(q, k, v2)
-    w2 = qz.v_scales_view(p2.inputs[3])[0, 3, :, 7]
+    w2 = qz.v_scales_view(p2.inputs[2])[0, 3].reshape(-1, 64)[:, 7]
     assert w2[2] == 0 and (w2[:2] == qz.WV_ONE).all()
-    assert not p2.inputs[2][0, 3, 64:96, 7].any()
+    assert not qz.value_rows(p2.inputs[2])[0, 3, 64:96, 7].any()
 
 
 def test_hadamard_rotation_keeps_every_score():
@@ -377,18 +294,44 @@ def test_hadamard_rotation_keeps_every_score():
     assert torch.allclose((q @ h) @ (k @ h).t(), q @ k.t(), atol=1e-10)
 
 
+def _spec_layout(bufs: list[np.ndarray]):
+    """The integers of the five buffers, read element by element as SPEC.md §2 words them
+    (independent of `quantization`'s reshapes): q8, k8, v8 `[B, H, TP, 64]`, row words
+    `[B, H, TP]`, kq `[B, H, TP]`, wv `[B, H, TP/32, 64]`, n_frames."""
+    qb, kb, vb, rowp = bufs[:4]
+    batch, heads, nq, _ = qb.shape
+    tp = nq * 32
+
+    def blocked(r, c):  # element (r, c) of a tile in 8 x 8 blocks, 8 blocks per block row
+        return ((r // 8) * 8 + c // 8) * 64 + (r % 8) * 8 + c % 8
+
+    rows, cols = np.meshgrid(np.arange(tp), np.arange(64), indexing="ij")
+    q8 = qb[:, :, rows // 32, blocked(rows % 32, cols)]
+    # k record t: Kᵀ tile (dims x keys) blocked, then 64 int16 kq (little-endian)
+    k8 = kb[:, :, rows // 64, blocked(cols, rows % 64)]
+    v8 = vb[:, :, rows // 64, blocked(rows % 64, cols)]
+    lo = kb[:, :, :, 4096:4224:2].astype(np.int64) & 0xFF
+    hi = kb[:, :, :, 4097:4224:2].astype(np.int64)
+    kq = (lo + 256 * hi).reshape(batch, heads, tp)
+    lo = vb[:, :, :, 4096:4352:2].astype(np.int64) & 0xFF
+    hi = vb[:, :, :, 4097:4352:2].astype(np.int64)
+    wv = (lo + 256 * hi).reshape(batch, heads, tp // 32, 64)
+    return q8, k8, v8, rowp[:, :, 16 : 16 + tp], kq, wv, rowp[:, :, 1]
+
+
 def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
     """SPEC.md §4-§5 written out with Python integers, one row at a time (tiny cases only).
 
-    Independent of the emulator's float tricks and of the kernel's tiling: if both of
-    those agree with each other but misread the SPEC, this catches it.
+    Independent of the emulator's float tricks, of the kernel's tiling and of the
+    adapters' layout helpers: if they agree with each other but misread the SPEC, this
+    catches it.
     """
-    qb, kb, vb, rowp = bufs[:4]
-    batch, heads, tp, dim = qb.shape
-    k8 = emu._keys_rowmajor(kb).astype(np.int64)
+    q8, k8, v8, words, kqs, wvs, nframes = _spec_layout(bufs)
+    batch, heads, tp, dim = q8.shape
+    q8, k8 = q8.astype(np.int64), k8.astype(np.int64)
     e_tab = emu.exp_segment_table().tolist()
     r_tab = emu.reciprocal_seed_table().tolist()
-    out = np.zeros(qb.shape, dtype=np.int16)
+    out = np.zeros((batch, heads, tp, dim), dtype=np.int16)
 
     def exp2n(t: int) -> int:
         if t >= qz.T_ZERO:
@@ -400,13 +343,13 @@ def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
 
     for b in range(batch):
         for h in range(heads):
-            w = [int(x) for x in rowp[b, h]]
-            n = w[1]
-            kq = [int(x) for x in qz.key_scales_view(rowp)[b, h]]
-            wv = qz.v_scales_view(rowp)[b, h].astype(np.int64)
+            w = [int(x) for x in words[b, h]]
+            n = int(nframes[b, h])
+            kq = [int(x) for x in kqs[b, h]]
+            wv = wvs[b, h]
             for i in range(tp):
-                mult, sh = w[16 + i] & 0xFFFF, (w[16 + i] >> 16) & 0xFF
-                qi = qb[b, h, i].astype(np.int64)
+                mult, sh = w[i] & 0xFFFF, (w[i] >> 16) & 0xFF
+                qi = q8[b, h, i]
                 s = [int(qi @ k8[b, h, j]) for j in range(n)]
                 s = [(s[j] * kq[j] + (1 << 13)) >> 14 for j in range(n)]
                 m = max(s)
@@ -417,7 +360,7 @@ def _reference_layer(bufs: list[np.ndarray]) -> np.ndarray:
                 for g0 in range(0, n, qz.V_SUB):
                     keys = range(g0, min(n, g0 + qz.V_SUB))
                     for d in range(dim):
-                        a = sum(p[j] * int(vb[b, h, j, d]) for j in keys)
+                        a = sum(p[j] * int(v8[b, h, j, d]) for j in keys)
                         acc[d] += (a * int(wv[g0 // qz.V_SUB, d]) + (1 << 13)) >> 14
                 kk = lsum.bit_length() - 1
                 x = lsum << (30 - kk)
@@ -470,74 +413,62 @@ def test_emulator_backend_is_registered_and_exact():
 # ------------------------------------------------------------------------------- bit-exactness
 
 
-CASES: list[tuple[str, dict]] = []
-for _i in range(80):
-    CASES.append(
-        ("random", {"batch": 1 + _i % 2, "heads": 1 + _i % 3, "frames": 1 + (37 * _i) % 700})
-    )
-for _kind in (
-    "saturated",
-    "saturated_same",
-    "equal",
-    "onehot",
-    "tiny",
-    "big_mult",
-    "zero_rows",
-    "kq_half",
-    "kq_extremes",
-):
-    for _i in range(12):
-        CASES.append(
-            (
-                _kind,
-                {
-                    "batch": 1,
-                    "heads": 2,
-                    "frames": [1, 2, 63, 64, 65, 100, 127, 128, 129, 200, 257, 300][_i],
-                },
-            )
-        )
-for _i in range(12):  # one valid key, whatever the padding holds
-    CASES.append(("random", {"batch": 1, "heads": 2, "frames": 1, "tp": 64 * (1 + _i % 4)}))
-for _i in range(8):  # the device shape: 1500 frames, the tail tile holds 28 valid keys
-    CASES.append(
-        (
-            ["random", "saturated", "equal", "onehot"][_i % 4],
-            {"batch": 1, "heads": 8, "frames": 1500},
-        )
-    )
-FLOAT_CASES = [
-    (scale, frames, batch)
-    for scale in (1e-4, 0.05, 1.0, 4.0, 30.0)
-    for frames, batch in ((1, 1), (7, 2), (64, 1), (65, 1), (333, 2), (1500, 1))
-]
-
-
 def test_there_are_at_least_200_cases():
     assert len(CASES) + len(FLOAT_CASES) >= 200
 
 
 @pytest.mark.parametrize("index", range(len(CASES)))
 def test_host_kernel_equals_emulator_on_integer_buffers(host_kernel, index):
-    kind, kw = CASES[index]
-    rng = np.random.default_rng(1000 + index)
-    bufs = make_buffers(rng, kw["batch"], kw["heads"], kw["frames"], kind, kw.get("tp"))
-    assert_identical(host_kernel, bufs, f"{kind} {kw}")
+    label, bufs = integer_case(index)
+    assert_identical(host_kernel, bufs, label)
 
 
 @pytest.mark.parametrize("scale,frames,batch", FLOAT_CASES)
 def test_host_kernel_equals_emulator_on_packed_floats(host_kernel, scale, frames, batch):
-    rng = np.random.default_rng(int(scale * 1e4) + frames)
-    q, k, v = float_case(rng, batch, 8 if frames == 1500 else 3, frames, scale)
-    packed = qz.pack_layer(q, k, v)
+    packed = float_case_packed(scale, frames, batch)
     assert_identical(host_kernel, packed.buffers, f"scale {scale} frames {frames}")
 
 
-def test_host_kernel_equals_emulator_on_every_speech_layer(host_kernel, speech_packed):
-    for name, layer, packed, emulated, _ in speech_packed:
-        got = run_host(host_kernel, packed.buffers)
+@pytest.fixture(scope="session")
+def speech_scalar(host_kernel, speech_packed):
+    """The scalar path's output buffer for every speech layer."""
+    return [run_host(host_kernel, packed.buffers) for _, _, packed, _, _ in speech_packed]
+
+
+def test_host_kernel_equals_emulator_on_every_speech_layer(speech_packed, speech_scalar):
+    for (name, layer, _, emulated, _), got in zip(speech_packed, speech_scalar, strict=True):
         assert np.array_equal(got, emulated), f"{name} layer {layer}: kernel != emulator"
     print(f"\nbit-exact on {len(speech_packed)} speech layers")
+
+
+@pytest.mark.parametrize("arch", ["aie2", "aie2p"])
+def test_aie_path_equals_scalar_on_every_case(
+    aie_paths, host_kernel, speech_packed, speech_scalar, arch
+):
+    # The AIE path (what Peano compiles for the NPU) against the scalar path, on every
+    # case the scalar path is tested on: the synthetic integer and float cases and every
+    # speech layer. It runs through the same layer driver, against the aie_api stand-in,
+    # which enforces aie_api's vector sizes, mmul shapes, alignment and rounding.
+    hc, kernels = aie_paths
+    aie = kernels[arch]
+    cases = 0
+    for index in range(len(CASES)):
+        label, bufs = integer_case(index)
+        got, want = hc.run(aie, bufs), run_host(host_kernel, bufs)
+        assert np.array_equal(got, want), f"{label}: {hc.first_difference(got, want)}"
+        cases += 1
+    for scale, frames, batch in FLOAT_CASES:
+        bufs = float_case_packed(scale, frames, batch).buffers
+        got, want = hc.run(aie, bufs), run_host(host_kernel, bufs)
+        assert np.array_equal(got, want), (
+            f"float {scale} {frames}: {hc.first_difference(got, want)}"
+        )
+        cases += 1
+    for (name, layer, packed, _, _), want in zip(speech_packed, speech_scalar, strict=True):
+        got = hc.run(aie, packed.buffers)
+        assert np.array_equal(got, want), f"{name} layer {layer}: {hc.first_difference(got, want)}"
+        cases += 1
+    print(f"\naie-path vs scalar: {cases} cases byte-identical ({arch})")
 
 
 def test_host_kernel_rejects_a_bad_header(host_kernel):
@@ -633,11 +564,17 @@ def test_regression_padded_keys_are_masked(host_kernel, speech_layers):
     packed = qz.pack_layer(q, k, v)
     clean_k, clean_e = run_host(host_kernel, packed.buffers), emu.emulate_layer(packed)
     assert fidelity_ok(qz.unpack_output(packed, clean_e), exact)
-    dirty = [b.copy() for b in packed.buffers]
+    heads = q.shape[1]
     rng = np.random.default_rng(7)
-    kt = dirty[1].reshape(1, q.shape[1], 24, 64, 64)
-    kt[:, :, 23, :, 1500 - 23 * 64 :] = rng.integers(-127, 128, size=kt[:, :, 23, :, 28:].shape)
-    dirty[2][:, :, 1500:] = rng.integers(-127, 128, size=dirty[2][:, :, 1500:].shape)
+    k8, v8 = qz.key_rows(packed.inputs[1]), qz.value_rows(packed.inputs[2])
+    kq = qz.key_scales_view(packed.inputs[1]).reshape(1, heads, -1).copy()
+    k8[:, :, 1500:] = rng.integers(-127, 128, size=k8[:, :, 1500:].shape)
+    v8[:, :, 1500:] = rng.integers(-127, 128, size=v8[:, :, 1500:].shape)
+    kq[:, :, 1500:] = rng.integers(1, qz.KQ_ONE + 1, size=kq[:, :, 1500:].shape)
+    wv = qz.v_scales_view(packed.inputs[2]).reshape(1, heads, -1, 64)
+    dirty = qz.assemble(
+        qz.query_rows(packed.inputs[0]), k8, v8, qz.row_words(packed.inputs[3]), kq, wv, 1500
+    )
     dirty_k, dirty_e = run_host(host_kernel, dirty), emu.emulate_layer(dirty[:4])
     assert np.array_equal(dirty_k[:, :, :1500], clean_k[:, :, :1500])
     assert np.array_equal(dirty_e[:, :, :1500], clean_e[:, :, :1500])

@@ -98,12 +98,6 @@ def normalise(acc: torch.Tensor, lsum: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the kernel
 
 
-def _keys_rowmajor(kbuf: np.ndarray) -> np.ndarray:
-    """`k` host buffer `[B, H, TP/64, 64 dims, 64 keys]` -> `[B, H, TP, 64]` int8."""
-    b, h, nt, d, tk = kbuf.shape
-    return np.ascontiguousarray(kbuf.transpose(0, 1, 2, 4, 3)).reshape(b, h, nt * tk, d)
-
-
 def check_header(rowp: np.ndarray, tp: int) -> int:
     """Validate the `rowp` headers and return `n_frames` (one value for the whole call)."""
     head = rowp[..., : qz.HEADER_WORDS].reshape(-1, qz.HEADER_WORDS)
@@ -135,19 +129,19 @@ def emulate_layer(
     """
     bufs = packed.inputs if isinstance(packed, qz.PackedLayer) else list(packed)[:4]
     qbuf, kbuf, vbuf, rowp = bufs
-    batch, heads, tp, dim = qbuf.shape
+    q_rows = qz.query_rows(qbuf)  # the host layout of §2 back to rows
+    batch, heads, tp, dim = q_rows.shape
     n = check_header(rowp, tp)
     nbh = batch * heads
     groups = -(-n // qz.V_SUB)  # sub-tiles holding a valid key
     n32 = groups * qz.V_SUB
-    q8 = torch.from_numpy(qbuf).reshape(nbh, tp, dim)
-    k8 = torch.from_numpy(_keys_rowmajor(kbuf)).reshape(nbh, tp, dim)
-    v8 = torch.from_numpy(vbuf).reshape(nbh, tp, dim)
-    words = torch.from_numpy(rowp[..., qz.HEADER_WORDS : qz.HEADER_WORDS + tp].astype(np.int64))
-    words = words.reshape(nbh, tp)
-    kq = torch.from_numpy(qz.key_scales_view(rowp).astype(np.int64)).reshape(nbh, tp)
+    q8 = torch.from_numpy(q_rows).reshape(nbh, tp, dim)
+    k8 = torch.from_numpy(qz.key_rows(kbuf)).reshape(nbh, tp, dim)
+    v8 = torch.from_numpy(qz.value_rows(vbuf)).reshape(nbh, tp, dim)
+    words = torch.from_numpy(qz.row_words(rowp).astype(np.int64)).reshape(nbh, tp)
+    kq = torch.from_numpy(qz.key_scales_view(kbuf).astype(np.int64)).reshape(nbh, tp)
     # wv / 2^14 as float64 (exact dyadics), [nbh, G, 1, 64]
-    wv = torch.from_numpy(qz.v_scales_view(rowp).astype(np.float64) / qz.WV_ONE)
+    wv = torch.from_numpy(qz.v_scales_view(vbuf).astype(np.float64) / qz.WV_ONE)
     wv = wv.reshape(nbh, tp // qz.V_SUB, 1, dim)
     mult = words & 0xFFFF
     sh = (words >> 16) & 0xFF

@@ -1,8 +1,9 @@
 """The attention kernel's portable scalar path, built with the host g++ and run via ctypes.
 
-`kernels/attention/attention.cc` compiled with `-DATTN_SCALAR` is the same arithmetic
-as the AIE kernel (SPEC.md), walked over a whole layer the way the IRON design's
-runtime sequence walks it. `get_host_kernel().run_layer(buffers, batch)` does what one
+`kernels/attention/iron_glue.cc` (which includes `attention.cc`) compiled with
+`-DATTN_SCALAR -DATTN_HOST_DRIVER` is the same arithmetic as the AIE kernel (SPEC.md),
+walked over a whole layer through the entry points the IRON design's cores call, with
+the objects the design builds. `get_host_kernel().run_layer(buffers, batch)` does what one
 NPU dispatch does for one layer: it reads the input buffers in `buffer_layout` order
 and fills the output buffer in place. The tests compare it byte for byte with the
 emulator, and the simulated XRT device runs it in place of the NPU.
@@ -31,9 +32,9 @@ from ..core.models import cache_dir
 from . import quantization as qz
 
 SCALAR_MACRO = "ATTN_SCALAR"
-SOURCE_NAME = "attention.cc"
-HEADER_NAME = "attention_tables.h"
-CXX_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", f"-D{SCALAR_MACRO}"]
+SOURCE_NAME = "iron_glue.cc"  # includes attention.cc; exports the layer driver
+SOURCES = (SOURCE_NAME, "attention.cc", "attention_tables.h")
+CXX_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", f"-D{SCALAR_MACRO}", "-DATTN_HOST_DRIVER"]
 LIB_NAME = "libattention.so"
 
 
@@ -54,7 +55,7 @@ def kernel_source_dir() -> Path:
         candidates.append(Path(explicit).expanduser())
     candidates += [package / "kernels" / "attention", package.parent / "kernels" / "attention"]
     for c in candidates:
-        if (c / SOURCE_NAME).is_file() and (c / HEADER_NAME).is_file():
+        if all((c / name).is_file() for name in SOURCES):
             return c
     raise KernelBuildError(
         "attention kernel source not found (looked in "
@@ -75,7 +76,7 @@ def compiler() -> str:
 
 def _digest(src: Path, cxx: str) -> str:
     h = hashlib.sha256()
-    for name in (SOURCE_NAME, HEADER_NAME):
+    for name in SOURCES:
         h.update((src / name).read_bytes())
     h.update(" ".join([os.path.basename(cxx), *CXX_FLAGS]).encode())
     return h.hexdigest()
@@ -137,9 +138,9 @@ class HostKernel:
         if len(buffers) != 5:
             raise ValueError(f"expected 5 buffers (q, k, v, rowp, out), got {len(buffers)}")
         q, k, v, rowp, out = buffers
-        if q.ndim != 4 or q.shape[0] != batch:
-            raise ValueError(f"q buffer shape {q.shape} does not hold batch {batch}")
-        _, heads, tp, dim = q.shape
+        if out.ndim != 4 or out.shape[0] != batch:
+            raise ValueError(f"out buffer shape {out.shape} does not hold batch {batch}")
+        _, heads, tp, dim = out.shape
         expect = qz.buffer_layout(batch, tp, heads)
         for buf, spec in zip(buffers, expect, strict=True):
             if buf.dtype != np.dtype(spec.dtype) or buf.size * buf.itemsize != spec.nbytes:

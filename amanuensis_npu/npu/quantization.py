@@ -5,9 +5,10 @@ same functions serve the NPU runtime and the emulator, so both see identical int
 inputs and dequantize identically:
 
 - `pack_layer(q, k, v)`: float32 `[B, H, T, 64]` -> the kernel's five host buffers
-  (`q`, `k`, `v` int8, the `rowp` words with the per-row exponent multipliers, the
-  per-key K scales and the per-sub-tile V channel scales, and a zeroed `out`), plus the
-  per-channel float metadata that dequantization needs (it never goes to the device).
+  (`q` int8 query tiles, `k` and `v` records of an int8 tile in mmul block order with
+  its int16 scales, the `rowp` header and per-row exponent multipliers, and a zeroed
+  `out`), plus the per-channel float metadata that dequantization needs (it never goes
+  to the device). The host owns the layout: the device only loads whole blocks.
 - `unpack_output(packed, out)`: the kernel's int16 output -> float32 `[B, H, T, 64]`.
 - `buffer_layout(batch)`: name, dtype, shape, bytes and direction of every buffer, in
   the runtime sequence's argument order; the manifest and the XRT runtime use it.
@@ -23,14 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPEC_VERSION = 4
+SPEC_VERSION = 5
 
 HEAD_DIM = 64
 HEADS = 8
 FRAMES = 1500
 KEY_TILE = 64
-V_SUB = 32  # keys per V scale sub-tile (SPEC v4, §3.4)
+Q_TILE = 32  # query rows per tile (one core's work item)
+V_SUB = 32  # keys per V scale sub-tile (SPEC v4 on, §3.4)
 HEADER_WORDS = 16
+BLOCK = 8  # the host lays Q, Kᵀ and V out in 8 x 8 blocks (SPEC v5, §2)
+TILE_BYTES = KEY_TILE * HEAD_DIM  # one int8 64 x 64 tile, 4096
+SCALES_OFFSET = TILE_BYTES  # a record's int16 scales follow its tile
+RECORD_BYTES = TILE_BYTES + 2 * (KEY_TILE // V_SUB) * HEAD_DIM  # 4352: tile + 256 B of scales
 
 FRAC_BITS = 12  # Q12 base-2 exponent
 P_BITS = 13  # p = 1.0 is 8192
@@ -76,51 +82,103 @@ def padded_frames(frames: int) -> int:
 
 
 def rowp_words(tp: int) -> int:
-    """Words of one head's `rowp` (§2): header, one word per query row, then the key
-    scales and the V sub-tile scales as int16 pairs (half a word per key, one word per
-    two channels of a sub-tile)."""
-    return HEADER_WORDS + tp + tp // 2 + (tp // V_SUB) * HEAD_DIM // 2
-
-
-def key_word_offset(tp: int) -> int:
-    """Word index of the first key-scale word in a head's `rowp` (after the query words)."""
+    """Words of one head's `rowp` (§2): the header, then one word per query row."""
     return HEADER_WORDS + tp
 
 
-def v_word_offset(tp: int) -> int:
-    """Word index of the first V-scale word in a head's `rowp` (after the key words)."""
-    return HEADER_WORDS + tp + tp // 2
+def to_blocks(a: np.ndarray) -> np.ndarray:
+    """`[..., R, C]` -> `[..., R/8, C/8, 8, 8]`: 8 x 8 blocks in row-major block order,
+    row-major inside a block (SPEC §2). The device loads whole `aie::mmul` operand blocks
+    from this order, so the host owns it and no core rearranges bytes."""
+    *lead, r, c = a.shape
+    b = a.reshape(*lead, r // BLOCK, BLOCK, c // BLOCK, BLOCK)
+    return np.ascontiguousarray(np.moveaxis(b, -3, -2))
 
 
-def key_scales_view(rowp: np.ndarray) -> np.ndarray:
-    """The `kq` int16 entries of `rowp [..., words]`, one per padded key: `[..., TP]`.
+def from_blocks(b: np.ndarray) -> np.ndarray:
+    """The inverse of `to_blocks`: `[..., R/8, C/8, 8, 8]` -> `[..., R, C]`."""
+    *lead, rb, cb, _, _ = b.shape
+    return np.ascontiguousarray(np.moveaxis(b, -2, -3)).reshape(*lead, rb * BLOCK, cb * BLOCK)
 
-    A view (writable if `rowp` is): the device reads these words as int16 pairs, low
-    half first (little-endian), so the int16 view of the words is the kernel's array.
+
+def query_rows(qbuf: np.ndarray) -> np.ndarray:
+    """`q` buffer `[B, H, TP/32, 2048]` -> int8 `[B, H, TP, 64]` (a copy)."""
+    b, h, nt, _ = qbuf.shape
+    tiles = qbuf.reshape(b, h, nt, Q_TILE // BLOCK, HEAD_DIM // BLOCK, BLOCK, BLOCK)
+    return from_blocks(tiles).reshape(b, h, nt * Q_TILE, HEAD_DIM)
+
+
+def key_rows(kbuf: np.ndarray) -> np.ndarray:
+    """`k` buffer `[B, H, TP/64, 4352]` -> int8 keys `[B, H, TP, 64]` (a copy, key-major)."""
+    b, h, nt, _ = kbuf.shape
+    kt = from_blocks(kbuf[..., :TILE_BYTES].reshape(b, h, nt, 8, 8, BLOCK, BLOCK))
+    return np.ascontiguousarray(kt.swapaxes(-1, -2)).reshape(b, h, nt * KEY_TILE, HEAD_DIM)
+
+
+def value_rows(vbuf: np.ndarray) -> np.ndarray:
+    """`v` buffer `[B, H, TP/64, 4352]` -> int8 values `[B, H, TP, 64]` (a copy)."""
+    b, h, nt, _ = vbuf.shape
+    vt = from_blocks(vbuf[..., :TILE_BYTES].reshape(b, h, nt, 8, 8, BLOCK, BLOCK))
+    return vt.reshape(b, h, nt * KEY_TILE, HEAD_DIM)
+
+
+def key_scales_view(kbuf: np.ndarray) -> np.ndarray:
+    """The `kq` int16 entries of the `k` records, `[B, H, TP/64, 64]` (one per key); a view
+    (writable if `kbuf` is). Little-endian int16 at bytes 4096..4223 of each record."""
+    return _record_int16(kbuf, SCALES_OFFSET, KEY_TILE).reshape(*kbuf.shape[:-1], KEY_TILE)
+
+
+def v_scales_view(vbuf: np.ndarray) -> np.ndarray:
+    """The `wv` int16 entries of the `v` records, `[B, H, TP/64, 2, 64]` (sub-tile, channel);
+    a view. Bytes 4096..4351 of each record."""
+    flat = _record_int16(vbuf, SCALES_OFFSET, 2 * HEAD_DIM)
+    return flat.reshape(*vbuf.shape[:-1], KEY_TILE // V_SUB, HEAD_DIM)
+
+
+def row_words(rowp: np.ndarray) -> np.ndarray:
+    """The per-row words `mult | sh << 16` of `rowp [B, H, 16 + TP]`: `[B, H, TP]`, a view."""
+    return rowp[..., HEADER_WORDS:]
+
+
+def _record_int16(buf: np.ndarray, offset: int, count: int) -> np.ndarray:
+    if buf.dtype != np.int8 or buf.shape[-1] != RECORD_BYTES or not buf.flags.c_contiguous:
+        raise TypeError(f"expected a C-contiguous int8 record buffer [..., {RECORD_BYTES}]")
+    return buf[..., offset : offset + 2 * count].view(np.int16)
+
+
+def assemble(
+    q8: np.ndarray,
+    k8: np.ndarray,
+    v8: np.ndarray,
+    words: np.ndarray,
+    kq: np.ndarray,
+    wv: np.ndarray,
+    frames: int,
+) -> list[np.ndarray]:
+    """The five kernel buffers (SPEC §2) from the integer quantities of §3.
+
+    `q8, k8, v8 [B, H, TP, 64]` (row-major, zero past the last frame), `words [B, H, TP]`
+    (`mult | sh << 16`), `kq [B, H, TP]`, `wv [B, H, TP/32, 64]`. One function lays out
+    every buffer, so the adapters and the tests' hand-made buffers cannot disagree on it.
     """
-    tp = _tp_of_rowp(rowp)
-    h = rowp.view(np.int16)
-    start = 2 * key_word_offset(tp)
-    return h[..., start : start + tp]
-
-
-def v_scales_view(rowp: np.ndarray) -> np.ndarray:
-    """The `wv` int16 entries of `rowp`, `[..., TP / 32, 64]` (sub-tile, channel); a view."""
-    tp = _tp_of_rowp(rowp)
-    h = rowp.view(np.int16)
-    start = 2 * v_word_offset(tp)
-    flat = h[..., start : start + (tp // V_SUB) * HEAD_DIM]
-    return flat.reshape(*flat.shape[:-1], tp // V_SUB, HEAD_DIM)
-
-
-def _tp_of_rowp(rowp: np.ndarray) -> int:
-    if rowp.dtype != np.int32 or not rowp.flags.c_contiguous:
-        raise TypeError("rowp must be a C-contiguous int32 array")
-    words = int(rowp.shape[-1]) - HEADER_WORDS
-    tp = 2 * words // 5  # words = 2.5 TP
-    if tp % KEY_TILE or rowp_words(tp) != rowp.shape[-1]:
-        raise ValueError(f"rowp has {rowp.shape[-1]} words, not a valid SPEC layout")
-    return tp
+    batch, heads, tp, dim = q8.shape
+    specs = buffer_layout(batch, tp, heads)
+    qb, kb, vb, rowp, out = (np.zeros(s.shape, dtype=s.dtype) for s in specs)
+    nq, nk = tp // Q_TILE, tp // KEY_TILE
+    qb[...] = to_blocks(np.asarray(q8, np.int8).reshape(batch, heads, nq, Q_TILE, dim)).reshape(
+        qb.shape
+    )
+    kt = np.asarray(k8, np.int8).reshape(batch, heads, nk, KEY_TILE, dim).swapaxes(-1, -2)
+    kb[..., :TILE_BYTES] = to_blocks(kt).reshape(batch, heads, nk, TILE_BYTES)
+    vt = np.asarray(v8, np.int8).reshape(batch, heads, nk, KEY_TILE, dim)
+    vb[..., :TILE_BYTES] = to_blocks(vt).reshape(batch, heads, nk, TILE_BYTES)
+    key_scales_view(kb)[...] = np.asarray(kq).reshape(batch, heads, nk, KEY_TILE)
+    v_scales_view(vb)[...] = np.asarray(wv).reshape(batch, heads, nk, KEY_TILE // V_SUB, dim)
+    rowp[..., 0] = SPEC_VERSION
+    rowp[..., 1] = frames
+    rowp[..., 2] = tp
+    row_words(rowp)[...] = words
+    return [qb, kb, vb, rowp, out]
 
 
 @dataclass(frozen=True)
@@ -139,14 +197,13 @@ def buffer_layout(batch: int, frames: int = FRAMES, heads: int = HEADS) -> list[
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     tp = padded_frames(frames)
-    rows = (batch, heads, tp, HEAD_DIM)
-    key_tiles = (batch, heads, tp // KEY_TILE, HEAD_DIM, KEY_TILE)  # K transposed per tile
+    records = (batch, heads, tp // KEY_TILE, RECORD_BYTES)  # one record per key tile
     specs = [
-        ("q", "int8", rows, "in"),
-        ("k", "int8", key_tiles, "in"),
-        ("v", "int8", rows, "in"),
+        ("q", "int8", (batch, heads, tp // Q_TILE, Q_TILE * HEAD_DIM), "in"),
+        ("k", "int8", records, "in"),
+        ("v", "int8", records, "in"),
         ("rowp", "int32", (batch, heads, rowp_words(tp)), "in"),
-        ("out", "int16", rows, "out"),
+        ("out", "int16", (batch, heads, tp, HEAD_DIM), "out"),
     ]
     return [
         BufferSpec(name, dtype, tuple(shape), int(np.prod(shape)) * np.dtype(dtype).itemsize, d)
@@ -159,7 +216,7 @@ class PackedLayer:
     """The kernel buffers for one layer and what the host needs to dequantize.
 
     `inputs` are C-contiguous numpy arrays in argument order (`q`, `k`, `v`, `rowp`;
-    `k` is stored per key tile as dims x keys, see SPEC.md §2);
+    laid out as SPEC.md §2 says: `query_rows`, `key_rows`, `value_rows` read them back);
     `output` is a zeroed int16 buffer of the output's shape. `sv` and `vmu` are each
     V channel's dequantization scale (its largest sub-tile scale, §3.4) and mean,
     float32 `[B, H, 64]`.
@@ -303,9 +360,6 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     k = k.detach().to(device="cpu", dtype=torch.float32)
     v = v.detach().to(device="cpu", dtype=torch.float32)
     tp = padded_frames(frames)
-    specs = buffer_layout(batch, frames, heads)
-    bufs = [np.zeros(s.shape, dtype=s.dtype) for s in specs]
-    qb, kb, vb, rowp, out = (torch.from_numpy(b) for b in bufs)
 
     # Q and K rotated by H: scores unchanged, outlier channels spread out (§3.0).
     q = q @ _H64
@@ -316,29 +370,28 @@ def _pack_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PackedLaye
     safe = torch.where(kq > 0, sk_eff, torch.ones_like(sk_eff))
     k8 = torch.zeros(batch, heads, tp, HEAD_DIM, dtype=torch.int8)
     k8[:, :, :frames] = _to_int8(ks / safe.unsqueeze(-1))
-    # Host layout: per key tile, dims x keys (Kᵀ), the B operand of the QKᵀ mmul.
-    kb.copy_(k8.view(batch, heads, tp // KEY_TILE, KEY_TILE, HEAD_DIM).transpose(3, 4))
+    kq_all = torch.zeros(batch, heads, tp, dtype=torch.int64)
+    kq_all[:, :, :frames] = kq
     # Q: fold skmax, int8 per-row scale on the exponent grid (§3.2).
     qf = q * skmax.view(batch, heads, 1, 1)
     mult, sh = row_multipliers(_abs_max(qf, dim=3))
     c = mult.to(torch.float64) * torch.pow(2.0, -sh.to(torch.float64))
     inv = torch.where(mult > 0, K2 / torch.where(mult > 0, c, torch.ones_like(c)), 0.0)
-    qb[:, :, :frames] = _to_int8(qf * inv.to(torch.float32).unsqueeze(-1))
-    # rowp: header, per-row words, per-key words (§2, §3.3).
-    rowp[:, :, 0] = SPEC_VERSION
-    rowp[:, :, 1] = frames
-    rowp[:, :, 2] = tp
-    rowp[:, :, HEADER_WORDS : HEADER_WORDS + frames] = (mult | (sh << 16)).to(torch.int32)
-    key_scales_view(bufs[3])[:, :, :frames] = kq.numpy()
+    q8 = torch.zeros(batch, heads, tp, HEAD_DIM, dtype=torch.int8)
+    q8[:, :, :frames] = _to_int8(qf * inv.to(torch.float32).unsqueeze(-1))
+    words = torch.zeros(batch, heads, tp, dtype=torch.int32)
+    words[:, :, :frames] = (mult | (sh << 16)).to(torch.int32)
     # V: smoothing, per-channel scale with a relative weight per 32-key sub-tile (§3.4).
     vmu = v.mean(dim=2, keepdim=True)
     vs = v - vmu
     sv, wv, sv_eff = value_scales(vs, tp)
-    v_scales_view(bufs[3])[...] = wv.numpy()
     safe_v = torch.where(sv_eff > 0, sv_eff, torch.ones_like(sv_eff))
-    v8 = _to_int8(vs / safe_v)
-    vb[:, :, :frames] = torch.where(sv_eff > 0, v8, torch.zeros_like(v8))
-    del out
+    v8 = torch.zeros(batch, heads, tp, HEAD_DIM, dtype=torch.int8)
+    v8q = _to_int8(vs / safe_v)
+    v8[:, :, :frames] = torch.where(sv_eff > 0, v8q, torch.zeros_like(v8q))
+    bufs = assemble(
+        q8.numpy(), k8.numpy(), v8.numpy(), words.numpy(), kq_all.numpy(), wv.numpy(), frames
+    )
     return PackedLayer(
         inputs=bufs[:4],
         output=bufs[4],
@@ -360,4 +413,3 @@ def unpack_output(packed: PackedLayer, out_buffer: np.ndarray) -> torch.Tensor:
         raw = torch.from_numpy(np.ascontiguousarray(out[:, :, : packed.frames]))
         scale = (packed.sv / OUT_FRAC).unsqueeze(2)
         return raw.to(torch.float32) * scale + packed.vmu.unsqueeze(2)
-

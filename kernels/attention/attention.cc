@@ -1,46 +1,48 @@
 // Whisper encoder self-attention for the Ryzen AI NPU: the compute-tile kernel.
 //
-// The arithmetic is kernels/attention/SPEC.md (version 4); section numbers below
+// The arithmetic is kernels/attention/SPEC.md (version 5); section numbers below
 // refer to it. One source, two paths selected by the preprocessor:
 //
 //   -DATTN_SCALAR   portable C++ (host g++): every integer step written out plainly.
 //                   amanuensis_npu.npu.host_kernel builds it into a shared library and the
 //                   tests compare its output byte for byte with amanuensis_npu.npu.emulator.
 //   (default)       AIE path against aie_api for npu1 (AIE-ML, __AIE_ARCH__ == 20) and
-//                   npu2 (AIE2P, __AIE_ARCH__ == 21), compiled by Peano:
+//                   npu2 (AIE2P / XDNA 2, __AIE_ARCH__ == 21), compiled by Peano:
 //                   clang++ -O2 -std=c++20 --target=aie2-none-unknown-elf (or aie2p-...)
-//                   -I <mlir-aie>/include -c attention.cc
+//                   -I <mlir-aie>/include -c iron_glue.cc
+//                   On the host, `make -C kernels host-check` compiles this path against the
+//                   aie_api stand-in in kernels/host/ and compares it with the scalar path.
 //
-// Both paths export the same four tile functions, which the IRON design
-// (kernels/attention/design.py) calls on every compute core, per query tile of
-// ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
+// Both paths export the same tile functions, which iron_glue.cc calls on every compute
+// core, per query tile of ATTN_TQ = 32 rows and key tile of ATTN_TK = 64 keys:
 //
-//   attn_rows_init(m, l, acc)                                  before a query tile
-//   attn_tile_max(q, kt, kw, m, valid)                         pass 1, key tiles 0..NKT-1
-//   attn_tile_accum(q, kt, kw, v, vw, words, m, l, acc, valid) pass 2, key tiles 0..NKT-1
-//   attn_rows_finish(l, acc, out)                              after pass 2
+//   attn_rows_init(m, l, acc)                                       before a query tile
+//   attn_tile_max(q, krec, s, m, valid)                             pass 1, every key tile
+//   attn_tile_accum(q, krec, vrec, words, s, p, m, l, acc, valid)   pass 2, every key tile
+//   attn_rows_finish(l, acc, out)                                   after pass 2
 //
-// Core-side tile layouts are the host buffers' own (SPEC.md §2), tile by tile:
-//   q      int8  [32 rows][64 dims]           (row-major, |q| <= 127)
-//   kt     int8  [64 dims][64 keys]           (K transposed per key tile, as in the host buffer)
-//   kw     int16 [64]                         the tile's key scales kq_j in [0, 2^14] (rowp
-//                                             key words read as int16 pairs, SPEC §2)
-//   v      int8  [64 keys][64 dims]
-//   vw     int16 [2 sub-tiles][64 dims]       the tile's V scales wv in [0, 2^14] (rowp V words)
-//   words  int32 [32]                         rowp words 16 + i of the tile's rows
-//   m, l   int32 [32]                         per-row state (core-local)
-//   acc    int32 [32][64]                     P·V accumulator (core-local)
-//   out    int16 [32][64]
+// Core-side layouts are the host buffers' own (SPEC.md §2): the host lays Q, Kᵀ and V out
+// in 8 x 8 blocks (row-major blocks, row-major inside a block), so every aie::mmul operand
+// is one whole block loaded with one vector load:
+//   q      int8  query tile, 32 rows x 64 dims, blocked               2048 bytes
+//   krec   int8  key record: Kᵀ tile (64 dims x 64 keys) blocked      4096 bytes
+//                then the tile's key scales kq, int16 x 64            128 bytes (+128 zero)
+//   vrec   int8  value record: V tile (64 keys x 64 dims) blocked     4096 bytes
+//                then the tile's V scales wv, int16 [2 sub-tiles][64] 256 bytes
+//   words  int32 [32]        the query rows' exponent multipliers (rowp words 16 + i)
+//   s      int32 [32][64]    scores scratch (core-local)
+//   p      int16 [32 x 64]   probabilities scratch, in the P·V mmul's A-block order
+//   m, l   int32 [32]        per-row state (core-local)
+//   acc    int32 [32][64]    P·V accumulator (core-local)
+//   out    int16 [32][64]    row-major
 //   valid  keys of this tile that are < n_frames: 64, except 28 for tile 23 at T = 1500
-//
-// The scalar path also exports attn_layer(), the whole-layer driver that walks the
-// buffers exactly like the design's runtime sequence; kernel_host calls it.
 
 #include <stdint.h>
 
+#define ATTN_TABLE_ALIGN alignas(64)
 #include "attention_tables.h"
 
-#define ATTN_SPEC_VERSION 4
+#define ATTN_SPEC_VERSION 5
 #define ATTN_D 64
 #define ATTN_TQ 32
 #define ATTN_TK 64
@@ -51,6 +53,15 @@
 #define ATTN_KQ_BITS 14
 #define ATTN_VSUB 32  // keys per V scale sub-tile
 #define ATTN_WV_BITS 14
+#define ATTN_BLK 8                 // the host's block edge (SPEC §2)
+#define ATTN_Q_TILE_BYTES 2048     // int8 32 x 64
+#define ATTN_TILE_BYTES 4096       // int8 64 x 64
+#define ATTN_SCALES ATTN_TILE_BYTES  // offset of a record's int16 scales
+#define ATTN_REC_BYTES 4352        // tile + 256 bytes of scales
+
+// Element (r, c) of a blocked tile with 64 columns (8 blocks of 8 per block row).
+#define ATTN_BLOCKED(r, c) \
+  ((((r) >> 3) * (ATTN_D / ATTN_BLK) + ((c) >> 3)) * 64 + ((r) & 7) * 8 + ((c) & 7))
 
 // §5 reciprocal, shared by both paths (it runs on the scalar unit on the device too):
 // y ~ 2^60 / x for x = l << (30 - k), k = floor(log2(l)); a seed table and two Newton steps.
@@ -93,9 +104,19 @@ static inline int32_t attn_exp2n(int32_t t) {
   return (int32_t)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
 }
 
+// A blocked tile (SPEC §2) back to row-major, rows x 64.
+static inline void attn_unblock(const int8_t *blocked, int rows, int8_t *plain) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < ATTN_D; ++c) plain[r * ATTN_D + c] = blocked[ATTN_BLOCKED(r, c)];
+}
+
 // §4 step 0: s'[i][j] = (s * kq_j + 2^13) >> 14 with s = sum_d q[i][d] * kt[d][j], for the
 // tile's 32 rows and 64 keys (|s| < 2^20, |s * kq_j| < 2^34: int64 product).
-static inline void attn_scores(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *s) {
+static inline void attn_scores(const int8_t *qb, const int8_t *krec, int32_t *s) {
+  int8_t q[ATTN_TQ * ATTN_D], kt[ATTN_D * ATTN_TK];
+  attn_unblock(qb, ATTN_TQ, q);
+  attn_unblock(krec, ATTN_D, kt);
+  const int16_t *kw = (const int16_t *)(krec + ATTN_SCALES);
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t *row = s + i * ATTN_TK;
     for (int j = 0; j < ATTN_TK; ++j) row[j] = 0;
@@ -118,10 +139,9 @@ ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
 }
 
 // Pass 1 (§4): running row max over the valid keys of this tile.
-ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *m,
+ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *krec, int32_t *s, int32_t *m,
                                int32_t valid) {
-  int32_t s[ATTN_TQ * ATTN_TK];
-  attn_scores(q, kt, kw, s);
+  attn_scores(q, krec, s);
   for (int i = 0; i < ATTN_TQ; ++i) {
     int32_t best = m[i];
     for (int j = 0; j < valid; ++j) best = s[i * ATTN_TK + j] > best ? s[i * ATTN_TK + j] : best;
@@ -131,12 +151,15 @@ ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *kt, const int16_t 
 
 // Pass 2 (§4 steps 1-6): p relative to the final max, row sums, and P·V per 32-key
 // sub-tile weighted by the sub-tile's V scales.
-ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *kt, const int16_t *kw,
-                                 const int8_t *v, const int16_t *vw, const int32_t *words,
+ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8_t *vrec,
+                                 const int32_t *words, int32_t *s, int16_t *p_unused,
                                  const int32_t *m, int32_t *l, int32_t *acc, int32_t valid) {
-  int32_t s[ATTN_TQ * ATTN_TK];
+  (void)p_unused;
   int32_t p[ATTN_TK];
-  attn_scores(q, kt, kw, s);
+  int8_t v[ATTN_TK * ATTN_D];
+  attn_unblock(vrec, ATTN_TK, v);
+  const int16_t *vw = (const int16_t *)(vrec + ATTN_SCALES);
+  attn_scores(q, krec, s);
   for (int i = 0; i < ATTN_TQ; ++i) {
     const int32_t mult = words[i] & 0xFFFF;
     const int32_t sh = (words[i] >> 16) & 0xFF;
@@ -178,117 +201,83 @@ ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t 
   }
 }
 
-// The whole layer, walked like the design's runtime sequence (§6.1): for every
-// (batch, head) in [head_lo, head_hi) and every query tile, pass 1 then pass 2 over the
-// key tiles in order, then the finish. Returns 0, or a negative code for a bad header.
-ATTN_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v,
-                               const int32_t *rowp, int16_t *out, int32_t batch, int32_t heads,
-                               int32_t tp, int32_t head_lo, int32_t head_hi) {
-  if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
-  const int64_t nbh = (int64_t)batch * heads;
-  if (head_lo < 0 || head_hi > nbh || head_lo > head_hi) return -2;
-  // header, query words, key words (int16 pairs), V words (int16 pairs): SPEC §2
-  const int64_t rowp_len = ATTN_HEADER + (int64_t)tp + tp / 2 + (tp / ATTN_VSUB) * ATTN_D / 2;
-  int32_t m[ATTN_TQ], l[ATTN_TQ];
-  static thread_local int32_t acc[ATTN_TQ * ATTN_D];
-  for (int64_t bh = head_lo; bh < head_hi; ++bh) {
-    const int32_t *hdr = rowp + bh * rowp_len;
-    const int32_t n = hdr[1];
-    if (hdr[0] != ATTN_SPEC_VERSION) return -3;
-    if (hdr[2] != tp || n < 1 || n > tp) return -4;
-    const int32_t nkt = (n + ATTN_TK - 1) / ATTN_TK;
-    const int8_t *qh = q + bh * tp * ATTN_D;
-    const int8_t *kh = k + bh * tp * ATTN_D;  // [tp/64][64 dims][64 keys]
-    const int8_t *vh = v + bh * tp * ATTN_D;
-    const int32_t *wh = hdr + ATTN_HEADER;
-    const int16_t *kwh = (const int16_t *)(hdr + ATTN_HEADER + tp);
-    const int16_t *vwh = (const int16_t *)(hdr + ATTN_HEADER + tp + tp / 2);
-    int16_t *oh = out + bh * tp * ATTN_D;
-    for (int32_t r0 = 0; r0 < tp; r0 += ATTN_TQ) {
-      const int8_t *qt = qh + (int64_t)r0 * ATTN_D;
-      attn_rows_init(m, l, acc);
-      for (int32_t t = 0; t < nkt; ++t) {
-        const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
-        attn_tile_max(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK, m, valid);
-      }
-      for (int32_t t = 0; t < nkt; ++t) {
-        const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
-        attn_tile_accum(qt, kh + (int64_t)t * ATTN_TK * ATTN_D, kwh + t * ATTN_TK,
-                        vh + (int64_t)t * ATTN_TK * ATTN_D, vwh + (int64_t)t * (ATTN_TK / ATTN_VSUB) * ATTN_D,
-                        wh + r0, m, l, acc, valid);
-      }
-      attn_rows_finish(l, acc, oh + (int64_t)r0 * ATTN_D);
-    }
-  }
-  return 0;
-}
-
-ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }
-
 #else  // ------------------------------------------------------------------- AIE path
 
 #include <aie_api/aie.hpp>
 
-// Q·Kᵀ is int8 x int8 -> acc32 (SPEC v3 on: Q and K are int8). npu1 (AIE-ML): mmul 4x8x8
-// (256 MAC/cycle); npu2 (AIE2P): 8x8x8 (512 MAC/cycle).
-// P·V is int16 x int8 -> acc32 (P <= 8192 needs 14 bits). npu1: 4x4x8 (128 MAC/cycle);
-// npu2: 4x8x8 (256 MAC/cycle).
+#if defined(ATTN_HOST_DRIVER)
+#define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
+#else
+#define ATTN_EXPORT extern "C"
+#endif
+
+// mmul shapes (aie_api detail/mmul.hpp, "Matrix multiplication modes for real types"):
+// Q·Kᵀ is int8 x int8 -> acc32: npu1 (AIE-ML) 4x8x8, npu2 (XDNA 2) 8x8x8.
+// P·V is int16 x int8 -> acc32 (P <= 8192 needs 14 bits): npu1 2x8x8, npu2 4x8x8.
+// Every B operand is one 8 x 8 int8 block of the host layout; every A operand is
+// QK_M (or PV_M) consecutive rows of one 8-row block, which are contiguous in it.
 #if __AIE_ARCH__ == 21
 #define QK_M 8
-#define PV_N 8
+#define PV_M 4
 #else
 #define QK_M 4
-#define PV_N 4
+#define PV_M 2
 #endif
-#define QK_K 8
-#define QK_N 8
-#define PV_M 4
-#define PV_K 8
 
-using MMulQK = aie::mmul<QK_M, QK_K, QK_N, int8, int8, acc32>;
-using MMulPV = aie::mmul<PV_M, PV_K, PV_N, int16, int8, acc32>;
+using MMulQK = aie::mmul<QK_M, ATTN_BLK, ATTN_BLK, int8, int8, acc32>;
+using MMulPV = aie::mmul<PV_M, ATTN_BLK, ATTN_BLK, int16, int8, acc32>;
 
-alignas(aie::vector_decl_align) static int32_t attn_s[ATTN_TQ * ATTN_TK];
-alignas(aie::vector_decl_align) static int16_t attn_p[ATTN_TQ * ATTN_TK];
+// The A-block element (row i, key j) of P for the P·V mmul: blocks of PV_M rows x 8 keys,
+// row-major blocks (8 per block row), row-major inside a block.
+#define ATTN_P_AT(i, j) (((((i) / PV_M) * (ATTN_TK / 8) + (j) / 8) * PV_M + (i) % PV_M) * 8)
 
-// S' = ((Q (32x64) · Kᵀ tile (64 dims x 64 keys)) * kq + 2^13) >> 14, row-major int32 into
-// attn_s. Operands are gathered into mmul blocks from the row-major tiles with vector loads
-// (the design may instead deliver pre-blocked tiles through the memory tile's DMA; the
-// arithmetic is the same exact int32 sum). The per-key rescale is an int32 x int16 -> acc64
-// multiply (|s * kq| < 2^34) and a round-half-up shift by 14 (srs, positive_inf).
-static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict kt,
-                               const int16_t *__restrict kw) {
+// Lanes j..j+15 of a key tile that are valid keys, as a mask (no aie::iota in aie_api).
+static inline aie::mask<16> attn_valid_mask(int32_t valid, unsigned j) {
+  const int32_t n = valid - (int32_t)j;
+  const uint32_t bits = n >= 16 ? 0xFFFFu : (n <= 0 ? 0u : (1u << n) - 1u);
+  return aie::mask<16>::from_uint32(bits);
+}
+
+// S' = ((Q (32x64) · Kᵀ tile (64x64)) * kq + 2^13) >> 14 into s, row-major int32 (§4 step 0).
+// The products are exact in acc32 (|s| < 2^20); the per-key rescale is an int32 x int16
+// -> acc64 multiply (|s * kq| < 2^34) and a round-half-up shift by 14.
+static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restrict krec,
+                               int32_t *__restrict s) {
   for (unsigned ib = 0; ib < ATTN_TQ / QK_M; ++ib) {
-    for (unsigned jb = 0; jb < ATTN_TK / QK_N; ++jb) {
+    // rows ib*QK_M .. +QK_M: block row (ib*QK_M)/8, first row (ib*QK_M)%8 inside it
+    const int8_t *qrow = q + ((ib * QK_M) / 8) * (ATTN_D / 8) * 64 + ((ib * QK_M) % 8) * 8;
+    for (unsigned jb = 0; jb < ATTN_TK / 8; ++jb) {
       MMulQK mm;
-      for (unsigned db = 0; db < ATTN_D / QK_K; ++db) {
-        aie::vector<int8, QK_M * QK_K> a;
-        aie::vector<int8, QK_K * QK_N> b;
-        for (unsigned r = 0; r < QK_M; ++r)
-          a.insert(r, aie::load_v<QK_K>(q + (ib * QK_M + r) * ATTN_D + db * QK_K));
-        for (unsigned r = 0; r < QK_K; ++r)
-          b.insert(r, aie::load_v<QK_N>(kt + (db * QK_K + r) * ATTN_TK + jb * QK_N));
+      for (unsigned db = 0; db < ATTN_D / 8; ++db) {
+        const aie::vector<int8, MMulQK::size_A> a = aie::load_v<MMulQK::size_A>(qrow + db * 64);
+        const aie::vector<int8, MMulQK::size_B> b =
+            aie::load_v<MMulQK::size_B>(krec + (db * (ATTN_TK / 8) + jb) * 64);
         if (db == 0) mm.mul(a, b); else mm.mac(a, b);
       }
-      aie::vector<int32, QK_M * QK_N> c = mm.template to_vector<int32>();
+      const aie::vector<int32, MMulQK::size_C> c = mm.template to_vector<int32>();
       for (unsigned r = 0; r < QK_M; ++r)
-        aie::store_v(attn_s + (ib * QK_M + r) * ATTN_TK + jb * QK_N, c.extract<QK_N>(r));
+        aie::store_v(s + (ib * QK_M + r) * ATTN_TK + jb * 8, c.template extract<8>(r));
     }
   }
-  aie::set_rounding(aie::rounding_mode::positive_inf);  // (x + 2^13) >> 14
+  const int16_t *kw = (const int16_t *)(krec + ATTN_SCALES);
   for (unsigned j = 0; j < ATTN_TK; j += 16) {
     const aie::vector<int16, 16> kq = aie::load_v<16>(kw + j);  // kq <= 2^14
     for (unsigned i = 0; i < ATTN_TQ; ++i) {
-      aie::vector<int32, 16> sv = aie::load_v<16>(attn_s + i * ATTN_TK + j);
-      aie::accum<acc64, 16> sk = aie::mul(sv, kq);
-      aie::store_v(attn_s + i * ATTN_TK + j, sk.template to_vector<int32>(ATTN_KQ_BITS));
+      const aie::vector<int32, 16> sv = aie::load_v<16>(s + i * ATTN_TK + j);
+      const aie::accum<acc64, 16> sk = aie::mul(sv, kq);
+      aie::store_v(s + i * ATTN_TK + j, sk.template to_vector<int32>(ATTN_KQ_BITS));
     }
   }
 }
 
-extern "C" {
+// Every entry point runs in one mode: every srs of SPEC §4-§5 rounds half up, and the
+// floor shifts (§4 step 2) are arithmetic vector shifts, which no mode affects.
+static inline void attn_modes() {
+  aie::set_rounding(aie::rounding_mode::positive_inf);
+  aie::set_saturation(aie::saturation_mode::saturate);
+}
 
-void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
+ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ; i += 16) {
     aie::store_v(m + i, aie::broadcast<int32, 16>(INT32_MIN));
     aie::store_v(l + i, aie::zeros<int32, 16>());
@@ -296,110 +285,116 @@ void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ * ATTN_D; i += 16) aie::store_v(acc + i, aie::zeros<int32, 16>());
 }
 
-void attn_tile_max(const int8_t *q, const int8_t *kt, const int16_t *kw, int32_t *m,
-                   int32_t valid) {
-  attn_scores(q, kt, kw);
-  const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
+// Pass 1 (§4): running row max over the valid keys of this tile.
+ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *krec, int32_t *s, int32_t *m,
+                               int32_t valid) {
+  attn_modes();
+  attn_scores(q, krec, s);
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     aie::vector<int32, 16> best = aie::broadcast<int32, 16>(m[i]);
     for (unsigned j = 0; j < ATTN_TK; j += 16) {
-      aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
-      auto ok = aie::lt(aie::add(lane, (int32)j), valid);  // mask keys >= n_frames
-      best = aie::select(best, aie::max(best, s), ok);
+      const aie::vector<int32, 16> sv = aie::load_v<16>(s + i * ATTN_TK + j);
+      best = aie::select(best, aie::max(best, sv), attn_valid_mask(valid, j));
     }
     m[i] = aie::reduce_max(best);
   }
 }
 
-void attn_tile_accum(const int8_t *q, const int8_t *kt, const int16_t *kw, const int8_t *v,
-                     const int16_t *vw, const int32_t *words, const int32_t *m, int32_t *l,
-                     int32_t *acc, int32_t valid) {
-  attn_scores(q, kt, kw);
-  const aie::vector<int32, 16> lane = aie::iota<int32, 16>();
-  aie::set_rounding(aie::rounding_mode::floor);
-  aie::set_saturation(aie::saturation_mode::saturate);
+// Pass 2 (§4 steps 1-6). The exponent runs on 16 lanes (SPEC §6.3):
+//   e = m - s'; t = min((e * mult) >> sh, T_ZERO)     int32 x int16 -> acc64, exact to
+//                                                      int32 (< 2^30), arithmetic shift
+//   n = t >> 12; f = t & 4095
+//   y = E[x] - ((G[x] r + 16) >> 5)                    aie::linear_approx on f (x = f >> 5,
+//                                                      r = f & 31), srs 5 half up
+//   p = (y * 2^(13-n) + 2^21) >> 22                    2^(13-n) by aie::parallel_lookup on
+//                                                      n (0 for n = 14: t = T_ZERO), srs 22
+// Masked keys (>= valid) get p = 0 by select.
+ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8_t *vrec,
+                                 const int32_t *words, int32_t *s, int16_t *p, const int32_t *m,
+                                 int32_t *l, int32_t *acc, int32_t valid) {
+  attn_modes();
+  attn_scores(q, krec, s);
+  // The lookup tables of attention_tables.h (gen_tables.py), in aie::lut's layout.
+  const aie::lut<4, int32, int32> exp_lut(128, ATTN_EXP_LUT_AB, ATTN_EXP_LUT_CD);
+  const aie::lut<4, int16, int16> pow2_lut(16, ATTN_POW2_LUT_AB, ATTN_POW2_LUT_CD);
+  const aie::linear_approx<int16, aie::lut<4, int32, int32>> exp_frac(exp_lut, 5);
+  const aie::parallel_lookup<int32, aie::lut<4, int16, int16>> pow2(pow2_lut);
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     const int32 mult = words[i] & 0xFFFF;
-    const int32 sh = (words[i] >> 16) & 0xFF;
+    const unsigned sh = (words[i] >> 16) & 0xFF;
+    const aie::vector<int32, 16> mrow = aie::broadcast<int32, 16>(m[i]);
+    const aie::vector<int16, 16> mult16 = aie::broadcast<int16, 16>((int16)mult);
     aie::vector<int32, 16> rowsum = aie::zeros<int32, 16>();
     for (unsigned j = 0; j < ATTN_TK; j += 16) {
-      aie::vector<int32, 16> s = aie::load_v<16>(attn_s + i * ATTN_TK + j);
-      aie::vector<int32, 16> e = aie::sub(aie::broadcast<int32, 16>(m[i]), s);
-      // t = min((e * mult) >> sh, T_ZERO): int32 x int16 -> acc64, floor shift.
-      aie::accum<acc64, 16> em = aie::mul(e, aie::broadcast<int16, 16>((int16)mult));
-      aie::vector<int32, 16> t = aie::min(em.template to_vector<int32>(sh), (int32)ATTN_T_ZERO);
-      // EXP2N (§4.1): n, x, r by shifts and masks; E[x], G[x] by 4-way parallel lookups
-      // (aie::parallel_lookup over the two-bank copies of the tables); y * 2^(13-n) by a
-      // per-lane shift, then the round-half-up >> 22.
-      alignas(aie::vector_decl_align) int32 tv[16], pv[16];
-      aie::store_v(tv, t);
-      for (unsigned u = 0; u < 16; ++u) {  // lookup stage; scalar stand-in for parallel_lookup
-        const int32 tt = tv[u];
-        if (tt >= ATTN_T_ZERO || (int32)(j + u) >= valid) { pv[u] = 0; continue; }
-        const int32 n = tt >> ATTN_FRAC_BITS, f = tt & 4095, x = f >> 5, r = f & 31;
-        const int32 y = ATTN_EXP_E[x] - ((ATTN_EXP_G[x] * r + 16) >> 5);
-        pv[u] = (int32)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
-      }
-      aie::vector<int32, 16> p = aie::load_v<16>(pv);
-      rowsum = aie::add(rowsum, p);
-      aie::store_v(attn_p + i * ATTN_TK + j, p.pack());  // int32 -> int16 (p <= 8192)
+      const aie::vector<int32, 16> sv = aie::load_v<16>(s + i * ATTN_TK + j);
+      const aie::accum<acc64, 16> em = aie::mul(aie::sub(mrow, sv), mult16);
+      const aie::vector<int32, 16> t =
+          aie::min(aie::downshift(em.template to_vector<int32>(0), sh), (int32)ATTN_T_ZERO);
+      const aie::vector<int32, 16> n = aie::downshift(t, ATTN_FRAC_BITS);
+      const aie::vector<int16, 16> f = aie::bit_and((int32)4095, t).pack();
+      const aie::vector<int32, 16> y = exp_frac.compute(f).template to_vector<int32>(5);
+      const aie::accum<acc64, 16> py = aie::mul(y, pow2.fetch(n));
+      const aie::vector<int32, 16> pv =
+          aie::select(aie::zeros<int32, 16>(), py.template to_vector<int32>(22),
+                      attn_valid_mask(valid, j));
+      rowsum = aie::add(rowsum, pv);
+      const aie::vector<int16, 16> p16 = pv.pack();  // p <= 8192
+      aie::store_v(p + ATTN_P_AT(i, j), p16.template extract<8>(0));
+      aie::store_v(p + ATTN_P_AT(i, j + 8), p16.template extract<8>(1));
     }
     l[i] += aie::reduce_add(rowsum);
   }
   // Per 32-key sub-tile g: A = P[:, g] (32x32 int16) · V[g] (32x64 int8), exact in acc32
   // (|A| < 2^25); then acc += (A * wv[g] + 2^13) >> 14 per column (int32 x int16 -> acc64,
-  // srs with round half up), §4 steps 5-6.
-  aie::set_rounding(aie::rounding_mode::positive_inf);
-  constexpr unsigned SUB_K = ATTN_VSUB / PV_K;  // mmul K steps per sub-tile
+  // srs half up), §4 steps 5-6.
+  const int16_t *vw = (const int16_t *)(vrec + ATTN_SCALES);
+  constexpr unsigned SUB_KB = ATTN_VSUB / 8;  // 8-key blocks per sub-tile
   for (unsigned g = 0; g < ATTN_TK / ATTN_VSUB; ++g) {
     for (unsigned ib = 0; ib < ATTN_TQ / PV_M; ++ib) {
-      for (unsigned db = 0; db < ATTN_D / PV_N; ++db) {
+      for (unsigned nb = 0; nb < ATTN_D / 8; ++nb) {
         MMulPV mm;
-        for (unsigned jb = g * SUB_K; jb < (g + 1) * SUB_K; ++jb) {
-          aie::vector<int16, PV_M * PV_K> a;
-          aie::vector<int8, PV_K * PV_N> b;
-          for (unsigned r = 0; r < PV_M; ++r)
-            a.insert(r, aie::load_v<PV_K>(attn_p + (ib * PV_M + r) * ATTN_TK + jb * PV_K));
-          for (unsigned r = 0; r < PV_K; ++r)
-            b.insert(r, aie::load_v<PV_N>(v + (jb * PV_K + r) * ATTN_D + db * PV_N));
-          if (jb == g * SUB_K) mm.mul(a, b); else mm.mac(a, b);
+        for (unsigned kb = g * SUB_KB; kb < (g + 1) * SUB_KB; ++kb) {
+          const aie::vector<int16, MMulPV::size_A> a =
+              aie::load_v<MMulPV::size_A>(p + ATTN_P_AT(ib * PV_M, kb * 8));
+          const aie::vector<int8, MMulPV::size_B> b =
+              aie::load_v<MMulPV::size_B>(vrec + (kb * (ATTN_D / 8) + nb) * 64);
+          if (kb == g * SUB_KB) mm.mul(a, b); else mm.mac(a, b);
         }
-        aie::vector<int32, PV_M * PV_N> c = mm.template to_vector<int32>();
-        // The block's PV_N columns' weights, repeated for its PV_M rows.
-        aie::vector<int16, PV_M * PV_N> w;
-        for (unsigned r = 0; r < PV_M; ++r)
-          w.insert(r, aie::load_v<PV_N>(vw + g * ATTN_D + db * PV_N));
-        // int32 x int16 -> acc64 in 16-lane pieces (the width the rescale of step 0 uses).
-        aie::vector<int32, PV_M * PV_N> add;
-        for (unsigned h = 0; h < PV_M * PV_N / 16; ++h) {
-          aie::accum<acc64, 16> cw = aie::mul(c.template extract<16>(h), w.template extract<16>(h));
-          add.insert(h, cw.template to_vector<int32>(ATTN_WV_BITS));
-        }
-        for (unsigned r = 0; r < PV_M; ++r) {
-          int32_t *dst = acc + (ib * PV_M + r) * ATTN_D + db * PV_N;
-          aie::store_v(dst, aie::add(aie::load_v<PV_N>(dst), add.extract<PV_N>(r)));
+        const aie::vector<int32, MMulPV::size_C> c = mm.template to_vector<int32>();
+        // The block's 8 channels' weights, repeated for its PV_M rows.
+        const aie::vector<int16, 8> w8 = aie::load_v<8>(vw + g * ATTN_D + nb * 8);
+        aie::vector<int16, MMulPV::size_C> w;
+        for (unsigned r = 0; r < PV_M; ++r) w.insert(r, w8);
+        for (unsigned h = 0; h < MMulPV::size_C / 16; ++h) {
+          const aie::accum<acc64, 16> cw =
+              aie::mul(c.template extract<16>(h), w.template extract<16>(h));
+          const aie::vector<int32, 16> add = cw.template to_vector<int32>(ATTN_WV_BITS);
+          for (unsigned rr = 0; rr < 2; ++rr) {
+            int32_t *dst = acc + (ib * PV_M + 2 * h + rr) * ATTN_D + nb * 8;
+            aie::store_v(dst, aie::add(aie::load_v<8>(dst), add.template extract<8>(rr)));
+          }
         }
       }
     }
   }
 }
 
-void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
-  aie::set_rounding(aie::rounding_mode::positive_inf);  // round half up
-  aie::set_saturation(aie::saturation_mode::saturate);  // clamp to int16
+// §5, per row: the reciprocal on the scalar unit (clz, seed, two Newton steps in 64 bits),
+// then O * y (int32 x int32 -> acc64), srs(22 + k) half up, saturated to int16.
+ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
+  attn_modes();
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
-    // Reciprocal on the scalar unit (§5): clz, seed, two Newton steps in 64-bit.
     int k;
     const int64_t y = attn_reciprocal(l[i], &k);
     const aie::vector<int32, 16> yv = aie::broadcast<int32, 16>((int32)y);
     for (unsigned d = 0; d < ATTN_D; d += 16) {
-      aie::vector<int32, 16> a = aie::load_v<16>(acc + i * ATTN_D + d);
-      aie::accum<acc64, 16> prod = aie::mul(a, yv);  // |acc| * y < 2^61
+      const aie::vector<int32, 16> a = aie::load_v<16>(acc + i * ATTN_D + d);
+      const aie::accum<acc64, 16> prod = aie::mul(a, yv);  // |acc| * y < 2^61
       aie::store_v(out + i * ATTN_D + d, prod.template to_vector<int16>(22 + k));
     }
   }
 }
 
-}  // extern "C"
-
 #endif  // ATTN_SCALAR
+
+ATTN_EXPORT int32_t attn_spec_version(void) { return ATTN_SPEC_VERSION; }

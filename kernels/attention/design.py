@@ -13,22 +13,27 @@ Data flow (the reasons are hardware limits, see kernels/README.md):
   time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
-- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 17,920-byte object
-  per round: the column's 4 query tiles (4 x 32 x 64 int8), their 128 rowp row
-  words, the head's 768 rowp key words (1536 int16 per-key K scales) and its 1536
-  rowp V words (48 sub-tiles x 64 int16 V scales, SPEC v4). Four shim transfers
-  (from `q`, then three times from `rowp`) fill one object; each core uses its slot
-  `r` through the wrappers in iron_glue.cc, which also pick the key and V scales of
-  the current key tile (cores count the kv objects of each pass).
-- `kv<g>`: the head's K (stored as Kᵀ per key tile) and V tiles arrive on two
-  shim channels and are joined in a memory tile into 8 KiB objects (Kᵀ tile j,
-  V tile j), broadcast to the group's 16 cores: 24 objects for pass 1 (row max,
-  K half used) and 24 for pass 2 (probabilities and P.V), per round.
+- `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,704-byte object
+  per round: the column's 4 query tiles (int8, in the host's 8 x 8 block order)
+  and their 128 rowp row words. Two shim transfers fill it (from `q`, from `rowp`).
+- `kv<g>`: 8,704-byte objects of two 4,352-byte records (SPEC §2: a tile and its
+  scales), joined in the group's first memory tile from two shim channels and
+  broadcast to the group's 16 cores. Pass 1 (row max) streams keys only: 12 objects
+  of two key records (tiles 2j, 2j + 1). Pass 2 streams 24 objects of (key record j,
+  value record j). Two shim transfers per channel per round.
 - The rowp header is not sent: the design is built for n_frames = 1500 (every
   Whisper window) and passes each key tile's count of valid keys (64, and 28 for
   the last tile) to the kernel as a constant; padded keys are masked by it.
 - `out<col>`: each core's 32 x 64 int16 output tile is joined in its column's
   memory tile (4 tiles = 128 consecutive rows) and drained to `out`.
+
+The runtime sequence is one task group per round. Round r + 1's transfers are issued
+before round r's are awaited, so the cores never wait for the host between rounds,
+and at most two rounds are in flight: every shim channel holds at most 4 pushes, the
+depth of a shim DMA task queue (aie-rt driver/src/dma/xaie_dma.c,
+XAIE_DMA_MAX_QUEUE_SIZE; mlir-aie include/aie/Dialect/AIEX/Utils/DmaQueueModel.h).
+Every transfer is awaited, which is what retires a push in that queue model.
+`check_plan` replays the sequence against the model; `--check-plan` prints it.
 
 Only numpy is needed to import this module (and to compute the transfer plan
 and the configuration the manifest records); generating MLIR needs mlir-aie's
@@ -40,14 +45,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# --------------------------------------------------------------------- SPEC.md §1
-SPEC_VERSION = 4
+# --------------------------------------------------------------------- SPEC.md §1-§2
+SPEC_VERSION = 5
 D = 64  # head dim
 H = 8  # heads
 FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
@@ -58,11 +64,9 @@ NKT = -(-FRAMES // TK)  # key tiles processed per pass, 24
 NQT = TP // TQ  # query tiles per head, 48
 VSUB = 32  # keys per V scale sub-tile
 HEADER_WORDS = 16
-KEY_WORDS = HEADER_WORDS + TP  # first key-scale word (int16 pairs) in a head's rowp
-KEY_WORD_COUNT = TP // 2  # 768
-V_WORDS = KEY_WORDS + KEY_WORD_COUNT  # first V-scale word (int16 pairs)
-V_WORD_COUNT = (TP // VSUB) * D // 2  # 1536
-ROWP_WORDS = V_WORDS + V_WORD_COUNT  # 3856 int32 per (b, h)
+ROWP_WORDS = HEADER_WORDS + TP  # 1552 int32 per (b, h): header, one word per query row
+Q_TILE_BYTES = TQ * D  # 2048: a query tile, int8 in 8 x 8 blocks
+REC_BYTES = TK * D + 2 * (TK // VSUB) * D  # 4352: a key or value record (tile + scales)
 
 # ------------------------------------------------------------------ this design
 ROWS = 4  # compute rows per column on npu1 and npu2
@@ -74,33 +78,36 @@ MEM_ROW = 1
 SHIM_ROW = 0
 
 LAST_VALID = FRAMES - (NKT - 1) * TK  # valid keys in the last key tile, 28
-Q_DTYPE = "int8"  # SPEC v3 on
-QR_Q_TILE_BYTES = TQ * D  # 2048: slot r's query tile (int8 32 x 64) at r * 2048
-QR_WORDS_OFFSET = ROWS * QR_Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
-QR_KEYWORDS_OFFSET = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704: the head's 768 key words
-QR_VWORDS_OFFSET = QR_KEYWORDS_OFFSET + KEY_WORD_COUNT * 4  # 11776: its 1536 V words
-QR_BYTES = QR_VWORDS_OFFSET + V_WORD_COUNT * 4  # 17920
-KV_V_OFFSET = TK * D  # 4096: the kv object is [Kᵀ tile 64 x 64][V tile 64 x 64], int8
-KV_BYTES = 2 * TK * D  # 8192
+PAIRS = NKT // 2  # pass-1 objects per query tile: key tiles (2j, 2j + 1)
+QR_WORDS_OFFSET = ROWS * Q_TILE_BYTES  # 8192: slot r's 32 rowp row words at + 128 r
+QR_BYTES = QR_WORDS_OFFSET + ROWS * TQ * 4  # 8704
+KV_BYTES = 2 * REC_BYTES  # 8704
 OUT_TILE_ELEMS = TQ * D  # int16
 
+# The shim DMA's task queue depth and buffer descriptors per shim tile (aie-rt
+# driver/src/dma/xaie_dma.c XAIE_DMA_MAX_QUEUE_SIZE; 16 BDs per shim DMA).
+QUEUE_DEPTH = 4
+SHIM_BDS = 16
+
 # attention.o is iron_glue.cc (which includes attention.cc) built with Peano. Calls per
-# query tile, all on core-local buffers m, l (int32 x 32) and acc (int32 x 32 x 64):
-#   attn_qr_rows_init(m, l, acc)                          (also resets the key-tile counters)
-#   attn_qr_tile_max(qr, kv, m, slot, valid)              key tiles 0..23 (pass 1)
-#   attn_qr_tile_accum(qr, kv, m, l, acc, slot, valid)    key tiles 0..23 (pass 2)
+# query tile, on the core-local buffers m, l (int32 x 32), acc (int32 32 x 64) and the
+# scratch s (int32 32 x 64), p (int16 32 x 64):
+#   attn_qr_rows_init(m, l, acc)
+#   attn_qr_pass1(qr, kv, s, m, slot, valid0, valid1)          12 pairs of key tiles
+#   attn_qr_pass2(qr, kv, s, p, m, l, acc, slot, valid)         key tiles 0..23
 #   attn_rows_finish(l, acc, out)
 KERNEL_OBJECT = "attention.o"
-ENTRY_POINTS = ("attn_qr_rows_init", "attn_qr_tile_max", "attn_qr_tile_accum", "attn_rows_finish")
+ENTRY_POINTS = ("attn_qr_rows_init", "attn_qr_pass1", "attn_qr_pass2", "attn_rows_finish")
 
 TARGETS: dict[str, dict[str, Any]] = {
-    # columns usable by one application; mmul shapes per SPEC §6.3
+    # columns usable by one application; mmul shapes per SPEC §6.3 (aie_api
+    # include/aie_api/detail/mmul.hpp, "Matrix multiplication modes for real types")
     "npu1": {
         "columns": 4,
         "device_class": "NPU1",
         "arch": "aie2",
         "mmul_qk": "4x8x8 int8 x int8",
-        "mmul_pv": "4x8x4 int16 x int8",
+        "mmul_pv": "2x8x8 int16 x int8",
     },
     "npu2": {
         "columns": 8,
@@ -111,20 +118,25 @@ TARGETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Per-core data memory (bytes) of this design; SPEC §6.2 with the qr object instead of
-# separate q and rowp buffers (one fewer DMA input channel, see kernels/README.md).
-# The qr object holds the head's key and V scale words (9 KiB), so no core needs a third
-# input.
+# Everything in a compute tile's 64 KiB data memory (SPEC §6.2). The ObjectFifo buffers
+# and the LocalBuffers are aie.buffer ops the allocator places; the stack is the core's
+# default (mlir-aie include/aie/Dialect/AIE/IR/AIEOps.td, CoreOp stack_size 0x400); the
+# constant tables are the object's .rodata, which the linker puts after the highest
+# buffer (mlir-aie lib/Targets/AIETargetLdScript.cpp). The Makefile pins
+# --alloc-scheme=basic-sequential, so the buffers are packed from the bottom and the
+# tables sit in the space this table leaves (tests check it against the compiled sizes).
 CORE_MEMORY = {
+    "stack (CoreOp default)": 1024,
     "qr object (depth 1)": QR_BYTES,
     "kv objects (depth 2)": 2 * KV_BYTES,
     "out tile int16 32x64 (depth 1)": OUT_TILE_ELEMS * 2,
-    "scores S int32 32x64 (attention.cc static)": TQ * TK * 4,
-    "P int16 32x64 (attention.cc static)": TQ * TK * 2,
-    "acc int32 32x64": TQ * D * 4,
-    "row state m, l int32 x 32": 2 * TQ * 4,
-    "E, G, R tables int32 (129 + 128 + 64)": (129 + 128 + 64) * 4,
-    "stack": 1024,
+    "s scores int32 32x64 (LocalBuffer)": TQ * TK * 4,
+    "p probabilities int16 32x64 (LocalBuffer)": TQ * TK * 2,
+    "acc int32 32x64 (LocalBuffer)": TQ * D * 4,
+    "m, l int32 x 32 (LocalBuffers)": 2 * TQ * 4,
+    "exp linear_approx table, 4 copies (rodata)": 4 * 128 * 2 * 4,
+    "2^(13-n) lookup table, 4 copies (rodata)": 4 * 16 * 2,
+    "reciprocal seeds R int32 x 64 (rodata)": 64 * 4,
 }
 CORE_MEMORY_LIMIT = 64 * 1024
 
@@ -138,14 +150,13 @@ def runtime_buffers(batch: int) -> list[dict[str, Any]]:
     against amanuensis_npu.npu.quantization.buffer_layout, so the two cannot drift."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    rows = (batch, H, TP, D)
-    key_tiles = (batch, H, TP // TK, D, TK)  # K stored transposed per key tile (SPEC §2)
+    records = (batch, H, TP // TK, REC_BYTES)
     specs = [
-        ("q", Q_DTYPE, rows, "in"),
-        ("k", "int8", key_tiles, "in"),
-        ("v", "int8", rows, "in"),
+        ("q", "int8", (batch, H, NQT, Q_TILE_BYTES), "in"),
+        ("k", "int8", records, "in"),
+        ("v", "int8", records, "in"),
         ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
-        ("out", "int16", rows, "out"),
+        ("out", "int16", (batch, H, TP, D), "out"),
     ]
     return [
         {
@@ -182,11 +193,13 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "valid_keys_last_tile": LAST_VALID,
             "rowp_header_words": HEADER_WORDS,
             "rowp_header_on_device": False,
+            "host_block": 8,
+            "record_bytes": REC_BYTES,
             "qr_object_bytes": QR_BYTES,
-            "qr_key_words_offset": QR_KEYWORDS_OFFSET,
-            "qr_v_words_offset": QR_VWORDS_OFFSET,
-            "v_scale_sub_tile": VSUB,
             "kv_object_bytes": KV_BYTES,
+            "pass1_objects_per_query_tile": PAIRS,
+            "pass2_objects_per_query_tile": NKT,
+            "v_scale_sub_tile": VSUB,
             "mmul_qk": t["mmul_qk"],
             "mmul_pv": t["mmul_pv"],
         },
@@ -205,6 +218,7 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "kernel_sources": ["attention/iron_glue.cc", "attention/attention.cc"],
             "entry_points": list(ENTRY_POINTS),
             "dispatches_per_layer": 1,
+            "task_groups_in_flight": 2,
         },
     }
 
@@ -218,7 +232,9 @@ class Transfer:
 
     `offset`, `sizes` and `strides` are in elements of `buffer`, outermost first, as
     IRON's TensorAccessPattern takes them; `fifo` names the ObjectFifo endpoint and
-    `column` the shim tile that runs the transfer.
+    `column` the shim tile that runs the transfer. `group` is the task group (one per
+    round of every group's head); `wait` says the task is awaited when its group is
+    finished (every task is: an await is what retires a queue push).
     """
 
     kind: str  # "fill" | "drain"
@@ -228,65 +244,71 @@ class Transfer:
     sizes: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
     column: int
-    group_step: int  # transfers of one step form one task group
+    group: int
+    wait: bool = True
+
+    @property
+    def channel(self) -> tuple[int, str, str]:
+        """The shim DMA channel: (column, direction, ObjectFifo). One ObjectFifo endpoint
+        on a shim tile is one channel of that tile."""
+        return (self.column, "MM2S" if self.kind == "fill" else "S2MM", self.fifo)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """`Runtime.finish_task_group`: awaits every waited task of `group`, in issue order."""
+
+    group: int
 
 
 def _bh(batch_index: int, head: int) -> int:
     return batch_index * H + head
 
 
-def transfer_plan(target: str, batch: int) -> list[Transfer]:
-    """Every shim transfer of one dispatch, in issue order.
+def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
+    """The runtime sequence of one dispatch, in issue order: tasks and group finishes.
 
-    The same list drives build_program() and the data-movement test, so what is tested
-    is what the runtime sequence does. Offsets, sizes and strides are in elements.
+    Round r's task group is finished after round r + 1's tasks are issued, so two
+    rounds are in flight. Per round: on each group's two kv channels, one pass-1 and one
+    pass-2 fill; on each column's qr channel, a fill from `q` and one from `rowp`; on its
+    out channel, one drain.
     """
     g_count = groups(target)
-    plan: list[Transfer] = []
-    step_index = 0
-
-    def add(
-        kind: str, fifo: str, buf: str, offset: int, sizes: tuple, strides: tuple, col: int
-    ) -> None:
-        plan.append(Transfer(kind, fifo, buf, offset, sizes, strides, col, step_index))
-
-    half = TP // 2 * D  # a head's K or V in two halves keeps every DMA dim below 1024 words
+    seq: list[Transfer | Finish] = []
+    head_bytes = NKT * REC_BYTES  # a head's 24 records
+    half_rec = REC_BYTES // 2  # 2176 bytes = 544 words: every DMA dimension stays < 1024 words
+    group = 0
     for b in range(batch):
         for step in range(H // g_count):
-            for g in range(g_count):
-                bh = _bh(b, step * g_count + g)
-                base = bh * TP * D
-                # The head's Kᵀ tiles and V tiles, once per pass per round, in key-tile order.
-                reps = 2 * ROUNDS
-                add(
-                    "fill",
-                    f"k{g}",
-                    "k",
-                    base,
-                    (reps, 2, TP // 2, D),
-                    (0, half, D, 1),
-                    COLS_PER_GROUP * g,
-                )
-                add(
-                    "fill",
-                    f"v{g}",
-                    "v",
-                    base,
-                    (reps, 2, TP // 2, D),
-                    (0, half, D, 1),
-                    COLS_PER_GROUP * g + 1,
-                )
-                for c in range(COLS_PER_GROUP):
-                    col = COLS_PER_GROUP * g + c
-                    for rd in range(ROUNDS):
+            for rd in range(ROUNDS):
+                for g in range(g_count):
+                    bh = _bh(b, step * g_count + g)
+                    col_k, col_v = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
+                    base = bh * head_bytes
+
+                    def add(kind, fifo, buf, offset, sizes, strides, col, _g=group):
+                        seq.append(Transfer(kind, fifo, buf, offset, sizes, strides, col, _g))
+
+                    # Pass 1: key records 2j (k channel) and 2j + 1 (v channel) join into
+                    # one object; pass 2: key record j and value record j.
+                    pairs = (1, PAIRS, 2, half_rec)
+                    every_other = (0, 2 * REC_BYTES, half_rec, 1)
+                    add("fill", f"k{g}", "k", base, pairs, every_other, col_k)
+                    add("fill", f"v{g}", "k", base + REC_BYTES, pairs, every_other, col_v)
+                    all_records = (1, 1, 2 * NKT, half_rec)
+                    contiguous = (0, 0, half_rec, 1)
+                    add("fill", f"k{g}", "k", base, all_records, contiguous, col_k)
+                    add("fill", f"v{g}", "v", base, all_records, contiguous, col_v)
+                    for c in range(COLS_PER_GROUP):
+                        col = COLS_PER_GROUP * g + c
                         qt0 = CORES_PER_GROUP * rd + ROWS * c  # query tile of slot 0
                         add(
                             "fill",
                             f"qr{col}",
                             "q",
-                            base + qt0 * TQ * D,
-                            (1, 1, ROWS * TQ, D),
-                            (0, 0, D, 1),
+                            (bh * NQT + qt0) * Q_TILE_BYTES,
+                            (1, 1, ROWS, Q_TILE_BYTES),
+                            (0, 0, Q_TILE_BYTES, 1),
                             col,
                         )
                         add(
@@ -298,37 +320,162 @@ def transfer_plan(target: str, batch: int) -> list[Transfer]:
                             (0, 0, 0, 1),
                             col,
                         )
-                        # The head's key words (768), then its V words in two rows of 768
-                        # (a DMA dimension holds at most 1023 words).
                         add(
-                            "fill",
-                            f"qr{col}",
-                            "rowp",
-                            bh * ROWP_WORDS + KEY_WORDS,
-                            (1, 1, 1, KEY_WORD_COUNT),
-                            (0, 0, 0, 1),
+                            "drain",
+                            f"out{col}",
+                            "out",
+                            (bh * TP + qt0 * TQ) * D,
+                            (1, 1, ROWS * TQ, D),
+                            (0, 0, D, 1),
                             col,
                         )
-                        add(
-                            "fill",
-                            f"qr{col}",
-                            "rowp",
-                            bh * ROWP_WORDS + V_WORDS,
-                            (1, 1, 2, V_WORD_COUNT // 2),
-                            (0, 0, V_WORD_COUNT // 2, 1),
-                            col,
-                        )
-                    add(
-                        "drain",
-                        f"out{col}",
-                        "out",
-                        base + ROWS * c * TQ * D,
-                        (1, ROUNDS, ROWS * TQ, D),
-                        (0, CORES_PER_GROUP * TQ * D, D, 1),
-                        col,
-                    )
-            step_index += 1
-    return plan
+                if group > 0:
+                    seq.append(Finish(group - 1))
+                group += 1
+    seq.append(Finish(group - 1))
+    return seq
+
+
+def transfer_plan(target: str, batch: int) -> list[Transfer]:
+    """Every shim transfer of one dispatch, in issue order.
+
+    The same list drives build_program() and the data-movement test, so what is tested
+    is what the runtime sequence does. Offsets, sizes and strides are in elements.
+    """
+    return [op for op in runtime_sequence(target, batch) if isinstance(op, Transfer)]
+
+
+@dataclass
+class PlanCheck:
+    """What `check_plan` found: the most pushes outstanding on one shim channel, the
+    most buffer descriptors live on one shim tile, and every problem (empty if none)."""
+
+    max_outstanding: int
+    max_bds: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_plan(seq: list[Transfer | Finish], depth: int = QUEUE_DEPTH) -> PlanCheck:
+    """Replay a runtime sequence against the shim DMA task queue and a progress model.
+
+    Queue (mlir-aie DmaQueueModel.h): every push occupies a slot on its channel until an
+    await retires it; an await retires the channel's oldest token-issuing push and
+    everything ahead of it (in-order execution). A push onto a full queue is dropped by
+    the hardware (what waits on it hangs), or, with newer mlir-aie, preceded by a poll
+    that blocks until the oldest push there completes.
+
+    Progress (conservative): a round's transfers complete only when every transfer of
+    that round has been issued and every earlier round has completed (the cores of a
+    group consume their kv objects in lock step, so no round can finish while a column
+    still lacks its query tiles). An await, or a blocking poll, that needs a round whose
+    transfers are not all issued yet can never return: the sequence deadlocks.
+    """
+    problems: list[str] = []
+    issued: dict[int, int] = defaultdict(int)
+    total: dict[int, int] = defaultdict(int)
+    for op in seq:
+        if isinstance(op, Transfer):
+            total[op.group] += 1
+    queues: dict[tuple, list[Transfer]] = defaultdict(list)
+    max_out = 0
+    max_bds = 0
+
+    def completable(group: int) -> bool:
+        return all(issued[g] == total[g] for g in range(group + 1))
+
+    for i, op in enumerate(seq):
+        if isinstance(op, Transfer):
+            q = queues[op.channel]
+            if len(q) >= depth:
+                oldest = q[0].group
+                how = (
+                    "a poll for a free slot would wait for group "
+                    f"{oldest}, whose transfers are "
+                    + ("all issued" if completable(oldest) else "not all issued yet: deadlock")
+                )
+                problems.append(
+                    f"op {i}: push onto {op.channel} with {len(q)} outstanding "
+                    f"(queue depth {depth}); the hardware drops it, or {how}"
+                )
+            q.append(op)
+            issued[op.group] += 1
+            max_out = max(max_out, len(q))
+            bds = sum(len(v) for k, v in queues.items() if k[0] == op.column)
+            max_bds = max(max_bds, bds)
+            if bds > SHIM_BDS:
+                problems.append(f"op {i}: {bds} buffer descriptors live on shim column {op.column}")
+        else:
+            if not completable(op.group):
+                problems.append(
+                    f"op {i}: finishing group {op.group} awaits transfers that cannot "
+                    "complete before later pushes: deadlock"
+                )
+            for key, q in queues.items():
+                waited = [t for t in q if t.group == op.group and t.wait]
+                if waited:
+                    # each await pops the oldest token-issuing push and all before it
+                    last = max(q.index(t) for t in waited)
+                    queues[key] = q[last + 1 :]
+    never = [k for k, q in queues.items() if q]
+    if never:
+        problems.append(f"{len(never)} channels end with pushes never awaited (never retired)")
+    return PlanCheck(max_out, max_bds, problems)
+
+
+# ----------------------------------------------------------------- cycle estimate
+# SPEC §6.4: an estimate, not a measurement; nothing here has run on an NPU.
+# - Matrix products at measured, not peak, utilisation: single-core int8/bf16 matmul
+#   kernels reached 26-43 % of peak on Phoenix and Strix (nod-ai/iree-amd-aie issue 1198).
+# - Peak MACs per cycle of the mmul shapes used (aie_api detail/mmul.hpp).
+# - Vector work per step (query tile x key tile) as ranges of cycles, from the count of
+#   vector instructions per 16 lanes in attention.cc's AIE path (SPEC §6.3): the low end
+#   assumes they pipeline into the VLIW slots, the high end that they barely do.
+# - Clocks: the top DPM level of amdxdna's tables (xdna-driver src/driver/amdxdna/
+#   npu1_regs.c npu1_dpm_clk_table: H-clock up to 1600 MHz; npu4_regs.c: up to 1800 MHz);
+#   lower levels (down to 800 / 792 MHz) scale the times up proportionally.
+# - Stream: the memory tile broadcasts a group's kv objects on one 32-bit stream,
+#   4 bytes per cycle.
+PEAK_MACS = {"npu1": {"qk": 256, "pv": 128}, "npu2": {"qk": 512, "pv": 256}}
+MMUL_UTILISATION = (0.43, 0.26)  # best and worst measured, issue 1198
+VECTOR_CYCLES = {  # per step, (low, high), both targets
+    "rescale s' = s kq (both passes)": (260, 1040),
+    "row max (pass 1)": (130, 400),
+    "exponent and EXP2N (pass 2)": (1000, 3200),
+    "row sums (pass 2)": (160, 320),
+    "V weights (pass 2)": (770, 1540),
+}
+FINISH_CYCLES = (2000, 3200)  # per query tile: 32 scalar reciprocals, O * y, srs, store
+CLOCK_MHZ = {"npu1": 1600, "npu2": 1800}
+STREAM_BYTES_PER_CYCLE = 4
+
+
+def cycle_estimate(target: str, batch: int = 1) -> dict[str, Any]:
+    """SPEC §6.4's per-layer estimate for `target`: compute and stream cycles, ms."""
+    macs = TQ * TK * D  # one 32 x 64 x 64 product
+    cores = TARGETS[target]["columns"] * ROWS
+    steps = batch * H * NQT * NKT
+    tiles = batch * H * NQT
+    out: dict[str, Any] = {"target": target, "cores": cores, "steps": steps}
+    for end, u in zip(("low", "high"), MMUL_UTILISATION, strict=True):
+        i = 0 if end == "low" else 1
+        matmul = 2 * macs / PEAK_MACS[target]["qk"] / u + macs / PEAK_MACS[target]["pv"] / u
+        vector = sum(v[i] for v in VECTOR_CYCLES.values())
+        step = matmul + vector
+        layer = (steps * step + tiles * FINISH_CYCLES[i]) / cores
+        out[f"matmul_per_step_{end}"] = round(matmul)
+        out[f"vector_per_step_{end}"] = vector
+        out[f"compute_cycles_{end}"] = round(layer)
+        out[f"compute_ms_{end}"] = layer / (CLOCK_MHZ[target] * 1e3)
+    rounds_per_group = batch * (H // groups(target)) * ROUNDS
+    stream = rounds_per_group * (PAIRS + NKT) * KV_BYTES / STREAM_BYTES_PER_CYCLE
+    out["stream_cycles"] = round(stream)
+    out["stream_ms"] = stream / (CLOCK_MHZ[target] * 1e3)
+    out["bound"] = "compute" if out["compute_cycles_low"] > stream else "stream"
+    return out
 
 
 # ---------------------------------------------------------------------- IRON part
@@ -360,62 +507,71 @@ def _device(target: str) -> Any:
 
 
 def build_program(target: str, batch: int) -> Any:
-    """The IRON program for `target` and `batch`, resolved to an MLIR module."""
+    """The IRON program for `target` and `batch`, resolved to an MLIR module.
+
+    Written against IRON as mlir-aie documents it: per-core state as `LocalBuffer`s
+    created inside the core body (mlir-aie test/python/localbuffer.py), kernel calls on
+    acquired ObjectFifo elements and those buffers (python/iron/kernel.py, `func.call`
+    on MLIR values), Python ints for the constant arguments.
+    """
     ok, reason = iron_status()
     if not ok:
         raise IronMissing(reason)
-    import aie.iron as iron
     from aie.helpers.taplib import TensorAccessPattern
-    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron import Kernel, LocalBuffer, ObjectFifo, Program, Runtime, Worker
     from aie.iron.controlflow import range_
     from aie.iron.device import Tile
     from aie.iron.placers import SequentialPlacer
 
     n_cols = TARGETS[target]["columns"]
     g_count = groups(target)
-    # Core-local buffers are `Buffer` in current mlir-aie, `GlobalBuffer` in older releases.
-    buffer_cls = getattr(iron, "Buffer", None) or iron.GlobalBuffer
 
     qr_ty = np.ndarray[(QR_BYTES,), np.dtype[np.int8]]
-    tile_ty = np.ndarray[(TK, D), np.dtype[np.int8]]
-    kv_ty = np.ndarray[(2, TK, D), np.dtype[np.int8]]
+    rec_ty = np.ndarray[(REC_BYTES,), np.dtype[np.int8]]
+    kv_ty = np.ndarray[(KV_BYTES,), np.dtype[np.int8]]
     out_tile_ty = np.ndarray[(TQ, D), np.dtype[np.int16]]
     out_col_ty = np.ndarray[(ROWS * TQ, D), np.dtype[np.int16]]
     row_ty = np.ndarray[(TQ,), np.dtype[np.int32]]
-    acc_ty = np.ndarray[(TQ, D), np.dtype[np.int32]]
+    s_ty = np.ndarray[(TQ * TK,), np.dtype[np.int32]]
+    p_ty = np.ndarray[(TQ * TK,), np.dtype[np.int16]]
+    acc_ty = np.ndarray[(TQ * D,), np.dtype[np.int32]]
 
     rows_init = Kernel("attn_qr_rows_init", KERNEL_OBJECT, [row_ty, row_ty, acc_ty])
-    tile_max = Kernel("attn_qr_tile_max", KERNEL_OBJECT, [qr_ty, kv_ty, row_ty, np.int32, np.int32])
-    tile_accum = Kernel(
-        "attn_qr_tile_accum",
+    pass1 = Kernel(
+        "attn_qr_pass1",
         KERNEL_OBJECT,
-        [qr_ty, kv_ty, row_ty, row_ty, acc_ty, np.int32, np.int32],
+        [qr_ty, kv_ty, s_ty, row_ty, np.int32, np.int32, np.int32],
+    )
+    pass2 = Kernel(
+        "attn_qr_pass2",
+        KERNEL_OBJECT,
+        [qr_ty, kv_ty, s_ty, p_ty, row_ty, row_ty, acc_ty, np.int32, np.int32],
     )
     rows_finish = Kernel("attn_rows_finish", KERNEL_OBJECT, [row_ty, acc_ty, out_tile_ty])
 
-    # Kᵀ and V tiles of a group's head arrive on two shim channels and are joined tile by
-    # tile in the memory tile of the group's first column, then broadcast to its 16 cores.
+    # Key and value records of a group's head arrive on two shim channels and are joined
+    # record by record in the memory tile of the group's first column, then broadcast
+    # to its 16 cores.
     kv: list[Any] = []
-    k_in: list[Any] = []
-    v_in: list[Any] = []
+    fifo_handles: dict[str, Any] = {}
     for g in range(g_count):
         fifo = ObjectFifo(kv_ty, depth=2, name=f"kv{g}")
         parts = fifo.prod().join(
-            offsets=[0, KV_V_OFFSET],
+            offsets=[0, REC_BYTES],
             placement=Tile(COLS_PER_GROUP * g, MEM_ROW),
             depths=[2, 2],
-            obj_types=[tile_ty, tile_ty],
+            obj_types=[rec_ty, rec_ty],
             names=[f"k{g}", f"v{g}"],
         )
         kv.append(fifo)
-        k_in.append(parts[0])
-        v_in.append(parts[1])
+        fifo_handles[f"k{g}"] = parts[0]
+        fifo_handles[f"v{g}"] = parts[1]
 
-    # Shim -> the column's 4 cores directly: the memory tile's input channels are all
-    # taken by the output join (4) and, in a group's first column, K and V (2).
+    # Shim -> the column's 4 cores directly: the memory tile's input channels are taken
+    # by the output join (4) and, in a group's first column, the kv join (2).
     qr = [ObjectFifo(qr_ty, depth=1, name=f"qr{col}") for col in range(n_cols)]
-    # The core writes one output tile per query tile (~100k cycles apart): depth 1 at the
-    # core leaves room for the 17.5 KiB qr object; the memory tile keeps two.
+    # One output tile per query tile (~200k cycles apart): depth 1 at the core; the
+    # memory tile keeps two.
     out_col = [ObjectFifo(out_col_ty, depth=2, name=f"out{col}") for col in range(n_cols)]
     out_parts = [
         out_col[col]
@@ -429,30 +585,36 @@ def build_program(target: str, batch: int) -> Any:
         )
         for col in range(n_cols)
     ]
+    fifo_handles |= {f"qr{col}": qr[col] for col in range(n_cols)}
+    fifo_handles |= {f"out{col}": out_col[col] for col in range(n_cols)}
 
-    def core_body(
-        of_qr, of_kv, of_out, row_max, row_sum, acc, k_init, k_max, k_accum, k_finish, slot
-    ):
+    def core_body(of_qr, of_kv, of_out, k_init, k_pass1, k_pass2, k_finish, slot):
+        # Core-local state and scratch: buffers the allocator places and counts.
+        m = LocalBuffer(row_ty)
+        lsum = LocalBuffer(row_ty)
+        acc = LocalBuffer(acc_ty)
+        s = LocalBuffer(s_ty)
+        p = LocalBuffer(p_ty)
         # One query tile per iteration; the Worker repeats this for as long as the
         # runtime sequence supplies query tiles, so the core program is batch-agnostic.
         elem_qr = of_qr.acquire(1)
-        k_init(row_max, row_sum, acc)
-        for _ in range_(NKT - 1):
+        k_init(m, lsum, acc)
+        for _ in range_(PAIRS - 1):
             elem_kv = of_kv.acquire(1)
-            k_max(elem_qr, elem_kv, row_max, slot, TK)
+            k_pass1(elem_qr, elem_kv, s, m, slot, TK, TK)
             of_kv.release(1)
         elem_kv = of_kv.acquire(1)
-        k_max(elem_qr, elem_kv, row_max, slot, LAST_VALID)  # keys >= 1500 are masked
+        k_pass1(elem_qr, elem_kv, s, m, slot, TK, LAST_VALID)  # keys >= 1500 are masked
         of_kv.release(1)
         for _ in range_(NKT - 1):
             elem_kv = of_kv.acquire(1)
-            k_accum(elem_qr, elem_kv, row_max, row_sum, acc, slot, TK)
+            k_pass2(elem_qr, elem_kv, s, p, m, lsum, acc, slot, TK)
             of_kv.release(1)
         elem_kv = of_kv.acquire(1)
-        k_accum(elem_qr, elem_kv, row_max, row_sum, acc, slot, LAST_VALID)
+        k_pass2(elem_qr, elem_kv, s, p, m, lsum, acc, slot, LAST_VALID)
         of_kv.release(1)
         elem_out = of_out.acquire(1)
-        k_finish(row_sum, acc, elem_out)
+        k_finish(lsum, acc, elem_out)
         of_out.release(1)
         of_qr.release(1)
 
@@ -460,11 +622,6 @@ def build_program(target: str, batch: int) -> Any:
     for col in range(n_cols):
         g = col // COLS_PER_GROUP
         for r in range(ROWS):
-            state = [
-                buffer_cls(row_ty, name=f"m_{col}_{r}"),
-                buffer_cls(row_ty, name=f"l_{col}_{r}"),
-                buffer_cls(acc_ty, name=f"acc_{col}_{r}"),
-            ]
             workers.append(
                 Worker(
                     core_body,
@@ -472,10 +629,9 @@ def build_program(target: str, batch: int) -> Any:
                         qr[col].cons(),
                         kv[g].cons(),
                         out_parts[col][r].prod(),
-                        *state,
                         rows_init,
-                        tile_max,
-                        tile_accum,
+                        pass1,
+                        pass2,
                         rows_finish,
                         r,
                     ],
@@ -488,38 +644,29 @@ def build_program(target: str, batch: int) -> Any:
         np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in layout
     ]
     flat = {b["name"]: (int(np.prod(b["shape"])),) for b in layout}
-    fifo_handles = {f"k{g}": k_in[g] for g in range(g_count)}
-    fifo_handles |= {f"v{g}": v_in[g] for g in range(g_count)}
-    fifo_handles |= {f"qr{col}": qr[col] for col in range(n_cols)}
-    fifo_handles |= {f"out{col}": out_col[col] for col in range(n_cols)}
 
     rt = Runtime()
     with rt.sequence(*arg_types) as buffers:
         named = dict(zip([b["name"] for b in layout], buffers, strict=True))
         rt.start(*workers)
-        plan = transfer_plan(target, batch)
-        for step in sorted({t.group_step for t in plan}):
-            tg = rt.task_group()
-            for t in (t for t in plan if t.group_step == step):
-                tap = TensorAccessPattern(flat[t.buffer], t.offset, list(t.sizes), list(t.strides))
-                if t.kind == "fill":
-                    rt.fill(
-                        fifo_handles[t.fifo].prod(),
-                        named[t.buffer],
-                        tap=tap,
-                        task_group=tg,
-                        placement=Tile(t.column, SHIM_ROW),
-                    )
-                else:
-                    rt.drain(
-                        fifo_handles[t.fifo].cons(),
-                        named[t.buffer],
-                        tap=tap,
-                        task_group=tg,
-                        wait=True,
-                        placement=Tile(t.column, SHIM_ROW),
-                    )
-            rt.finish_task_group(tg)
+        task_groups: dict[int, Any] = {}
+        for op in runtime_sequence(target, batch):
+            if isinstance(op, Finish):
+                rt.finish_task_group(task_groups.pop(op.group))
+                continue
+            if op.group not in task_groups:
+                task_groups[op.group] = rt.task_group()
+            tap = TensorAccessPattern(flat[op.buffer], op.offset, list(op.sizes), list(op.strides))
+            move = rt.fill if op.kind == "fill" else rt.drain
+            handle = fifo_handles[op.fifo]
+            move(
+                handle.prod() if op.kind == "fill" else handle.cons(),
+                named[op.buffer],
+                tap=tap,
+                task_group=task_groups[op.group],
+                wait=op.wait,
+                placement=Tile(op.column, SHIM_ROW),
+            )
 
     program = Program(_device(target), rt)
     return program.resolve_program(SequentialPlacer())
@@ -531,8 +678,8 @@ def build_program(target: str, batch: int) -> Any:
 def _parser() -> argparse.ArgumentParser:
     ok, reason = iron_status()
     epilog = (
-        f"IRON here: {reason}. --config and --plan work without it; emitting MLIR needs "
-        "mlir-aie (see kernels/README.md)."
+        f"IRON here: {reason}. --config, --plan and --check-plan work without it; emitting "
+        "MLIR needs mlir-aie (see kernels/README.md)."
     )
     p = argparse.ArgumentParser(
         description="Emit the MLIR of the amanuensis-npu attention kernel (SPEC.md v"
@@ -555,7 +702,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan", action="store_true", help="print the shim transfer plan as JSON lines, and exit"
     )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print SPEC §6.4's cycle estimate per target (an estimate, not a measurement)",
+    )
+    p.add_argument(
+        "--check-plan",
+        action="store_true",
+        help="replay the runtime sequence of npu1 and npu2 (batch 1 and 8) against the "
+        f"shim DMA task queue ({QUEUE_DEPTH} deep); exit 1 if a channel ever holds more",
+    )
     return p
+
+
+def print_plan_check(batches: tuple[int, ...] = (1, 8)) -> int:
+    """`--check-plan`: one line per target, the largest number of outstanding pushes."""
+    status = 0
+    for target in sorted(TARGETS):
+        worst = None
+        for batch in batches:
+            result = check_plan(runtime_sequence(target, batch))
+            if worst is None or result.max_outstanding > worst[1].max_outstanding:
+                worst = (batch, result)
+            for problem in result.problems[:5]:
+                print(f"{target} batch {batch}: {problem}")
+            if not result.ok:
+                status = 1
+        batch, result = worst
+        verdict = "ok" if result.max_outstanding <= QUEUE_DEPTH else "OVER THE LIMIT"
+        print(
+            f"{target}: at most {result.max_outstanding} outstanding pushes per shim channel "
+            f"(limit {QUEUE_DEPTH}, {verdict}); at most {result.max_bds} of {SHIM_BDS} buffer "
+            f"descriptors per shim tile; batches {', '.join(map(str, batches))}"
+        )
+        if result.max_outstanding > QUEUE_DEPTH:
+            status = 1
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,6 +746,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1:
         print("design.py: --batch must be >= 1", file=sys.stderr)
         return 2
+    if args.check_plan:
+        return print_plan_check()
+    if args.estimate:
+        for target in sorted(TARGETS):
+            e = cycle_estimate(target)
+            print(
+                f"{target} (estimate): compute {e['compute_cycles_low'] / 1e6:.2f}-"
+                f"{e['compute_cycles_high'] / 1e6:.2f} M cycles per layer = "
+                f"{e['compute_ms_low']:.1f}-{e['compute_ms_high']:.1f} ms at "
+                f"{CLOCK_MHZ[target]} MHz; kv stream {e['stream_cycles'] / 1e6:.2f} M cycles "
+                f"= {e['stream_ms']:.2f} ms; bound: {e['bound']}"
+            )
+        return 0
     if args.config:
         print(json.dumps(design_config(args.target, args.batch), indent=2))
         return 0

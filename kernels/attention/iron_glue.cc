@@ -1,94 +1,170 @@
 // Glue between the IRON design (design.py) and the tile functions of attention.cc.
 //
-// The design delivers each compute core its query tile, its rowp row words and the
-// head's key-scale and V-scale words inside one object shared by the 4 cores of a column
-// (the "qr" object), and each key tile with its value tile inside one "kv" object, because a
-// compute tile has only two input DMA channels (kernels/README.md). IRON cannot take
-// sub-views of an object, so these wrappers do the pointer arithmetic: `slot` is the
-// core's row in its column (0..3). The arithmetic stays entirely in attention.cc.
+// A compute tile has two input DMA channels (kernels/README.md), so each core receives
+// two kinds of object, and IRON cannot take sub-views of an object: these wrappers do the
+// pointer arithmetic. `slot` is the core's row in its column (0..3). The arithmetic stays
+// entirely in attention.cc.
 //
-//   qr  int8 [QR_BYTES]:  [slot 0..3: q tile int8 32 x 64 row-major]    bytes     0 ..  8191
-//                         [slot 0..3: 32 rowp row words int32]          bytes  8192 ..  8703
-//                         [the head's rowp key words: 1536 int16 kq]    bytes  8704 .. 11775
-//                         [the head's rowp V words: 48 x 64 int16 wv]   bytes 11776 .. 17919
-//   kv  int8 [8192]:      [Kᵀ tile int8 64 dims x 64 keys][V tile int8 64 keys x 64 dims]
+//   qr  int8 [8704]:  [slot 0..3: query tile, int8 32 x 64 in 8 x 8 blocks]  bytes    0 .. 8191
+//                     [slot 0..3: its 32 rowp row words, int32]            bytes 8192 .. 8703
+//   kv  int8 [8704]:  [record 0][record 1], each 4352 bytes (SPEC §2):
+//                     pass 1: two key records (key tiles 2j and 2j + 1)
+//                     pass 2: key record j, then value record j
 //
-// The kv objects carry no key-tile index: every query tile consumes exactly NKT = 24 of
-// them per pass, in order, so each core counts them (reset by attn_qr_rows_init) to find
-// the tile's 64 key scales and 2 x 64 V scales in the qr object.
+// Every record carries its own scales (kq after a Kᵀ tile, wv after a V tile), so a core
+// needs no key-tile counter and pass 1 streams keys only (issue 9, finding 7).
 //
-// Built by the Makefile with Peano for the NPU (`attention.o`, the object every
-// Worker links), and by tests/test_kernel_build.py with the host g++ and
-// -DATTN_SCALAR, which replays design.py's whole transfer plan through these
-// entry points and compares the result byte for byte with the scalar layer driver.
+// Built by the Makefile with Peano for the NPU (`attention.o`, the object every Worker
+// links). On the host, with -DATTN_HOST_DRIVER, it also exports attn_layer(), which walks a
+// whole layer through these entry points the way the design feeds a core, in 64-byte
+// aligned objects like the cores' buffers: amanuensis_npu.npu.host_kernel builds it with
+// -DATTN_SCALAR, and `make -C kernels host-check` builds it for the AIE path against the
+// aie_api stand-in in kernels/host/.
 
 #include "attention.cc"
 
 #define GLUE_SLOTS 4
-#define GLUE_TP 1536                               // padded frames of a 30 s window
-#define GLUE_NKT 24                                // key tiles per pass at n_frames = 1500
-#define GLUE_Q_TILE_BYTES (ATTN_TQ * ATTN_D)       // int8 query tile (SPEC v3 on)
-#define GLUE_WORDS_OFFSET (GLUE_SLOTS * GLUE_Q_TILE_BYTES)
-#define GLUE_KEYWORDS_OFFSET (GLUE_WORDS_OFFSET + GLUE_SLOTS * ATTN_TQ * 4)
-#define GLUE_VWORDS_OFFSET (GLUE_KEYWORDS_OFFSET + GLUE_TP * 2)     // kq: one int16 per key
-#define GLUE_QR_BYTES (GLUE_VWORDS_OFFSET + (GLUE_TP / ATTN_VSUB) * ATTN_D * 2)  // wv int16
-#define GLUE_V_OFFSET (ATTN_TK * ATTN_D)
+#define GLUE_WORDS_OFFSET (GLUE_SLOTS * ATTN_Q_TILE_BYTES)
+#define GLUE_QR_BYTES (GLUE_WORDS_OFFSET + GLUE_SLOTS * ATTN_TQ * 4)
+#define GLUE_KV_BYTES (2 * ATTN_REC_BYTES)
 
-static_assert(GLUE_QR_BYTES == 17920, "qr object layout differs from design.py");
-static_assert(GLUE_V_OFFSET == 4096, "kv object layout differs from design.py");
+static_assert(GLUE_QR_BYTES == 8704, "qr object layout differs from design.py");
+static_assert(GLUE_KV_BYTES == 8704, "kv object layout differs from design.py");
+static_assert(ATTN_REC_BYTES % 64 == 0, "records must keep 64-byte alignment in an object");
 
-#if defined(ATTN_SCALAR)
-#define GLUE_EXPORT ATTN_EXPORT
+#if defined(ATTN_SCALAR) || defined(ATTN_HOST_DRIVER)
+#define GLUE_EXPORT extern "C" __attribute__((visibility("default")))
 #else
 #define GLUE_EXPORT extern "C"
 #endif
 
-// Key tiles seen in pass 1 and pass 2 of the current query tile (one core, one worker).
-static int32_t glue_kt_max = 0;
-static int32_t glue_kt_accum = 0;
-
-static inline const int16_t *glue_key_scales(const int8_t *qr, int32_t kt) {
-  return (const int16_t *)(qr + GLUE_KEYWORDS_OFFSET) + kt * ATTN_TK;
-}
-
-static inline const int16_t *glue_v_scales(const int8_t *qr, int32_t kt) {
-  return (const int16_t *)(qr + GLUE_VWORDS_OFFSET) + kt * (ATTN_TK / ATTN_VSUB) * ATTN_D;
-}
-
-// Before a query tile: the row state of SPEC §4 and the key-tile counters.
+// Before a query tile: the row state of SPEC §4.
 GLUE_EXPORT void attn_qr_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
-  glue_kt_max = 0;
-  glue_kt_accum = 0;
   attn_rows_init(m, l, acc);
 }
 
-// Pass 1 step for the core in `slot`: row max over the K half of `kv` (SPEC §4).
-GLUE_EXPORT void attn_qr_tile_max(const int8_t *qr, const int8_t *kv, int32_t *m, int32_t slot,
-                                  int32_t valid) {
-  const int32_t kt = glue_kt_max++;
-  attn_tile_max(qr + slot * GLUE_Q_TILE_BYTES, kv, glue_key_scales(qr, kt), m, valid);
+// Pass 1 step for the core in `slot`: row max over the two key records of `kv`, the first
+// with `valid0` valid keys, the second with `valid1` (0: no tile; its record is skipped).
+GLUE_EXPORT void attn_qr_pass1(const int8_t *qr, const int8_t *kv, int32_t *s, int32_t *m,
+                               int32_t slot, int32_t valid0, int32_t valid1) {
+  const int8_t *q = qr + slot * ATTN_Q_TILE_BYTES;
+  attn_tile_max(q, kv, s, m, valid0);
+  if (valid1 > 0) attn_tile_max(q, kv + ATTN_REC_BYTES, s, m, valid1);
 }
 
 // Pass 2 step for the core in `slot`: probabilities, row sum and P·V (SPEC §4).
-GLUE_EXPORT void attn_qr_tile_accum(const int8_t *qr, const int8_t *kv, const int32_t *m,
-                                    int32_t *l, int32_t *acc, int32_t slot, int32_t valid) {
-  const int32_t kt = glue_kt_accum++;
+GLUE_EXPORT void attn_qr_pass2(const int8_t *qr, const int8_t *kv, int32_t *s, int16_t *p,
+                               const int32_t *m, int32_t *l, int32_t *acc, int32_t slot,
+                               int32_t valid) {
   const int32_t *words = (const int32_t *)(qr + GLUE_WORDS_OFFSET) + slot * ATTN_TQ;
-  attn_tile_accum(qr + slot * GLUE_Q_TILE_BYTES, kv, glue_key_scales(qr, kt), kv + GLUE_V_OFFSET,
-                  glue_v_scales(qr, kt), words, m, l, acc, valid);
+  attn_tile_accum(qr + slot * ATTN_Q_TILE_BYTES, kv, kv + ATTN_REC_BYTES, words, s, p, m, l, acc,
+                  valid);
 }
 
 // The object layout compiled in, so a test can check it against design.py.
 GLUE_EXPORT int32_t attn_qr_layout(int32_t what) {
   switch (what) {
     case 0: return GLUE_SLOTS;
-    case 1: return GLUE_Q_TILE_BYTES;
+    case 1: return ATTN_Q_TILE_BYTES;
     case 2: return GLUE_WORDS_OFFSET;
     case 3: return GLUE_QR_BYTES;
-    case 4: return GLUE_V_OFFSET;
-    case 5: return GLUE_KEYWORDS_OFFSET;
-    case 6: return GLUE_NKT;
-    case 7: return GLUE_VWORDS_OFFSET;
+    case 4: return ATTN_REC_BYTES;
+    case 5: return GLUE_KV_BYTES;
+    case 6: return ATTN_SCALES;
     default: return -1;
   }
 }
+
+#if defined(ATTN_HOST_DRIVER)
+
+#include <string.h>
+
+// Bytes of constant tables compiled into this object (what a core's data memory holds
+// besides the design's buffers and the stack; design.CORE_MEMORY counts them).
+GLUE_EXPORT int32_t attn_table_bytes(void) {
+#if defined(ATTN_SCALAR)
+  return (int32_t)(sizeof(ATTN_EXP_E) + sizeof(ATTN_EXP_G) + sizeof(ATTN_RECIP_SEED));
+#else
+  return (int32_t)(sizeof(ATTN_EXP_LUT_AB) + sizeof(ATTN_EXP_LUT_CD) + sizeof(ATTN_POW2_LUT_AB) +
+                   sizeof(ATTN_POW2_LUT_CD) + sizeof(ATTN_RECIP_SEED));
+#endif
+}
+
+#if !defined(ATTN_SCALAR)
+// Work the aie_api stand-in saw on this thread (0: mmul MACs, 1: linear_approx lanes,
+// 2: parallel_lookup lanes); a test checks that the exponent runs on the lookup units.
+GLUE_EXPORT uint64_t attn_standin_count(int32_t what) {
+  const aie::standin::counters_t &c = aie::standin::counters;
+  return what == 0 ? c.mmul_macs : (what == 1 ? c.linear_approx_lanes : c.parallel_lookup_lanes);
+}
+#endif
+
+// The whole layer on the host, for every (batch, head) in [head_lo, head_hi): the design's
+// objects are assembled from the host buffers (qr per 4 query tiles; kv pairs of key records
+// for pass 1, key + value records for pass 2) and every query tile runs through the entry
+// points above in its slot. Returns 0, or a negative code for a bad header.
+GLUE_EXPORT int32_t attn_layer(const int8_t *q, const int8_t *k, const int8_t *v,
+                               const int32_t *rowp, int16_t *out, int32_t batch, int32_t heads,
+                               int32_t tp, int32_t head_lo, int32_t head_hi) {
+  if (tp <= 0 || tp % ATTN_TK != 0 || batch <= 0 || heads <= 0) return -1;
+  const int64_t nbh = (int64_t)batch * heads;
+  if (head_lo < 0 || head_hi > nbh || head_lo > head_hi) return -2;
+  const int64_t rowp_len = ATTN_HEADER + (int64_t)tp;
+  const int32_t nqt = tp / ATTN_TQ;
+  const int32_t nt = tp / ATTN_TK;
+  alignas(64) static thread_local int8_t qr[GLUE_QR_BYTES];
+  alignas(64) static thread_local int8_t kv1[(ATTN_TK / 2 + 1) * GLUE_KV_BYTES];
+  alignas(64) static thread_local int8_t kv2[ATTN_TK * GLUE_KV_BYTES];
+  alignas(64) static thread_local int32_t s[ATTN_TQ * ATTN_TK];
+  alignas(64) static thread_local int16_t p[ATTN_TQ * ATTN_TK];
+  alignas(64) static thread_local int32_t acc[ATTN_TQ * ATTN_D];
+  alignas(64) static thread_local int32_t m[ATTN_TQ];
+  alignas(64) static thread_local int32_t l[ATTN_TQ];
+  alignas(64) static thread_local int16_t o[ATTN_TQ * ATTN_D];
+  if (nt > ATTN_TK) return -1;  // the object pools above hold up to 64 key tiles
+  for (int64_t bh = head_lo; bh < head_hi; ++bh) {
+    const int32_t *hdr = rowp + bh * rowp_len;
+    const int32_t n = hdr[1];
+    if (hdr[0] != ATTN_SPEC_VERSION) return -3;
+    if (hdr[2] != tp || n < 1 || n > tp) return -4;
+    const int32_t nkt = (n + ATTN_TK - 1) / ATTN_TK;
+    const int8_t *kh = k + bh * nt * ATTN_REC_BYTES;
+    const int8_t *vh = v + bh * nt * ATTN_REC_BYTES;
+    // The head's kv objects, as the memory tile joins them (design.py).
+    const int32_t npairs = (nkt + 1) / 2;
+    memset(kv1, 0, (size_t)npairs * GLUE_KV_BYTES);
+    for (int32_t t = 0; t < nkt; ++t) {
+      memcpy(kv1 + (t / 2) * GLUE_KV_BYTES + (t % 2) * ATTN_REC_BYTES,
+             kh + (int64_t)t * ATTN_REC_BYTES, ATTN_REC_BYTES);
+      memcpy(kv2 + t * GLUE_KV_BYTES, kh + (int64_t)t * ATTN_REC_BYTES, ATTN_REC_BYTES);
+      memcpy(kv2 + t * GLUE_KV_BYTES + ATTN_REC_BYTES, vh + (int64_t)t * ATTN_REC_BYTES,
+             ATTN_REC_BYTES);
+    }
+    for (int32_t qt0 = 0; qt0 < nqt; qt0 += GLUE_SLOTS) {
+      const int32_t slots = nqt - qt0 < GLUE_SLOTS ? nqt - qt0 : GLUE_SLOTS;
+      memset(qr, 0, sizeof(qr));
+      memcpy(qr, q + (bh * nqt + qt0) * ATTN_Q_TILE_BYTES, (size_t)slots * ATTN_Q_TILE_BYTES);
+      memcpy(qr + GLUE_WORDS_OFFSET, hdr + ATTN_HEADER + qt0 * ATTN_TQ,
+             (size_t)slots * ATTN_TQ * 4);
+      for (int32_t slot = 0; slot < slots; ++slot) {
+        attn_qr_rows_init(m, l, acc);
+        for (int32_t pr = 0; pr < npairs; ++pr) {
+          const int32_t t0 = 2 * pr, t1 = 2 * pr + 1;
+          const int32_t valid0 = n - t0 * ATTN_TK < ATTN_TK ? n - t0 * ATTN_TK : ATTN_TK;
+          const int32_t valid1 =
+              t1 >= nkt ? 0 : (n - t1 * ATTN_TK < ATTN_TK ? n - t1 * ATTN_TK : ATTN_TK);
+          attn_qr_pass1(qr, kv1 + pr * GLUE_KV_BYTES, s, m, slot, valid0, valid1);
+        }
+        for (int32_t t = 0; t < nkt; ++t) {
+          const int32_t valid = n - t * ATTN_TK < ATTN_TK ? n - t * ATTN_TK : ATTN_TK;
+          attn_qr_pass2(qr, kv2 + t * GLUE_KV_BYTES, s, p, m, l, acc, slot, valid);
+        }
+        attn_rows_finish(l, acc, o);
+        memcpy(out + (bh * tp + (int64_t)(qt0 + slot) * ATTN_TQ) * ATTN_D, o, sizeof(o));
+      }
+    }
+  }
+  return 0;
+}
+
+#endif  // ATTN_HOST_DRIVER
