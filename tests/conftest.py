@@ -94,26 +94,36 @@ def _quiet_ctranslate2_logs() -> None:
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _release_models_after_each_module() -> Iterator[None]:
-    """Nothing a test module loaded outlives it.
-
-    `amanuensis_npu.transcribe` caches models per settings and the encoder caches the
-    weights it read, both for the life of the process: right for a program, but in one
-    pytest process they kept every model of every module alive to the end (the suite's
-    peak RSS was 5.7 GB). Freed memory is also handed back to the system (glibc keeps it
-    otherwise), so the next module starts from the same floor.
-    """
-    yield
-    from amanuensis_npu import api
-    from amanuensis_npu.core import encoder
-
-    with api._MODELS_LOCK:
-        api._MODELS.clear()
-    with encoder._CACHE_LOCK:
-        encoder._CACHE.clear()
-    gc.collect()
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it for reuse otherwise)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+@pytest.fixture(autouse=True)
+def _release_cached_models() -> Iterator[None]:
+    """`amanuensis_npu.transcribe` keeps one model per settings for the life of the process:
+    right for a program, but in one pytest process it kept every model any test loaded
+    alive to the end of the session (the suite's peak RSS was 5.7 GB). Each test gets the
+    cache empty; a test that transcribes twice still shares one model."""
+    yield
+    from amanuensis_npu import api
+
+    with api._MODELS_LOCK:
+        api._MODELS.clear()
+    _trim_heap()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_module_memory() -> Iterator[None]:
+    """After a module: encoder weights read by its tests and any garbage cycles go too, so
+    the next module starts from the same floor."""
+    yield
+    from amanuensis_npu.core import encoder
+
+    with encoder._CACHE_LOCK:
+        encoder._CACHE.clear()
+    gc.collect()
+    _trim_heap()

@@ -64,7 +64,7 @@ def _run_as_user(cmd: list[str], **extra: str) -> subprocess.CompletedProcess:
 
 def _stats_line(output: str) -> tuple[str, int, int]:
     """whisperx-npu's closing log line: (backend, attention calls, fallbacks)."""
-    m = re.search(r"encoder attention ran on backend '(\w+)': (\d+) calls, (\d+) fallbacks", output)
+    m = re.search(r"attention backend '(\w+)': (\d+) calls, (\d+) fallbacks", output)
     assert m, output[-2000:]
     return m.group(1), int(m.group(2)), int(m.group(3))
 
