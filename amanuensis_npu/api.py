@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,17 +38,70 @@ class TranscriptionResult:
     encoder: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
-        """The whisper/whisperx result dict that their writers take."""
+        """The result dict whisperx's writers take, shaped as stock whisperx shapes it.
+
+        whisperx's subtitle writers join word entries with one space (no space for
+        the languages in `LANGUAGES_WITHOUT_SPACES`, whisperx/utils.py), because its
+        aligner makes one entry per space-separated word of the segment text, without
+        the space (whisperx/alignment.py, `align`). faster-whisper's words instead
+        carry their leading space and split "ill-disposed" into " ill" + "-disposed".
+        So pieces are regrouped into whitespace-delimited words, and times and scores
+        are rounded to 3 decimals as whisperx rounds them.
+        """
+        language = self.info.language
         segments = []
+        word_segments: list[dict[str, Any]] = []
         for s in self.segments:
-            seg: dict[str, Any] = {"start": s.start, "end": s.end, "text": s.text}
-            if s.words:
-                seg["words"] = [
-                    {"word": w.word, "start": w.start, "end": w.end, "score": w.probability}
-                    for w in s.words
-                ]
+            seg: dict[str, Any] = {
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+            }
+            if s.words is not None:
+                seg["words"] = whisperx_words(s.words, language)
+                word_segments.extend(seg["words"])
             segments.append(seg)
-        return {"text": self.text, "segments": segments, "language": self.info.language}
+        result: dict[str, Any] = {"text": self.text, "segments": segments, "language": language}
+        if any("words" in seg for seg in segments):
+            result["word_segments"] = word_segments
+        return result
+
+
+# whisperx/utils.py and whisperx/alignment.py (3.8.6): words are not space-separated.
+LANGUAGES_WITHOUT_SPACES = ("ja", "zh")
+
+
+def whisperx_words(words: Sequence[Any], language: str | None) -> list[dict[str, Any]]:
+    """faster-whisper `Word`s as whisperx word entries: one per whitespace-delimited word.
+
+    A piece that does not begin with whitespace continues the previous word
+    ("-disposed" after " ill"). The score is the mean over the word's characters
+    of their piece's probability, as whisperx averages its per-character scores.
+    """
+    if language in LANGUAGES_WITHOUT_SPACES:
+        groups = [[w] for w in words if w.word.strip()]
+    else:
+        groups: list[list[Any]] = []
+        for w in words:
+            if not w.word.strip():
+                continue
+            if groups and not w.word[:1].isspace():
+                groups[-1].append(w)
+            else:
+                groups.append([w])
+    out = []
+    for group in groups:
+        chars = sum(len(w.word.strip()) for w in group)
+        score = sum(w.probability * len(w.word.strip()) for w in group) / chars
+        out.append(
+            {
+                "word": "".join(w.word for w in group).strip(),
+                "start": round(group[0].start, 3),
+                "end": round(max(w.end for w in group), 3),
+                "score": round(score, 3),
+            }
+        )
+    return out
 
 
 _MODELS: dict[tuple, Any] = {}

@@ -88,23 +88,46 @@ def speech_windows(clips: list[Path]) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def speech_layer_inputs(
-    windows: list[tuple[str, np.ndarray]],
-) -> list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(window name, layer, q, k, v) for every encoder layer of every window."""
-    from amanuensis_npu.core.encoder import load_encoder
+class SpeechLayers:
+    """(window name, layer, q, k, v) for every encoder layer of every 30 s speech window.
 
-    rec = recording_backend()
-    encoder = load_encoder("base", attention=rec)
-    layers = []
-    with torch.inference_mode():
-        for name, mel in windows:
-            rec.records.clear()
-            encoder(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0))
-            for layer, q, k, v in rec.records:
-                layers.append((name, int(layer), q, k, v))
-    assert len(layers) == 6 * len(windows)
-    return layers
+    A sequence computed a window at a time: holding every layer's float Q/K/V at once
+    took 1.5 GB. Indexing re-runs the encoder on that one window (the last one is kept).
+    """
+
+    def __init__(self, windows) -> None:
+        from amanuensis_npu.core.encoder import load_encoder
+
+        self.windows = windows
+        self.rec = recording_backend()
+        self.encoder = load_encoder("base", attention=self.rec)
+        self._last: tuple[int, list] | None = None
+
+    def __len__(self) -> int:
+        return 6 * len(self.windows)
+
+    def window(self, w: int) -> list:
+        if self._last is None or self._last[0] != w:
+            name, mel = self.windows[w]
+            self.rec.records.clear()
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).unsqueeze(0)
+                self.encoder(x)
+            layers = [(name, int(layer), q, k, v) for layer, q, k, v in self.rec.records]
+            self.rec.records.clear()
+            assert len(layers) == 6, name
+            self._last = (w, layers)
+        return self._last[1]
+
+    def __getitem__(self, i: int) -> tuple:
+        i = i + len(self) if i < 0 else i
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.window(i // 6)[i % 6]
+
+    def __iter__(self):
+        for w in range(len(self.windows)):
+            yield from self.window(w)
 
 
 # ------------------------------------------------------------------------- synthetic cases

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import wave
 from pathlib import Path
 
 import pytest
+from conftest import CARDS, LIBRIVOX
 
 import amanuensis_npu
+from amanuensis_npu import api
 from amanuensis_npu.evaluation import wer
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "amanuensis_npu" / "assets" / "demo.wav"
+ILL_DISPOSED = LIBRIVOX[1]  # "He was not an ill-disposed young man."
 
 
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def cli(*args: str, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **extra_env}
     env.pop("AMANUENSIS_NPU_XRT", None)
     return subprocess.run(
         [sys.executable, "-m", "amanuensis_npu.cli", *args],
@@ -151,3 +156,187 @@ def test_cli_info_explains_backend_choice() -> None:
         assert key in out, key
     assert "auto_picks" in out and " cpu" in out.split("auto_picks", 1)[1].splitlines()[0]
     assert "emulator" in out
+
+
+# --- word-level subtitles, as stock whisperx writes them (issue 11, item 2) ---------------
+
+
+def _whisperx_shaped(segments: list, language: str) -> dict:
+    """Stock faster-whisper segments in the shape stock whisperx's aligner produces.
+
+    whisperx/alignment.py makes one word entry per `text.split(" ")` item of the segment
+    text, without the space; a word's start and end are the first and last times of its
+    characters, rounded to 3 decimals. Here each character's time is that of the
+    faster-whisper word piece it belongs to.
+    """
+    out = []
+    for s in segments:
+        assert "".join(w.word for w in s.words) == s.text  # every character has a piece
+        piece_of = [w for w in s.words for _ in w.word]
+        words, pos = [], 0
+        for token in s.text.split(" "):
+            if token:
+                pieces = piece_of[pos : pos + len(token)]
+                words.append(
+                    {
+                        "word": token,
+                        "start": round(pieces[0].start, 3),
+                        "end": round(max(w.end for w in pieces), 3),
+                    }
+                )
+            pos += len(token) + 1
+        out.append({"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+                    "words": words})  # fmt: skip
+    return {"segments": out, "language": language}
+
+
+def test_word_level_subtitles_match_stock_whisperx(tmp_path: Path, base_dir: Path) -> None:
+    """SRT/VTT with --highlight_words equal stock whisperx's writers fed stock-shaped words."""
+    import faster_whisper
+    from whisperx.utils import get_writer
+
+    proc = cli(
+        "transcribe", str(ILL_DISPOSED), "--device", "cpu", "--compute_type", "float32",
+        "--language", "en", "--temperature", "0", "--beam_size", "5",
+        "--word_timestamps", "True", "--highlight_words", "True",
+        "--output_dir", str(tmp_path / "ours"), "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+    segments, _ = stock.transcribe(
+        str(ILL_DISPOSED), language="en", temperature=0.0, beam_size=5, word_timestamps=True
+    )
+    reference = _whisperx_shaped(list(segments), "en")
+    del stock
+    options = {"highlight_words": True, "max_line_width": None, "max_line_count": None}
+    for fmt in ("srt", "vtt"):
+        get_writer(fmt, str(tmp_path))(reference, str(ILL_DISPOSED), options)
+    name = ILL_DISPOSED.stem
+    for fmt in ("srt", "vtt"):
+        ours = (tmp_path / "ours" / f"{name}.{fmt}").read_text()
+        assert ours == (tmp_path / f"{name}.{fmt}").read_text(), fmt
+        assert "<u>ill-disposed</u>" in ours and "ill -disposed" not in ours, ours
+        assert "  " not in ours, ours
+    data = json.loads((tmp_path / "ours" / f"{name}.json").read_text())
+    words = [(w["word"], w["start"], w["end"]) for s in data["segments"] for w in s["words"]]
+    assert words == [(w["word"], w["start"], w["end"]) for s in reference["segments"]
+                     for w in s["words"]]  # fmt: skip
+    assert "ill-disposed" in [w[0] for w in words]
+    assert data["word_segments"] == [w for s in data["segments"] for w in s["words"]]
+    times = [t for s in data["segments"] for t in (s["start"], s["end"])]
+    times += [t for w in data["word_segments"] for t in (w["start"], w["end"], w["score"])]
+    assert all(round(t, 3) == t for t in times), times
+
+
+def test_json_times_are_rounded_like_whisperx(tmp_path: Path) -> None:
+    """No `17.240000000000002`: every JSON time has at most 3 decimals (whisperx rounds so)."""
+    proc = cli(
+        "transcribe", str(DEMO), "--device", "cpu", "--output_format", "json",
+        "--output_dir", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "demo.json").read_text()
+    assert not re.search(r"\d\.\d{4,}", text.replace('"score"', "")), text
+    data = json.loads(text)
+    assert len(data["segments"]) >= 3 and data["segments"][-1]["end"] <= 27.3
+
+
+# --- quiet, truthful logs (issue 11, item 5) ----------------------------------------------
+
+
+def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
+    """The README's first command as a user types it: no CTranslate2 float16 warning, nothing
+    on stderr but the progress bar and (no NPU here) one line saying the CPU is used."""
+    script = shutil.which("amanuensis-npu")
+    assert script, "console script amanuensis-npu missing: pip install -e ."
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONWARNINGS" and (k == "AMANUENSIS_NPU_CACHE" or "AMANUENSIS_NPU_" not in k)
+    }
+    proc = subprocess.run(
+        [script, "transcribe", str(DEMO), "--output_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Dashwood" in (tmp_path / "demo.txt").read_text()
+    lines = [ln for ln in re.split(r"[\r\n]+", proc.stderr) if ln.strip()]
+    other = [ln for ln in lines if "%|" not in ln]  # tqdm's progress bar redraws
+    assert "ctranslate2" not in proc.stderr and "float16" not in proc.stderr, proc.stderr
+    warnings = [ln for ln in other if re.search("warn", ln, re.IGNORECASE)]
+    assert len(warnings) <= 1 and all("cpu" in ln.lower() for ln in warnings), other
+    # At most that line and one saying what ran (the CLI's "what ran" line).
+    assert len(other) <= 2, other
+
+
+# --- models other than base, offline (issue 11, item 7) ------------------------------------
+
+
+def test_other_model_offline_is_one_line_naming_base(tmp_path: Path) -> None:
+    proc = cli(
+        "transcribe", str(DEMO), "--model", "small", "--output_dir", str(tmp_path / "out"),
+        HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: model 'small' is not available offline"), errors
+    assert "only 'base'" in errors[0] and "local CTranslate2" in errors[0]
+    assert "internet connection" not in proc.stderr
+    from amanuensis_npu.core.weights import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match="only 'base' ships") as info:
+        amanuensis_npu.WhisperModel("small", download_root=str(tmp_path / "dl"),
+                                    local_files_only=True)  # fmt: skip
+    assert "\n" not in str(info.value)
+
+
+# --- the API under threads (issue 13) -------------------------------------------------------
+
+
+def test_stats_are_per_transcription_when_threads_transcribe_at_once() -> None:
+    clips = [CARDS[0], LIBRIVOX[1], DEMO]
+    options = {"device": "cpu", "temperature": 0.0, "language": "en", "beam_size": 1}
+    alone = {c: amanuensis_npu.transcribe(c, **options) for c in clips}
+    models_before = dict(api._MODELS)
+    barrier = threading.Barrier(len(clips))
+    together: dict[Path, object] = {}
+
+    def work(clip: Path) -> None:
+        barrier.wait()
+        together[clip] = amanuensis_npu.transcribe(clip, **options)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clips]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert set(together) == set(clips)
+    for clip in clips:
+        a, b = alone[clip].stats, together[clip].stats
+        assert a["attention_calls"] > 0 and a["attention_calls"] % 6 == 0
+        assert b["attention_calls"] == a["attention_calls"], clip.name
+        assert together[clip].text == alone[clip].text
+    # The demo clip needs more encoder windows than the 2 s card: counts really differ.
+    assert together[DEMO].stats["attention_calls"] > together[CARDS[0]].stats["attention_calls"]
+    assert api._MODELS == models_before  # the same settings loaded no second model
+
+
+def test_one_cached_model_per_settings() -> None:
+    barrier = threading.Barrier(3)
+    got: list[object] = []
+
+    def load() -> None:
+        barrier.wait()
+        got.append(api.get_model("base", "cpu", "auto", "int8"))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(got) == 3 and got[0] is got[1] is got[2]
+    assert api.get_model("base", "cpu", "auto", "int8") is got[0]
+    other = api.get_model("base", "cpu", "auto", "float32")
+    assert other is not got[0]
+    assert (got[0].model.compute_type, other.model.compute_type) == ("int8_float32", "float32")

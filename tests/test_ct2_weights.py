@@ -14,6 +14,7 @@ from amanuensis_npu.core.weights import (
     encoder_num_heads,
     read_encoder_weights,
     read_model_bin,
+    saved_compute_type,
 )
 
 QUANTIZATIONS = [None, "float16", "int8", "int8_float16", "int8_float32", "int16", "bfloat16"]
@@ -111,3 +112,28 @@ def test_directory_without_model(tmp_path: Path) -> None:
     with pytest.raises(ModelFormatError, match="not a CTranslate2 model directory"):
         resolve_model(tmp_path / "notamodel")
     shutil.rmtree(tmp_path / "notamodel")
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_default_compute_type_is_what_ctranslate2_runs(
+    tmp_path: Path, quantization: str | None, capfd: pytest.CaptureFixture
+) -> None:
+    """`compute_type="default"` becomes the very type CTranslate2 picks for "default" on this
+    CPU, spelled out, so the same arithmetic runs without its conversion warning."""
+    import ctranslate2
+
+    from amanuensis_npu.integrations.faster_whisper import cpu_compute_type
+
+    model_dir, _ = build_whisper_model(tmp_path / "m", quantization)
+    stock = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="default")
+    converted = "compute type inferred" in capfd.readouterr().err
+    saved = saved_compute_type(model_dir)
+    assert saved == saved_compute_type((model_dir / "model.bin").read_bytes())
+    assert converted == (saved != stock.compute_type)  # CTranslate2 warns exactly then
+    resolved = cpu_compute_type("default", model_dir)
+    assert resolved == stock.compute_type
+    assert resolved in ctranslate2.get_supported_compute_types("cpu")
+    ours = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=resolved)
+    assert ours.compute_type == stock.compute_type
+    assert "compute type inferred" not in capfd.readouterr().err
+    assert cpu_compute_type("int8", model_dir) == "int8"  # explicit choices pass through

@@ -137,3 +137,16 @@ def test_files_in_memory_load_like_a_directory(base_dir: Path, models: tuple) ->
     clip = next(c for c in CLIPS if c.parent.name == "librivox")
     expected = _text(_run(models[1], clip, False, **DETERMINISTIC))
     assert _text(_run(in_memory, clip, False, **DETERMINISTIC)) == expected
+
+
+def test_default_compute_type_loads_without_conversion_warning(
+    base_dir: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """Whisper Base is saved in float16; CTranslate2 runs it as float32 on a CPU without
+    efficient float16 and warns on every load unless that type is asked for by name."""
+    import ctranslate2
+
+    model = amanuensis_npu.WhisperModel(base_dir, device="cpu")
+    assert "compute type inferred" not in capfd.readouterr().err
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    assert model.model.compute_type == ("float16" if "float16" in supported else "float32")

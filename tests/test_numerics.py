@@ -28,12 +28,12 @@ import torch
 from _numerics_helpers import (
     CASES,
     FLOAT_CASES,
+    SpeechLayers,
     float_case,
     float_case_packed,
     integer_case,
     make_buffers,
     require_tool,
-    speech_layer_inputs,
 )
 
 from amanuensis_npu.attention import get_backend
@@ -62,10 +62,10 @@ def host_kernel():
     return get_host_kernel()  # a compile error fails here with its one-line reason
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def speech_layers(windows):
     """(window name, layer, q, k, v) for every encoder layer of every 30 s speech window."""
-    return speech_layer_inputs(windows)
+    return SpeechLayers(windows)
 
 
 @pytest.fixture(scope="session")
@@ -81,15 +81,20 @@ def aie_paths():
     return hc, {arch: hc.load(arch) for arch in hc.ARCHS}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def speech_packed(speech_layers):
-    """Each speech layer packed, with the emulator's output buffer and its wall time."""
+    """Each speech layer packed, with the emulator's output buffer, its wall time, and the
+    per-head fidelity (cosine, relative L2) of that output against float64 attention,
+    measured while the layer's float Q/K/V are at hand."""
     out = []
     for name, layer, q, k, v in speech_layers:
         packed = qz.pack_layer(q, k, v)
         t0 = time.perf_counter()
         buf = emu.emulate_layer(packed)
-        out.append((name, layer, packed, buf, time.perf_counter() - t0))
+        seconds = time.perf_counter() - t0
+        cos, rel = head_metrics(qz.unpack_output(packed, buf), exact_attention(q, k, v))
+        out.append((name, layer, packed, buf, seconds, cos.ravel(), rel.ravel()))
+    assert len(out) == len(speech_layers)
     return out
 
 
@@ -429,14 +434,14 @@ def test_host_kernel_equals_emulator_on_packed_floats(host_kernel, scale, frames
     assert_identical(host_kernel, packed.buffers, f"scale {scale} frames {frames}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def speech_scalar(host_kernel, speech_packed):
     """The scalar path's output buffer for every speech layer."""
-    return [run_host(host_kernel, packed.buffers) for _, _, packed, _, _ in speech_packed]
+    return [run_host(host_kernel, packed.buffers) for _, _, packed, *_ in speech_packed]
 
 
 def test_host_kernel_equals_emulator_on_every_speech_layer(speech_packed, speech_scalar):
-    for (name, layer, _, emulated, _), got in zip(speech_packed, speech_scalar, strict=True):
+    for (name, layer, _, emulated, *_), got in zip(speech_packed, speech_scalar, strict=True):
         assert np.array_equal(got, emulated), f"{name} layer {layer}: kernel != emulator"
     print(f"\nbit-exact on {len(speech_packed)} speech layers")
 
@@ -464,7 +469,7 @@ def test_aie_path_equals_scalar_on_every_case(
             f"float {scale} {frames}: {hc.first_difference(got, want)}"
         )
         cases += 1
-    for (name, layer, packed, _, _), want in zip(speech_packed, speech_scalar, strict=True):
+    for (name, layer, packed, *_), want in zip(speech_packed, speech_scalar, strict=True):
         got = hc.run(aie, packed.buffers)
         assert np.array_equal(got, want), f"{name} layer {layer}: {hc.first_difference(got, want)}"
         cases += 1
@@ -483,17 +488,12 @@ def test_host_kernel_rejects_a_bad_header(host_kernel):
 # ------------------------------------------------------------------------------- fidelity
 
 
-def test_attention_fidelity_on_speech(speech_layers, speech_packed):
-    cos_all, rel_all = [], []
-    for (_, _, q, k, v), (_, _, packed, emulated, _) in zip(
-        speech_layers, speech_packed, strict=True
-    ):
-        out = qz.unpack_output(packed, emulated)
-        cos, rel = head_metrics(out, exact_attention(q, k, v))
-        cos_all.append(cos.ravel())
-        rel_all.append(rel.ravel())
-    cos_all, rel_all = np.concatenate(cos_all), np.concatenate(rel_all)
-    times = [t for *_, t in speech_packed]
+def test_attention_fidelity_on_speech(speech_packed):
+    # Each layer's emulated output against float64 attention, measured in `speech_packed`.
+    cos_all = np.concatenate([cos for *_, cos, _ in speech_packed])
+    rel_all = np.concatenate([rel for *_, rel in speech_packed])
+    assert cos_all.size == 8 * len(speech_packed)
+    times = [t for *_, t, _, _ in speech_packed]
     print(
         f"\nattention vs float64 over {cos_all.size} heads: min cos {cos_all.min():.6f}, "
         f"median {np.median(cos_all):.7f}, max rel L2 {rel_all.max():.4f}, median "
@@ -599,7 +599,7 @@ def test_regression_score_scale_is_one_eighth(speech_layers, monkeypatch):
 
 
 def test_regression_output_is_dequantized(speech_packed, speech_layers):
-    name, layer, packed, emulated, _ = speech_packed[0]
+    name, layer, packed, emulated, *_ = speech_packed[0]
     _, _, q, k, v = speech_layers[0]
     exact = exact_attention(q, k, v)
     assert emulated.dtype == np.int16  # an integer format that needs its scales

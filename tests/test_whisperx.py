@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from conftest import CARDS, LECTURE, LIBRIVOX
 import amanuensis_npu.integrations.whisperx as wxn
 from amanuensis_npu.evaluation import wer
 from amanuensis_npu.integrations import whisperx_patch
+from amanuensis_npu.integrations.whisperx_cli import ATTENTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_CLIPS = [LIBRIVOX[0], LIBRIVOX[1], CARDS[0]]
@@ -40,15 +42,31 @@ PATCH = REPO / "patches" / "whisperx-3.8.6-npu.patch"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **extra}
-    env.pop("AMANUENSIS_NPU_ATTENTION", None)
-    return env
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop(ATTENTION_ENV, None)  # only what a test passes in `extra`
+    return {**env, **extra}
 
 
 def _run(cmd: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=_env(**env), cwd=REPO
     )
+
+
+def _run_as_user(cmd: list[str], **extra: str) -> subprocess.CompletedProcess:
+    """As a user runs it: Python's warnings shown, no test-only variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", ATTENTION_ENV)}
+    env.pop("AMANUENSIS_NPU_XRT", None)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**env, **extra}, cwd=REPO
+    )
+
+
+def _stats_line(output: str) -> tuple[str, int, int]:
+    """whisperx-npu's closing log line: (backend, attention calls, fallbacks)."""
+    m = re.search(r"attention backend '(\w+)': (\d+) calls, (\d+) fallbacks", output)
+    assert m, output[-2000:]
+    return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 def _script(name: str) -> str:
@@ -304,27 +322,58 @@ def test_diarization_model_missing_offline_names_it(tmp_path, monkeypatch) -> No
 # --- whisperx-npu command line -------------------------------------------------------------
 
 
-def test_cli_int8_writes_all_five_formats(tmp_path: Path) -> None:
+def _cues(subtitles: str) -> str:
+    """The words of an SRT/VTT file: every line that is not a header, index or time line."""
+    keep = [
+        ln for ln in subtitles.splitlines()
+        if ln.strip() and ln != "WEBVTT" and "-->" not in ln and not ln.strip().isdigit()
+    ]  # fmt: skip
+    return " ".join(keep)
+
+
+def test_cli_emulator_int8_writes_all_five_formats(tmp_path: Path) -> None:
+    """AMANUENSIS_NPU_ATTENTION=emulator reaches whisperx-npu; every format holds the words."""
     clip = SHORT_CLIPS[0]
     proc = _run(
         [_script("whisperx-npu"), str(clip), "--model", "base", "--device", "npu",
          "--compute_type", "int8", "--no_align", "--language", "en",
-         "--output_format", "all", "--output_dir", str(tmp_path)]
+         "--output_format", "all", "--output_dir", str(tmp_path)],
+        AMANUENSIS_NPU_ATTENTION="emulator",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for ext in FORMATS:
-        assert (tmp_path / f"{clip.stem}.{ext}").stat().st_size > 0, ext
-    text = _json_text(tmp_path / f"{clip.stem}.json")
-    assert wer(clip.with_suffix(".txt").read_text(), text) < 0.2
-    assert "Whisper encoder from amanuensis-npu" in proc.stdout + proc.stderr
+    backend, calls, fallbacks = _stats_line(proc.stdout + proc.stderr)
+    assert (backend, fallbacks) == ("emulator", 0)
+    assert calls >= 6 and calls % 6 == 0  # 6 encoder layers per window, all on the emulator
+    reference = clip.with_suffix(".txt").read_text()
+    out = {ext: (tmp_path / f"{clip.stem}.{ext}").read_text() for ext in FORMATS}
+    tsv = [line.split("\t") for line in out["tsv"].splitlines()]
+    assert tsv[0] == ["start", "end", "text"]
+    texts = {
+        "json": _json_text(tmp_path / f"{clip.stem}.json"),
+        "txt": out["txt"],
+        "srt": _cues(out["srt"]),
+        "vtt": _cues(out["vtt"]),
+        "tsv": " ".join(row[2] for row in tsv[1:]),
+    }
+    for ext, text in texts.items():
+        assert wer(reference, text) < 0.2, (ext, text)
+    segments = json.loads(out["json"])["segments"]
+    assert [(round(s["start"] * 1000), round(s["end"] * 1000)) for s in segments] == [
+        (int(row[0]), int(row[1])) for row in tsv[1:]
+    ]
 
 
-def test_cli_float32_matches_stock_whisperx_cli(tmp_path: Path, base_dir: Path) -> None:
+def test_cli_amd_npu_default_compute_type_matches_stock_whisperx(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    """`--device amd-npu --compute_type default` (float32, as stock whisperx's CPU default)
+    gives stock whisperx's transcript, quietly: no CTranslate2 float16 warning, no torchcodec
+    warning, no Lightning checkpoint notice, while a real whisperx warning still shows."""
     clips = [str(SHORT_CLIPS[2])]
-    common = ["--compute_type", "float32", *CLI_DETERMINISTIC, "--no_align", "--language", "en"]
-    ours = _run(
-        [_script("whisperx-npu"), *clips, "--model", "base", "--device", "npu", *common,
-         "-o", str(tmp_path / "npu")],
+    common = ["--compute_type", "default", *CLI_DETERMINISTIC, "--no_align", "--language", "en"]
+    ours = _run_as_user(
+        [_script("whisperx-npu"), *clips, "--model", "base", "--device", "amd-npu", *common,
+         "--speaker_embeddings", "-o", str(tmp_path / "npu")],
         AMANUENSIS_NPU_ATTENTION="cpu",
     )  # fmt: skip
     assert ours.returncode == 0, ours.stderr[-2000:]
@@ -337,26 +386,206 @@ def test_cli_float32_matches_stock_whisperx_cli(tmp_path: Path, base_dir: Path) 
         a = _json_text(tmp_path / "npu" / f"{clip.stem}.json")
         b = _json_text(tmp_path / "cpu" / f"{clip.stem}.json")
         assert a and a == b
+    output = ours.stdout + ours.stderr
+    assert "Whisper encoder from amanuensis-npu" in output
+    assert _stats_line(output)[:2] == ("cpu", 6)  # our encoder ran, on the backend asked for
+    for noise in ("float16", "torchcodec", "Lightning automatically upgraded", "Traceback"):
+        assert noise not in output, (noise, output[-3000:])
+    assert "--speaker_embeddings has no effect without --diarize" in ours.stderr
 
 
-def test_cli_alignment_offline_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
-    """In-process `whisperx-npu` (alignment on, as stock) with the network cut off."""
+def test_cli_silero_vad_offline(tmp_path: Path) -> None:
+    """`--vad_method silero` runs offline; the speech it finds is the silero-vad package's."""
+    import silero_vad
+
+    clip = LIBRIVOX[0]
+    proc = _run(
+        [_script("whisperx-npu"), str(clip), "--model", "base", "--device", "npu",
+         "--compute_type", "int8", "--vad_method", "silero", "--no_align", "--language", "en",
+         "--output_format", "json", "-o", str(tmp_path)],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    segments = json.loads((tmp_path / f"{clip.stem}.json").read_text())["segments"]
+    # whisperx's settings: its default onset 0.5 as threshold, chunks of at most 30 s.
+    speech = silero_vad.get_speech_timestamps(
+        torch.from_numpy(whisperx.load_audio(str(clip))), silero_vad.load_silero_vad(),
+        sampling_rate=16000, threshold=0.5, max_speech_duration_s=30, return_seconds=True,
+    )  # fmt: skip
+    assert speech and segments
+    # whisperx merges VAD regions into <= 30 s chunks: the first starts where speech starts.
+    assert abs(segments[0]["start"] - speech[0]["start"]) <= 0.05, (segments[0], speech[0])
+    assert abs(segments[-1]["end"] - speech[-1]["end"]) <= 0.05, (segments[-1], speech[-1])
+    text = " ".join(s["text"] for s in segments)
+    assert wer(clip.with_suffix(".txt").read_text(), text) < 0.2
+
+
+@pytest.fixture
+def no_transcription(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Records every whisperx transcription that starts (a missing model must prevent all)."""
+    calls: list = []
+    stock = whisperx.asr.FasterWhisperPipeline.transcribe
+
+    def recorded(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(args)
+        return stock(self, *args, **kwargs)
+
+    monkeypatch.setattr(whisperx.asr.FasterWhisperPipeline, "transcribe", recorded)
+    return calls
+
+
+def _whisperx_npu(*args: str) -> int:
+    """In-process `whisperx-npu` (short clip, int8, quiet), so faults can be injected."""
     from amanuensis_npu.integrations import whisperx_cli
+
+    return whisperx_cli.main(
+        [str(SHORT_CLIPS[2]), "--model", "base", "--device", "npu", "--compute_type", "int8",
+         "--language", "en", "--verbose", "False", *args]
+    )  # fmt: skip
+
+
+def test_cli_alignment_offline_stops_before_transcribing(
+    tmp_path, monkeypatch, capsys, no_transcription  # noqa: ANN001
+) -> None:
+    """Alignment on (as stock) with the network cut off: one line, and no work thrown away."""
 
     def no_network(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(torch.hub, "urlopen", no_network)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    code = whisperx_cli.main(
-        [str(SHORT_CLIPS[2]), "--model", "base", "--device", "npu", "--compute_type", "int8",
-         "--language", "en", "--verbose", "False", "-o", str(tmp_path)]
-    )  # fmt: skip
+    code = _whisperx_npu("-o", str(tmp_path / "out"))
     err = capsys.readouterr().err
     assert code == 1
+    assert no_transcription == []
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("whisperx-npu: error: alignment model WAV2VEC2_ASR_BASE_960H"), last
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("whisperx-npu: error: alignment model WAV2VEC2_ASR_BASE_960H")
+
+
+def test_cli_diarization_offline_stops_before_transcribing(
+    tmp_path, monkeypatch, capsys, no_transcription  # noqa: ANN001
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code = _whisperx_npu("--no_align", "--diarize", "--model_dir", str(tmp_path / "hf"),
+                         "-o", str(tmp_path / "out"))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert no_transcription == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("whisperx-npu: error: diarization model ")
+    assert "pyannote/speaker-diarization-community-1" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def offline_alignment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Stand-ins for what alignment downloads: a tiny random wav2vec2 CTC model in the
+    Hugging Face layout (loaded by whisperx through --align_model DIR, as a user's own
+    model would be) and an NLTK punkt_tab sentence splitter with no trained parameters."""
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+
+    root = tmp_path_factory.mktemp("offline-alignment")
+    model = root / "wav2vec2-tiny"
+    model.mkdir()
+    labels = ["<pad>", "|", *"etaonihsrdlumwcfgypbvkxjqz'"]
+    (model / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(labels)}))
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(model / "vocab.json"), pad_token="<pad>", unk_token="<pad>", word_delimiter_token="|"
+    )
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0)
+    Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(model)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        vocab_size=len(labels), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, pad_token_id=0,
+    )  # fmt: skip
+    Wav2Vec2ForCTC(config).eval().save_pretrained(model)
+    punkt = root / "nltk_data" / "tokenizers" / "punkt_tab" / "english"
+    punkt.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).write_text("")
+    return model, root / "nltk_data"
+
+
+class _SimulatedFault(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [wxn.ModelUnavailableError("alignment model for 'xx' is not available offline"),
+     _SimulatedFault("alignment crashed")],
+    ids=["known-error", "unexpected-error"],
+)  # fmt: skip
+def test_cli_stage_failing_after_transcription_keeps_the_transcript(
+    offline_alignment, tmp_path, monkeypatch, capsys, no_transcription, fault  # noqa: ANN001
+) -> None:
+    """Alignment's models load (so the run starts), then alignment itself fails: the
+    transcripts are written, without word timings, and the message says what is missing."""
+    import nltk
+    import whisperx.alignment
+
+    model_dir, nltk_data = offline_alignment
+    monkeypatch.setattr(nltk.data, "path", [str(nltk_data)])
+    loads: list = []
+    stock_load = whisperx.alignment.load_align_model
+
+    def counted_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loads.append(args)
+        return stock_load(*args, **kwargs)
+
+    def failing_align(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise fault
+
+    monkeypatch.setattr(whisperx.alignment, "load_align_model", counted_load)
+    monkeypatch.setattr(whisperx.alignment, "align", failing_align)
+    out = tmp_path / "out"
+    args = ("--align_model", str(model_dir), "-o", str(out))
+    if isinstance(fault, wxn.WhisperXNPUError):
+        assert _whisperx_npu(*args) == 1
+    else:
+        with pytest.raises(_SimulatedFault):
+            _whisperx_npu(*args)
+    err = capsys.readouterr().err
+    assert len(no_transcription) == 1 and len(loads) == 1  # loaded once, before transcribing
+    clip = SHORT_CLIPS[2]
+    wrote = f"wrote 1 transcript to {out} without word alignment"
+    assert wrote in err, err
+    if isinstance(fault, wxn.WhisperXNPUError):
+        assert err.strip().splitlines() == [
+            f"whisperx-npu: error: alignment failed: {fault}", wrote
+        ], err
+    for ext in FORMATS:
+        assert (out / f"{clip.stem}.{ext}").is_file(), ext
+    data = json.loads((out / f"{clip.stem}.json").read_text())
+    assert not any("words" in s for s in data["segments"])
+    assert wer(clip.with_suffix(".txt").read_text(), (out / f"{clip.stem}.txt").read_text()) < 0.2
+
+
+def test_cli_aligns_offline_with_local_models(offline_alignment, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The preloaded alignment model is the one whisperx aligns with: words come out."""
+    import nltk
+
+    model_dir, nltk_data = offline_alignment
+    monkeypatch.setattr(nltk.data, "path", [str(nltk_data)])
+    out = tmp_path / "out"
+    assert _whisperx_npu("--align_model", str(model_dir), "-o", str(out)) == 0
+    clip = SHORT_CLIPS[2]
+    data = json.loads((out / f"{clip.stem}.json").read_text())
+    words = [w["word"] for w in data["word_segments"]]
+    # whisperx splits the segment text on spaces: the words are the transcript's words.
+    assert words == " ".join(s["text"].strip() for s in data["segments"]).split()
+    assert words and all("start" in w for w in data["word_segments"])
 
 
 def test_cli_stock_arguments_untouched(capsys) -> None:  # noqa: ANN001

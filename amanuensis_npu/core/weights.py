@@ -13,6 +13,7 @@ NUL, then UTF-8 bytes and the NUL.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -147,6 +148,67 @@ def read_model_bin(source: str | os.PathLike | bytes) -> CT2Model:
             raise ModelFormatError(f"{path}: alias {alias!r} points to missing {target!r}")
         variables[alias] = variables[target]
     return CT2Model(path=path, version=version, spec=spec, revision=revision, variables=variables)
+
+
+_DTYPE_NAMES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
+
+
+def saved_compute_type(source: str | os.PathLike | bytes) -> str:
+    """The compute type CTranslate2 infers from a model.bin (its "default"), e.g. "float16".
+
+    Mirrors `Model::infer_compute_type` (CTranslate2 src/models/model.cc): the
+    type of the variables named "*weight" (in name order, the last one wins),
+    combined with the float type of the other non-scalar, non-scale variables
+    for int8 weights (`data_type_to_compute_type`, src/types.cc). Only the
+    variable headers are read (the file is memory-mapped), so it costs no
+    145 MB read.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _saved_compute_type(memoryview(source), "<model.bin bytes>")
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.bin")
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                return _saved_compute_type(view, path)
+            finally:
+                view.release()
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: model file not found") from None
+    except ValueError:  # mmap of an empty file
+        raise ModelFormatError(f"{path}: truncated or corrupt CTranslate2 model (empty)") from None
+
+
+def _saved_compute_type(data: memoryview, path: str) -> str:
+    r = _Reader(data, path)
+    version = r.u32()
+    if not 4 <= version <= 6:
+        raise ModelFormatError(f"{path}: not a CTranslate2 model (binary version {version})")
+    r.string()  # spec
+    r.u32()  # revision
+    dtypes: dict[str, tuple[int, int]] = {}
+    for _ in range(r.u32()):
+        name = r.string()
+        rank = r.u8()
+        r.take(4 * rank)
+        dtype_id = r.u8()
+        r.take(r.u32())
+        dtypes[name] = (dtype_id, rank)
+    weight, other = 0, 0
+    for name in sorted(dtypes):
+        dtype_id, rank = dtypes[name]
+        if name.endswith("weight"):
+            weight = dtype_id
+        elif rank > 0 and "_scale" not in name:
+            other = dtype_id
+    weight_name = _DTYPE_NAMES.get(weight, "float32")
+    if weight_name == "int8":
+        return "int8_" + {"float16": "float16", "bfloat16": "bfloat16"}.get(
+            _DTYPE_NAMES.get(other, ""), "float32"
+        )
+    return weight_name if weight_name in ("int16", "float16", "bfloat16") else "float32"
 
 
 def _dequantize(name: str, variables: dict[str, np.ndarray]) -> np.ndarray:

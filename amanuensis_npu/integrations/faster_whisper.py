@@ -21,7 +21,7 @@ from ..attention import AttentionBackend
 from ..core.encoder import WhisperEncoder, cached_encoder_weights
 from ..core.models import resolve_model
 from ..core.routes import EncoderRoute
-from ..core.weights import ModelFormatError, read_encoder_weights
+from ..core.weights import ModelFormatError, read_encoder_weights, saved_compute_type
 from ..encoder_routes import build_route, check_encoder
 
 DEVICES = ("npu", "cpu", "auto")
@@ -34,6 +34,37 @@ def attention_for_device(device: str, attention: str | AttentionBackend) -> str 
     if device == "cpu" and isinstance(attention, str) and attention.lower() == "auto":
         return "cpu"
     return attention
+
+
+# What CTranslate2 falls back to when the saved type is not efficient on the device, in
+# its order of preference (src/types.cc, `resolve_compute_type` with fallback enabled).
+_CT2_FALLBACKS = {
+    "float32": ("float32",),
+    "float16": ("float16", "float32"),
+    "bfloat16": ("bfloat16", "float32"),
+    "int16": ("int16", "int8_float32", "float32"),
+    "int8_float32": ("int8_float32", "int16", "float32"),
+    "int8_float16": ("int8_float16", "int8_float32", "float16", "int16", "float32"),
+    "int8_bfloat16": ("int8_bfloat16", "int8_float32", "bfloat16", "float32"),
+}
+
+
+def cpu_compute_type(compute_type: str, model: str | os.PathLike | bytes) -> str:
+    """`compute_type`, with "default" spelled out as the type CTranslate2 would run here.
+
+    CTranslate2's "default" is the type the model was saved in (float16 for
+    Whisper Base); on a CPU without efficient float16 it converts to float32
+    and logs a warning on every load. Asking for that same type explicitly
+    gives the same arithmetic without the warning.
+    """
+    if compute_type != "default":
+        return compute_type
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    saved = saved_compute_type(model)
+    for candidate in _CT2_FALLBACKS.get(saved, ("float32",)):
+        if candidate in supported:
+            return candidate
+    return "float32"
 
 
 class NPUEncoderMixin:
@@ -136,6 +167,9 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
             weights = read_encoder_weights(model_bytes)
         else:
             weights = cached_encoder_weights(model_path)
+        compute_type = cpu_compute_type(
+            compute_type, model_bytes if model_bytes is not None else model_path
+        )
         try:
             super().__init__(
                 model_path,

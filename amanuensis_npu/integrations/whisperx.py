@@ -32,11 +32,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .quiet import whisperx_imports
+
 try:
-    import whisperx
-    import whisperx.asr
-    import whisperx.vads
-    import whisperx.vads.silero
+    with whisperx_imports():
+        import whisperx
+        import whisperx.asr
+        import whisperx.vads
+        import whisperx.vads.silero
 except ImportError as exc:  # pragma: no cover - exercised only without whisperx
     raise ImportError(
         "amanuensis_npu.integrations.whisperx needs whisperx 3.8.6 "
@@ -249,11 +252,7 @@ def load_model(
         except ModelFormatError as exc:
             if Path(os.fspath(whisper_arch)).expanduser().exists():
                 raise
-            raise ModelUnavailableError(
-                f"Whisper model {whisper_arch!r} is neither a local CTranslate2 directory nor "
-                "available offline; use 'base' (ships with amanuensis-npu) or the path of a "
-                f"CTranslate2 Whisper model directory [{str(exc).splitlines()[0][:100]}]"
-            ) from None
+            raise ModelUnavailableError(str(exc)) from None  # resolve_model's one line
         model = NPUWhisperModel(
             model_path,
             attention=attention,
@@ -443,12 +442,41 @@ def align(*args: Any, **kwargs: Any) -> Any:
     except LookupError as exc:
         if "punkt" not in str(exc):
             raise
-        raise ModelUnavailableError(
-            "NLTK data punkt_tab (the sentence splitter whisperx alignment uses) is not "
-            "available offline. Where there is network run `python -m nltk.downloader "
-            "punkt_tab` and copy the nltk_data folder to ~/nltk_data (or point NLTK_DATA at "
-            "it), or run with --no_align"
-        ) from None
+        raise ModelUnavailableError(_PUNKT_HELP) from None
+
+
+_PUNKT_HELP = (
+    "NLTK data punkt_tab (the sentence splitter whisperx alignment uses) is not "
+    "available offline. Where there is network run `python -m nltk.downloader "
+    "punkt_tab` and copy the nltk_data folder to ~/nltk_data (or point NLTK_DATA at "
+    "it), or run with --no_align"
+)
+
+
+def check_sentence_splitter(language_code: str) -> None:
+    """Load the NLTK sentence splitter `whisperx.align` will use, as it does, or say why not.
+
+    whisperx/alignment.py loads `tokenizers/punkt_tab/<language>.pickle` and,
+    if that is missing, calls `nltk.download("punkt_tab")`; both are done here
+    so that a missing splitter is found before any transcription. NLTK's
+    offline download messages are kept out of the terminal.
+    """
+    import nltk
+    import whisperx.alignment as alignment
+
+    name = f"tokenizers/punkt_tab/{alignment.PUNKT_LANGUAGES.get(language_code, 'english')}.pickle"
+    try:
+        nltk.data.load(name)
+        return
+    except LookupError:
+        pass
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        nltk.download("punkt_tab", quiet=True)
+    try:
+        nltk.data.load(name)
+    except LookupError:
+        raise ModelUnavailableError(_PUNKT_HELP) from None
 
 
 class DiarizationPipeline:

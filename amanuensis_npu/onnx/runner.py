@@ -52,6 +52,9 @@ def create_session(path: Path, providers: list[tuple[str, dict]], threads: int) 
     options.log_severity_level = 1 if logger.isEnabledFor(logging.DEBUG) else 4
     if threads > 0:
         options.intra_op_num_threads = threads
+    # Without its CPU arena a session hands each window's activations back after the run
+    # (measured: +24 MB instead of +275 MB held per batch-1 session, same speed).
+    options.enable_cpu_mem_arena = False
     if providers and providers[0][0] == eps.OPENVINO:
         # OpenVINO's documentation advises leaving graph optimization to OpenVINO.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -151,7 +151,7 @@ def speech_cases() -> Iterator[tuple[str, list[np.ndarray]]]:
 
     from amanuensis_npu.npu import quantization as qz
 
-    for name, layer, q, k, v in nh.speech_layer_inputs(nh.speech_windows(CLIPS)):
+    for name, layer, q, k, v in nh.SpeechLayers(nh.speech_windows(CLIPS)):
         yield f"{name} layer {layer}", qz.pack_layer(q, k, v).buffers
 
 
