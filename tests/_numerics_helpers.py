@@ -243,6 +243,8 @@ for _kind in (
         )
 for _i in range(12):  # one valid key, whatever the padding holds
     CASES.append(("random", {"batch": 1, "heads": 2, "frames": 1, "tp": 64 * (1 + _i % 4)}))
+for _frames in (31, 32, 33, 95, 96, 97):  # query tile edges (Q_TILE = 32 rows per work item)
+    CASES.append(("random", {"batch": 2, "heads": 3, "frames": _frames}))
 for _i in range(8):  # the device shape: 1500 frames, the tail tile holds 28 valid keys
     CASES.append(
         (

@@ -245,8 +245,9 @@ def test_json_times_are_rounded_like_whisperx(tmp_path: Path) -> None:
 
 
 def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
-    """The README's first command as a user types it: no CTranslate2 float16 warning, nothing
-    on stderr but the progress bar and (no NPU here) one line saying the CPU is used."""
+    """The README's first command as a user types it: no CTranslate2 float16 warning; on stderr
+    only the progress bar, (no NPU here) one short line saying the CPU is used, the route that
+    ran and the summary."""
     script = shutil.which("amanuensis-npu")
     assert script, "console script amanuensis-npu missing: pip install -e ."
     env = {
@@ -265,8 +266,10 @@ def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
     assert "ctranslate2" not in proc.stderr and "float16" not in proc.stderr, proc.stderr
     warnings = [ln for ln in other if re.search("warn", ln, re.IGNORECASE)]
     assert len(warnings) <= 1 and all("cpu" in ln.lower() for ln in warnings), other
-    # At most that line and one saying what ran (the CLI's "what ran" line).
-    assert len(other) <= 2, other
+    # Besides that line: what ran, and the job's summary; nothing else.
+    rest = [ln for ln in other if ln not in warnings]
+    assert [ln.split(":")[0] for ln in rest] == ["route", "done"], other
+    assert all(len(ln) <= 160 for ln in other), other
 
 
 # --- models other than base, offline (issue 11, item 7) ------------------------------------

@@ -188,6 +188,52 @@ def test_suppress_numerals_reaches_decoding(tmp_path: Path) -> None:
     assert not re.search(r"\d", text) and "ten" in text.lower(), text
 
 
+def test_decoding_options_reach_faster_whisper_as_whisperx_means_them() -> None:
+    """whisperx's option names become faster-whisper's keywords with whisperx's meaning.
+
+    The fallback schedule is the one whisperx/transcribe.py builds,
+    `np.arange(temperature, 1.0 + 1e-6, increment)`; --vad_onset starts speech and
+    --vad_offset ends it, which faster-whisper's `VadOptions` calls `threshold` and
+    `neg_threshold`; every keyword binds to faster-whisper's `transcribe` signature.
+    """
+    import inspect
+
+    import numpy as np
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper.vad import VadOptions
+
+    from amanuensis_npu.cli import build_parser, decode_options
+
+    def options(*argv: str) -> dict:
+        return decode_options(build_parser().parse_args(["transcribe", "a.wav", *argv]))
+
+    for first, step in ((0.0, 0.2), (0.0, 0.3), (0.4, 0.2), (0.5, 0.25), (0.0, 1.0)):
+        got = options("--temperature", str(first), "--temperature_increment_on_fallback",
+                      str(step))["temperature"]  # fmt: skip
+        assert got == pytest.approx(list(np.arange(first, 1.0 + 1e-6, step))), (first, step)
+    assert options("--temperature", "0")["temperature"] == [0.0]
+
+    vad = options("--vad_filter", "True", "--vad_onset", "0.6", "--vad_offset", "0.2")
+    assert vad["vad_filter"] is True
+    assert VadOptions(**vad["vad_parameters"]) == VadOptions(threshold=0.6, neg_threshold=0.2)
+
+    named = options("--beam_size", "3", "--best_of", "4", "--patience", "1.5",
+                    "--length_penalty", "0.9", "--compression_ratio_threshold", "2.1",
+                    "--logprob_threshold", "-0.7", "--no_speech_threshold", "0.4",
+                    "--suppress_tokens=-1,50362", "--condition_on_previous_text", "False",
+                    "--initial_prompt", "Cards.", "--hotwords", "clubs", "--task", "translate",
+                    "--word_timestamps", "True", "--language", "de")  # fmt: skip
+    expected = {"beam_size": 3, "best_of": 4, "patience": 1.5, "length_penalty": 0.9,
+                "compression_ratio_threshold": 2.1, "log_prob_threshold": -0.7,
+                "no_speech_threshold": 0.4, "suppress_tokens": [-1, 50362],
+                "condition_on_previous_text": False, "initial_prompt": "Cards.",
+                "hotwords": "clubs", "task": "translate", "word_timestamps": True,
+                "language": "de"}  # fmt: skip
+    assert {k: named[k] for k in expected} == expected
+    for method in (WhisperModel.transcribe, BatchedInferencePipeline.transcribe):
+        inspect.signature(method).bind(None, "a.wav", **{**named, **vad})
+
+
 ROUTE = re.compile(
     r"^route: encoder (\w+), attention (.+); (\d+) of (\d+) attention calls fell back"
 )

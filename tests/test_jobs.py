@@ -199,6 +199,7 @@ def test_the_bar_reads_100_percent_once_whatever_the_timing() -> None:
 
     err = io.StringIO()
     bar = _Bar(total=5.0, files=2, enabled=True, err=err)
+    bar.start()
     # Print on every update, however small: the worst case for a double 100%.
     bar.bar.mininterval, bar.bar.miniters, bar.bar.dynamic_miniters = 0, 0, False
     tasks = [Task(Input(f"/x{i}.wav", f"x{i}.wav", f"x{i}"), f"x{i}", 1, 1, d)
@@ -305,6 +306,36 @@ def test_a_bad_file_is_reported_kept_and_retried_on_request(
     # Other options shape other outputs: a changed one transcribes again.
     status, err = in_process(capsys, *common, "--beam_size", "1")
     assert "done: 2 transcribed, 0 skipped, 0 failed" in err
+
+
+def test_temporary_files_of_a_killed_run_are_removed(
+    tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A process killed while it writes an output leaves its temporary file behind; the next
+    run removes it, writes the real outputs, and leaves the user's own hidden files alone."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (
+        "import os, signal\n"
+        "from amanuensis_npu.jobs.outputs import write_atomic\n"
+        "def dies(fh):\n"
+        "    fh.write('half of a transcript')\n"
+        "    fh.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomic({str(out / '001.txt')!r}, dies)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], env=_env(), timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = out.iterdir()  # the killed write's temporary file, not the output
+    assert left.name != "001.txt" and left.read_text() == "half of a transcript"
+    (out / ".notes").write_text("mine")
+    status, err = in_process(capsys, str(CARDS[0]), "--model", tiny_dir, "--device", "cpu",
+                             *DETERMINISTIC, "-o", str(out), "--no-progress")  # fmt: skip
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".notes", JOURNAL_NAME, *(f"001.{ext}" for ext in FORMATS)]
+    )
+    assert "clubs" in (out / "001.txt").read_text().lower()
 
 
 def test_output_dir_is_not_created_when_every_input_fails(

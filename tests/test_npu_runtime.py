@@ -622,6 +622,36 @@ def test_other_shapes_fall_back_with_the_reason(sim_env, caplog):
     assert backend.stats.snapshot()["dispatches"] == 0
 
 
+def test_unexpected_error_in_a_dispatch_runs_that_call_on_the_cpu(sim_env, monkeypatch, caplog):
+    """Not every device error arrives as an NPUError: pyxrt's `bo()` raises its own
+    RuntimeError when device memory runs out. That call gives the CPU's result with one
+    warning, and the next call, whose buffers can be allocated, runs on the NPU again."""
+    import torch
+
+    refused = []
+
+    class OutOfMemoryOnce(xrt_sim.bo):
+        def __init__(self, dev, size, flags, group):  # noqa: ANN001
+            if flags == xrt_sim.bo.host_only and not refused:  # the first data buffer
+                refused.append(size)
+                raise RuntimeError("bo allocation failed: out of device memory")
+            super().__init__(dev, size, flags, group)
+
+    monkeypatch.setattr(xrt_sim, "bo", OutOfMemoryOnce)
+    backend = NPUAttention()
+    q, k, v = _qkv(1, seed=13)
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        first, second = backend(q, k, v, layer=0), backend(q, k, v, layer=1)
+    assert refused, "the fault was never injected"
+    assert torch.equal(first, cpu_attention(q, k, v))
+    assert torch.equal(second, _emulated(q, k, v))
+    reason = "unexpected RuntimeError: bo allocation failed: out of device memory"
+    stats = backend.stats.snapshot()
+    assert stats["fallback_reasons"] == {reason: 1} and stats["dispatches"] == 1
+    assert npu_warnings(caplog) == [f"NPU attention failed ({reason}); this call ran on the CPU."]
+    assert backend.available
+
+
 def test_max_failures_setting(sim_env, monkeypatch):
     monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", "error@1,error@2")
     monkeypatch.setenv("AMANUENSIS_NPU_MAX_FAILURES", "2")
@@ -898,7 +928,8 @@ def test_info_gives_the_reason_once_and_names_the_simulated_device(no_npu_env):
         pytest.skip("an NPU is available here")
     out = _info({})
     assert out.count(reason) == 1, out
-    assert out.count("NPU not found") == 2  # the npu status line and auto's summary
+    # the npu status line, and the short summary in what attention and encoder `auto` pick
+    assert out.count("NPU not found") == 3
     picks = next(line for line in out.splitlines() if line.startswith("auto_picks"))
     assert picks.split()[1:] == ["cpu"]
     sim = _info({"AMANUENSIS_NPU_XRT": "sim"})

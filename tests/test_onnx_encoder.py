@@ -90,13 +90,14 @@ def stock(base_dir: Path) -> dict[tuple[Path, bool], str]:
 
 @pytest.fixture(scope="module")
 def torch_cpu_text(base_dir: Path) -> dict[Path, str]:
-    """Our torch encoder's text for the short clip the fallback tests transcribe."""
+    """Our torch encoder's text for the short clips the provider and fallback tests use."""
     model = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
-    return {LIBRIVOX[1]: _transcribe(model, LIBRIVOX[1])}
+    return {clip: _transcribe(model, clip) for clip in (LIBRIVOX[0], LIBRIVOX[1])}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def onnx_model(onnx_cache: Path, base_dir: Path) -> amanuensis_npu.WhisperModel:
+    # Per test (two use it): a module-wide model would stay loaded under every later test.
     return amanuensis_npu.WhisperModel(
         base_dir, device="cpu", compute_type="float32", encoder="onnx", cpu_threads=2
     )
@@ -379,8 +380,13 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
 
 
 def test_auto_prefers_an_npu_provider_with_the_vendor_options(
-    onnx_cache: Path, base_dir: Path, sha: str, caplog: pytest.LogCaptureFixture, monkeypatch
-) -> None:  # noqa: ANN001
+    onnx_cache: Path,
+    base_dir: Path,
+    sha: str,
+    torch_cpu_text: dict,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch,  # noqa: ANN001
+) -> None:
     """onnxruntime reporting VitisAI makes `auto` take the ONNX route with AMD's options.
 
     This onnxruntime has no VitisAI, so the session it creates drops it and runs on the
@@ -410,8 +416,7 @@ def test_auto_prefers_an_npu_provider_with_the_vendor_options(
     assert "could not use VitisAIExecutionProvider" in caplog.text
     assert model.encoder_route.name == "onnx:CPUExecutionProvider"
     clip = LIBRIVOX[0]
-    reference = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
-    assert _transcribe(model, clip) == _transcribe(reference, clip)
+    assert _transcribe(model, clip) == torch_cpu_text[clip]
 
 
 def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa: ANN001

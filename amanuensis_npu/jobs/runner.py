@@ -189,7 +189,7 @@ class _Bar:
         self.done_files = 0
         self.done_audio = 0.0
         self.total = max(total, 1e-3)
-        self.bar = AudioBar(
+        self._make = lambda: AudioBar(
             total=self.total,
             desc=f"0/{files} files",
             unit="s",
@@ -198,16 +198,25 @@ class _Bar:
             bar_format=self.FORMAT,
             dynamic_ncols=True,
         )
+        self.bar: Any = None
+
+    def start(self) -> None:
+        """Show the bar: once a model is ready, so a model that cannot load prints only its
+        one error line, not a bar stuck at 0%."""
+        if self.bar is None:
+            self.bar = self._make()
 
     def within(self, task: Task, done: float) -> None:
         """Progress inside a file; never reaches the end of the file (its completion does)."""
         if task.duration <= 0:
             return
+        self.start()
         target = self.done_audio + min(done, task.duration * 0.999)
         if target > self.bar.n:
             self.bar.update(target - self.bar.n)
 
     def finished(self, task: Task) -> None:
+        self.start()
         self.done_files += 1
         self.done_audio += task.duration
         self.bar.set_description_str(f"{self.done_files}/{self.files} files", refresh=False)
@@ -215,12 +224,17 @@ class _Bar:
             self.bar.update(max(0.0, self.done_audio - self.bar.n))
 
     def write(self, text: str, file: TextIO) -> None:
-        self.bar.write(text, file=file)
+        if self.bar is None:
+            print(text, file=file)
+        else:
+            self.bar.write(text, file=file)
 
     def close(self, complete: bool) -> None:
         if complete:
+            self.start()
             self.bar.n = self.total
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _transcribe(
@@ -293,6 +307,7 @@ def _execute(
     if settings.ray_address is not None:
         from .ray_actors import run_on_ray
 
+        bar.start()  # the actors load their models themselves
         yield from run_on_ray(tasks, settings)
     else:
         yield from _run_here(tasks, settings, bar)
@@ -317,6 +332,7 @@ def _run_here(
                 transcriber = Transcriber(
                     settings.model_options, settings.decode_options, settings.batch_size
                 )
+                bar.start()
             result = transcriber(audio, lambda done, total, t=task: bar.within(t, done))
         except AudioError as exc:
             yield task, exc, started
