@@ -96,13 +96,18 @@ def test_exact_attention_matches_definition_on_small_case():
     assert cos.shape == (1, 2) and abs(cos.min() - 1.0) < 1e-12 and abs(rel.max() - 1.0) < 1e-12
 
 
-def test_end_to_end_on_one_clip_flags_a_wrong_score_scale(tmp_path):
+def _one_clip(tmp_path: Path, out: Path) -> list[str]:
+    """The benchmark's arguments for one short clip with its reference, writing to `out`."""
     data = tmp_path / "data"
     data.mkdir()
     for name in ("001.wav", "001.txt"):
         shutil.copy(SPEECH / "cards" / name, data / name)
+    return ["--data", str(data), "--out", str(out), "--beam-size", "1"]
+
+
+def test_end_to_end_on_one_clip_flags_a_wrong_score_scale(tmp_path):
     out = tmp_path / "out"
-    argv = ["--data", str(data), "--out", str(out), "--beam-size", "1"]
+    argv = _one_clip(tmp_path, out)
     argv += ["--backends", "test_fp16_inputs", "test_scale_1_16", "npu"]
     assert accuracy.main(argv) == 0
     result = json.loads((out / "accuracy.json").read_text())
@@ -135,12 +140,8 @@ def test_npu_results_on_the_simulated_device_equal_the_emulators(tmp_path, sim_e
     """The benchmark's "npu" column is what a user with an NPU reads; on the simulated device
     (the kernel's host build behind pyxrt's API) it must hold real results, bit for bit the
     emulator's, not a skip."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("001.wav", "001.txt"):
-        shutil.copy(SPEECH / "cards" / name, data / name)
     out = tmp_path / "out"
-    argv = ["--data", str(data), "--out", str(out), "--beam-size", "1"]
+    argv = _one_clip(tmp_path, out)
     assert accuracy.main([*argv, "--backends", "emulator", "npu"]) == 0
     result = json.loads((out / "accuracy.json").read_text())
     assert result["skipped_backends"] == {}
