@@ -23,16 +23,14 @@ constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 echo "torch==2.13.0" > "$constraints"
 
-# 1. Packages whose metadata pins torch/torchaudio to something we must not install.
-"${PIP[@]}" --no-deps \
-  "whisperx==3.8.6" \
-  "pyannote-audio==4.0.7" \
-  "torchaudio==2.8.0" \
-  "torchcodec==0.7.0" \
-  "torch-audiomentations==0.12.0" \
-  "torch-pitch-shift==1.2.5"
-
-# 2. Their real runtime needs (torch lower bounds only, satisfied by torch 2.13.0).
+# 1. The real runtime needs of the packages in step 2 (torch lower bounds only, satisfied by
+#    torch 2.13.0). First, and with whisperx not installed (the README's first command puts
+#    it there with --no-deps; step 2 puts it back): pip checks the pins of every installed
+#    package that depends on what it installs, and whisperx's torch~=2.8 would fill the log
+#    with a red "dependency conflicts" block. --no-deps installs are not checked.
+if "$PYTHON" -m pip show --disable-pip-version-check whisperx >/dev/null 2>&1; then
+  "$PYTHON" -m pip uninstall --disable-pip-version-check -y -q whisperx
+fi
 "${PIP[@]}" -c "$constraints" \
   "faster-whisper==1.2.1" \
   "nltk>=3.9.1" \
@@ -61,6 +59,15 @@ echo "torch==2.13.0" > "$constraints"
   "packaging>=21.3" \
   "silero-vad==6.2.3"
 
+# 2. Packages whose metadata pins torch/torchaudio to something we must not install.
+"${PIP[@]}" --no-deps \
+  "whisperx==3.8.6" \
+  "pyannote-audio==4.0.7" \
+  "torchaudio==2.8.0" \
+  "torchcodec==0.7.0" \
+  "torch-audiomentations==0.12.0" \
+  "torch-pitch-shift==1.2.5"
+
 # 3. Every torchaudio wheel on the registry is a CUDA build whose C extension needs
 #    libc10_cuda; without it the pure-Python parts (all whisperx uses here) import fine.
 ta_dir="$("$PYTHON" - <<'PY'
@@ -82,8 +89,11 @@ fi
 
 # 5. Prove torch survived and the stack imports.
 "$PYTHON" - <<'PY'
+import warnings
 import torch
 assert torch.__version__.startswith("2.13.0"), torch.__version__
+# pyannote warns that torchcodec cannot decode files; whisperx hands it waveforms (README).
+warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed correctly")
 import whisperx, whisperx.asr, whisperx.vads, torchaudio, silero_vad  # noqa: F401
 print("install-whisperx: torch", torch.__version__, "whisperx OK")
 PY
