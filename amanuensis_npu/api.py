@@ -158,23 +158,8 @@ def load_audio(
     try:
         return decode_audio(audio, sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV raises many types for bad containers
-        if _is_empty_wav(audio):
-            return np.zeros(0, dtype=np.float32)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{name}: cannot decode audio ({detail})") from None
-
-
-def _is_empty_wav(audio: str | os.PathLike | BinaryIO) -> bool:
-    """A WAV header with no samples is valid, empty audio; PyAV refuses it, we do not."""
-    try:
-        import wave
-
-        if hasattr(audio, "seek"):
-            audio.seek(0)
-        with wave.open(audio if hasattr(audio, "read") else os.fspath(audio), "rb") as w:
-            return w.getnframes() == 0
-    except Exception:
-        return False
 
 
 def transcribe(

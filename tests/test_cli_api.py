@@ -18,6 +18,7 @@ from conftest import CARDS, LIBRIVOX
 import amanuensis_npu
 from amanuensis_npu import api
 from amanuensis_npu.evaluation import wer
+from amanuensis_npu.npu import status
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "amanuensis_npu" / "assets" / "demo.wav"
@@ -266,6 +267,9 @@ def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
     assert "ctranslate2" not in proc.stderr and "float16" not in proc.stderr, proc.stderr
     warnings = [ln for ln in other if re.search("warn", ln, re.IGNORECASE)]
     assert len(warnings) <= 1 and all("cpu" in ln.lower() for ln in warnings), other
+    npu_here, _ = status.probe()
+    if not npu_here:  # the default is the NPU, so its absence is said, once
+        assert len(warnings) == 1 and "NPU" in warnings[0], other
     # Besides that line: what ran, and the job's summary; nothing else.
     rest = [ln for ln in other if ln not in warnings]
     assert [ln.split(":")[0] for ln in rest] == ["route", "done"], other

@@ -938,6 +938,17 @@ def test_info_gives_the_reason_once_and_names_the_simulated_device(no_npu_env):
     assert "device_name: NPU Phoenix (simulated)" in sim
 
 
+def test_device_cpu_keeps_attention_off_a_usable_npu(sim_env, base_dir):
+    """faster-whisper's `device="cpu"` means the CPU even where an NPU is usable: a user who
+    asks for the CPU (to compare, or to leave the NPU to another program) must get it."""
+    from amanuensis_npu.integrations.faster_whisper import WhisperModel
+
+    on_npu = WhisperModel(base_dir, device="npu", compute_type="int8")
+    on_cpu = WhisperModel(base_dir, device="cpu", compute_type="int8")
+    assert on_npu.attention_backend.name == "npu"  # the NPU is usable here (simulated)
+    assert on_cpu.attention_backend.name == "cpu"
+
+
 # ----------------------------------------------------------------------- end to end
 
 DECODE = {"temperature": 0.0, "condition_on_previous_text": False}
