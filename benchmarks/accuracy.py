@@ -12,7 +12,7 @@
    words where the backend's transcript differs from the CPU path's.
    Decoding is deterministic (temperature 0, no conditioning on previous
    text) so that a difference is the numerics, not sampling or a repetition
-   loop (see shared/notes/measuring.md).
+   loop.
 
 Writes accuracy.json, accuracy.md and fidelity.png into --out, prints the
 markdown table and one PASS/FAIL line per acceptance bar. With --check the

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance on every shared clip, through the real command lines.
+"""Issue 5 acceptance on every test clip (tests/data/speech), through the real command lines.
 
 Runs, each as one process over all clips (so a model loads once per run):
   1. whisperx-npu --device npu --compute_type int8 --output_format all  -> five files per clip

@@ -60,7 +60,7 @@ def base_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def windows() -> list[tuple[str, np.ndarray]]:
-    """Log-mel features of every 30 s window of every shared clip, as the encoder gets them
+    """Log-mel features of every 30 s window of every test clip, as the encoder gets them
     (both paddings that reach the encoder in practice; see `speech_windows`)."""
     from _numerics_helpers import speech_windows
 

@@ -1,4 +1,4 @@
-"""`amanuensis_npu.WhisperModel` against stock faster-whisper on every shared clip.
+"""`amanuensis_npu.WhisperModel` against stock faster-whisper on every test clip.
 
 Decoding is deterministic (temperature=0): with faster-whisper's default
 temperature fallback, even stock faster-whisper gives different text on two

@@ -5,12 +5,13 @@
   (random, saturated, equal scores, one-hot, one valid key, masked tails, the padded
   tail of 1500 frames, extreme row multipliers, extreme and tie-making per-key K scales
   and per-sub-tile V scales)
-  and on the Q/K/V of every layer of every 30 s window of every shared speech clip.
+  and on the Q/K/V of every layer of every 30 s window of every test speech clip
+  (tests/data/speech).
   A plain int64 transcription of SPEC §4-§5 checks the emulator itself on small cases.
 - On that speech, the emulator's per-head attention must match float64 attention
   (cosine >= 0.9998, relative L2 <= 2%), and the encoder output with emulated
   attention must match the CPU path (cosine >= 0.9998) on every window.
-- Regression tests for each mistake of the earlier attempt (../shared/notes/npu.md):
+- Regression tests for each mistake an earlier NPU attempt made:
   block-diagonal attention, unmasked padded keys, a score scale other than 1/8, int
   output used without dequantization. Each shows the check it relies on failing on
   the mistake, and the kernel and emulator passing it.
@@ -556,7 +557,7 @@ def test_encoder_output_with_emulated_attention_matches_cpu(windows):
 
 
 # ------------------------------------------------------------------------------- regressions
-# ../shared/notes/npu.md: each mistake of the earlier attempt, caught.
+# Each mistake an earlier NPU attempt made (listed in the module docstring), caught.
 
 
 def _block_diagonal(q, k, v, window=64):
