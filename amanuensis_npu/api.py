@@ -17,6 +17,7 @@ import numpy as np
 
 from .attention import AttentionBackend, collect_stats
 from .core.routes import collect_encoder_stats
+from .messages import one_line
 
 SAMPLE_RATE = 16000
 
@@ -158,8 +159,7 @@ def load_audio(
     try:
         return decode_audio(audio, sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV raises many types for bad containers
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{name}: cannot decode audio ({detail})") from None
+        raise AudioError(f"{name}: cannot decode audio ({one_line(exc)})") from None
 
 
 def transcribe(

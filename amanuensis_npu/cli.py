@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .messages import one_line
+
 logger = logging.getLogger("amanuensis_npu")
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "tsv", "all")
@@ -296,11 +298,6 @@ def _transcribe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return run_job(inputs, errors, settings).exit_status
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -334,7 +331,7 @@ def info_report() -> dict[str, Any]:
 
         report["whisperx patch"] = patch_state()
     except Exception as exc:  # whisperx absent or unreadable: say so, do not fail `info`
-        report["whisperx patch"] = f"unknown ({_one_line(exc)})"
+        report["whisperx patch"] = f"unknown ({one_line(exc)})"
     names = [name for name in backend_names() if name != "auto"]
     found = {name: backend_availability(name) for name in names}
     report["attention_backends_available"] = [name for name in names if found[name].ok]
@@ -405,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 2
 

@@ -116,11 +116,9 @@ def _expand(
                 if name.startswith(".") or not is_audio(name):
                     continue
                 full = os.path.join(root, name)
-                rel = os.path.relpath(full, absolute)
-                if base is not None:
-                    rel = _manifest_rel(full, base)
-                out.append(Input(full, os.path.join(shown, os.path.relpath(full, absolute)),
-                                 _strip_ext(rel)))
+                inside = os.path.relpath(full, absolute)
+                rel = _manifest_rel(full, base) if base is not None else inside
+                out.append(Input(full, os.path.join(shown, inside), _strip_ext(rel)))
                 found += 1
         if not found:
             extensions = ", ".join(sorted(AUDIO_EXTENSIONS))
@@ -159,7 +157,8 @@ def assign_names(inputs: Iterable[Input], fixed: Mapping[str, str] | None = None
     names whatever the order of earlier runs.
     """
     inputs = list(inputs)
-    fixed = {p: n for p, n in (fixed or {}).items() if any(i.path == p for i in inputs)}
+    paths = {item.path for item in inputs}
+    fixed = {p: n for p, n in (fixed or {}).items() if p in paths}
     names: dict[str, str] = dict(fixed)
     taken = {n.casefold() for n in fixed.values()}
     groups: dict[str, list[Input]] = {}

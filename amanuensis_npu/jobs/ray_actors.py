@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..messages import one_line
 from .transcriber import FileResult, Transcriber
 
 if TYPE_CHECKING:
@@ -54,8 +55,7 @@ class TranscriberActor:
         try:
             self.transcriber = Transcriber(model_options, decode_options, batch_size)
         except Exception as exc:  # reported by `ready`, in one line, by the driver
-            text = str(exc).strip().splitlines()
-            self.error = text[0] if text else type(exc).__name__
+            self.error = one_line(exc)
 
     def ready(self) -> tuple[int, str | None]:
         """This worker's pid, and why its model did not load (None when it did)."""
@@ -69,8 +69,7 @@ class TranscriberActor:
             audio = Transcriber.load(io.BytesIO(data), name)
             return True, self.transcriber(audio)
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            return False, text[0] if text else type(exc).__name__
+            return False, one_line(exc)
 
 
 def run_on_ray(
@@ -201,7 +200,7 @@ def _schedule(
             load[slot] = 0
             logger.warning(
                 "a Ray worker was lost (%s); its %d file(s) are sent to another",
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                one_line(exc),
                 len(lost),
             )
             ray.kill(actors[slot], no_restart=True)

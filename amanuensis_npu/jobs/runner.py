@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..api import AudioError
+from ..messages import one_line
 from .inputs import Input, assign_names, probe_duration
 from .journal import Journal
 from .outputs import remove_stale_parts, write_atomic, write_outputs
@@ -280,7 +281,7 @@ def _transcribe(
                 summary.fallbacks += outcome.stats.get("fallbacks", 0)
                 _print_segments(task, outcome, len(tasks) > 1, bar, out)
             else:
-                message = _one_line(outcome)
+                message = one_line(outcome)
                 if task.input.shown not in message and task.input.path not in message:
                     message = f"{task.input.shown}: {message}"
                 bar.write(f"error: {message}", file=err)
@@ -384,11 +385,6 @@ def _write_failures(journal: Journal, output_dir: str, summary: JobSummary, err:
 
     write_atomic(path, write)
     print(f"failures listed in {path}", file=err)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _clock(seconds: float) -> str:

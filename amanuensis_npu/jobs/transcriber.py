@@ -95,7 +95,7 @@ class Transcriber:
             segments=[(s.start, s.end, s.text.strip()) for s in result.segments],
             duration=float(result.info.duration),
             backend=result.backend,
-            encoder=getattr(result, "encoder", None) or "torch",
+            encoder=result.encoder,
             device=state.get("device_name"),
             stats=result.stats,
             seconds=time.perf_counter() - start,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..attention import AttentionBackend, Availability, cpu_attention, cpu_fallback_message
+from . import quantization
 from .artifacts import Artifact, buffer_layout
 from .config import DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT_MS, max_failures, timeout_ms
 from .errors import NPUError, RunTimedOut
@@ -141,8 +142,6 @@ class NPUAttention(AttentionBackend):
     def _npu(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int | None
     ) -> torch.Tensor:
-        from . import quantization
-
         kernel_shape = (quantization.HEADS, quantization.FRAMES, quantization.HEAD_DIM)
         if q.dim() != 4 or tuple(q.shape[1:]) != kernel_shape:
             raise NPUError(
@@ -180,8 +179,6 @@ class NPUAttention(AttentionBackend):
         batch: int,
         layer: int | None,
     ) -> torch.Tensor:
-        from . import quantization
-
         packed = quantization.pack_layer(q, k, v)  # outside the lock: other threads may dispatch
         inputs = [np.ascontiguousarray(a) for a in packed.inputs]
         template = packed.output
@@ -277,8 +274,6 @@ def _checked_output(
     raw: np.ndarray, packed: Any, template: np.ndarray, v: torch.Tensor
 ) -> torch.Tensor:
     """The kernel's output as float, or NPUError when it cannot be right."""
-    from . import quantization
-
     if not raw.any() and bool(torch.any(v != 0)):
         raise NPUError("kernel output is all zeros for non-zero input")
     out_buffer = raw.view(template.dtype).reshape(template.shape).copy()

@@ -31,6 +31,7 @@ import torch
 from ..attention import AttentionBackend, cpu_attention
 from ..core.encoder import WhisperEncoder, cached_encoder_weights
 from ..core.models import BASE_SHA256, cache_dir, resolve_model, sha256_file
+from ..messages import one_line
 
 logger = logging.getLogger("amanuensis_npu")
 
@@ -143,7 +144,7 @@ def check_export(
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        return f"not a valid ONNX model ({_one_line(exc)})"
+        return f"not a valid ONNX model ({one_line(exc)})"
     meta = {p.key: p.value for p in model.metadata_props}
     for key, value in _metadata(model_sha256, batch).items():
         if key != META + "version" and meta.get(key) != value:
@@ -247,6 +248,3 @@ def export_encoder(
     return ensure_export(weights, model_sha256(model_dir), batch, Path(out) if out else None)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

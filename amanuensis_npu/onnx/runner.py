@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core.routes import TORCH, EncoderRoute
+from ..messages import one_line
 from . import providers as eps
 from .export import EXPORT_FORMAT, INPUT_NAME, OUTPUT_NAME, ensure_export, exported_batches
 
@@ -124,7 +125,7 @@ class OnnxRoute(EncoderRoute):
                 session = self._factory(path, providers, self._threads)
                 got = list(session.get_providers())
             except Exception as exc:
-                reason = f"no ONNX Runtime session for batch {batch} ({_one_line(exc)})"
+                reason = f"no ONNX Runtime session for batch {batch} ({one_line(exc)})"
                 self._broken[batch] = reason
                 if batch == 1:
                     self._warn(reason)
@@ -170,7 +171,7 @@ class OnnxRoute(EncoderRoute):
         except SessionUnavailable as exc:
             return self._cpu(mel, str(exc))
         except Exception as exc:  # whatever a provider raises, the transcription goes on
-            reason = f"ONNX Runtime run failed ({_one_line(exc)})"
+            reason = f"ONNX Runtime run failed ({one_line(exc)})"
             self._warn(reason)
             return self._cpu(mel, reason)
         if not np.isfinite(out).all():
@@ -215,6 +216,3 @@ class OnnxRoute(EncoderRoute):
             logger.warning("%s", reason)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
