@@ -59,31 +59,18 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     return "torch:cpu", f"{ort_reason}; attention: {npu.summary}"
 
 
-_warned_auto = False
-_warned_onnx_cpu = False
+_warned: set[str] = set()  # the one-time warnings this process has given
 _warn_lock = threading.Lock()
 
 
-def _warn_auto_once(reason: str) -> None:
-    global _warned_auto
+def _warn_once(kind: str, message: str, *args: Any) -> None:
+    """Log `message` the first time `kind` comes up in this process: a model per file in a
+    loop must not repeat it."""
     with _warn_lock:
-        if _warned_auto:
+        if kind in _warned:
             return
-        _warned_auto = True
-    logger.warning(
-        "No NPU (%s); the encoder runs on the CPU (details: amanuensis-npu info)", reason
-    )
-
-
-def _warn_onnx_cpu_once(reason: str) -> None:
-    global _warned_onnx_cpu
-    with _warn_lock:
-        if _warned_onnx_cpu:
-            return
-        _warned_onnx_cpu = True
-    logger.warning(
-        "%s; the ONNX encoder runs on CPUExecutionProvider (details: amanuensis-npu info)", reason
-    )
+        _warned.add(kind)
+    logger.warning(message, *args)
 
 
 def build_route(
@@ -113,7 +100,11 @@ def build_route(
             else:
                 encoder = TORCH
                 if choice == "torch:cpu" and device != "cpu" and _attention_is_auto(attention):
-                    _warn_auto_once(reason)
+                    _warn_once(
+                        "auto",
+                        "No NPU (%s); the encoder runs on the CPU (details: amanuensis-npu info)",
+                        reason,
+                    )
                     attention = "cpu"  # said once above; the attention layer need not repeat it
     if encoder == TORCH:
         if onnx_providers is not None:
@@ -130,7 +121,11 @@ def build_route(
 
     spec = check_spec(onnx_providers) if onnx_providers is not None else default_spec(device)
     if onnx_providers is None and device != "cpu" and spec == [CPU]:
-        _warn_onnx_cpu_once(npu_provider()[1])  # device="npu" asked for one; say there is none
+        _warn_once(  # device="npu" asked for an NPU provider; say there is none
+            "onnx-cpu",
+            "%s; the ONNX encoder runs on CPUExecutionProvider (details: amanuensis-npu info)",
+            npu_provider()[1],
+        )
     fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
     route = OnnxRoute(weights, model_sha256(), spec, fallback, threads=threads)
     return route, fallback

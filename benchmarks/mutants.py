@@ -360,7 +360,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "routes-no-npu-said-nothing",
         "amanuensis_npu/encoder_routes.py",
-        (("                    _warn_auto_once(reason)\n", ""),),
+        (("                    _warn_once(\n                        \"auto\",",
+          "                    (\n                        \"auto\","),),
         (f"{ONNX}test_auto_without_npu_provider_uses_torch_cpu_with_one_warning",),
         "device='npu' without an NPU runs on the CPU without saying so",
     ),

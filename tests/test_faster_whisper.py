@@ -111,7 +111,7 @@ def test_auto_without_npu_warns_once_and_uses_cpu(
 
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     monkeypatch.setattr(attention, "_warned_auto", False)
-    monkeypatch.setattr(encoder_routes, "_warned_auto", False)
+    monkeypatch.setattr(encoder_routes, "_warned", set())
     found = attention.backend_availability("npu")
     assert not found.ok and found.summary
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):

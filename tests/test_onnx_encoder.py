@@ -365,7 +365,7 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
 ) -> None:  # noqa: ANN001
     from amanuensis_npu import attention
 
-    monkeypatch.setattr(encoder_routes, "_warned_auto", False)
+    monkeypatch.setattr(encoder_routes, "_warned", set())
     monkeypatch.setattr(attention, "_warned_auto", False)
     assert providers.npu_provider()[0] is None
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
@@ -448,7 +448,7 @@ def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa:
 def test_onnx_on_device_npu_without_npu_provider_says_so_once(
     onnx_cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:  # noqa: ANN001
-    monkeypatch.setattr(encoder_routes, "_warned_onnx_cpu", False)
+    monkeypatch.setattr(encoder_routes, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         for _ in range(2):
             model = amanuensis_npu.WhisperModel(base_dir, device="npu", encoder="onnx")
