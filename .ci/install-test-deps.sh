@@ -12,6 +12,12 @@ if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends g++ make
 fi
 "$PYTHON" -m pip install --disable-pip-version-check --no-input "torch==2.13.0"
-# The ray extra: the tests run archive jobs on a local Ray cluster too.
-"$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test,ray]"
+# The ray extra: the tests run archive jobs on a local Ray cluster too. The server extra:
+# `amanuensis-npu serve` is tested over loopback, and its page in Debian's chromium.
+"$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test,ray,server]"
+if ! command -v chromium >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends chromium
+fi
 bash .ci/install-whisperx.sh

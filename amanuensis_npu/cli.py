@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     defaults = _ShowDefaults
 
+    # The model and decoding groups are parents: `serve` takes them with the same defaults.
+    model_group = argparse.ArgumentParser(add_help=False)
+    decoding_group = argparse.ArgumentParser(add_help=False)
     t = sub.add_parser(
         "transcribe", parents=[common], formatter_class=defaults,
         help="transcribe audio files, directories and manifests",
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file listing inputs: one path per line, or CSV with a 'path' column; "
         "relative paths are from the manifest's folder (repeatable)",
     )
-    g = t.add_argument_group("model")
+    g = model_group.add_argument_group("model")
     g.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 model dir")
     g.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"],
                    help="where the encoder's attention runs ('cpu': no NPU)")
@@ -102,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads per model (0: the libraries' default; 1 per Ray worker)")
 
-    d = t.add_argument_group("decoding (faster-whisper's options, named as in whisperx)")
+    d = decoding_group.add_argument_group(
+        "decoding (faster-whisper's options, named as in whisperx)"
+    )
     d.add_argument("--language", default=None, help="language code; detected when omitted")
     d.add_argument("--task", default="transcribe", choices=["transcribe", "translate"],
                    help="transcribe, or translate to English")
@@ -145,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch_size", type=int, default=None,
                    help="use faster-whisper's batched pipeline with this many windows at once")
 
+    for parent in (model_group, decoding_group):  # what `parents=` does, after `t`'s own groups
+        t._add_container_actions(parent)
     o = t.add_argument_group("outputs")
     o.add_argument("--output_format", "-f", default="all", choices=OUTPUT_FORMATS,
                    help="WhisperX's output files ('all': the five)")
@@ -179,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 dir")
     e.add_argument("--batch", type=int, default=1, help="windows per call (static)")
     e.add_argument("--out", default=None, help="directory (default: the cache --encoder uses)")
+
+    s = sub.add_parser(
+        "serve", parents=[common, model_group, decoding_group], formatter_class=defaults,
+        help="an OpenAI-compatible transcription server and a web page, one model for all",
+    )
+    from .server.options import add_server_arguments
+
+    add_server_arguments(s)
 
     p = sub.add_parser("patch-whisperx", parents=[common],
                        help="make plain `whisperx --device npu` use this plugin")
@@ -397,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _patch_whisperx(args)
         if args.command == "export-onnx":
             return _export_onnx(args)
+        if args.command == "serve":
+            from .server.main import serve
+
+            return serve(args, model_options(args), decode_options(args))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

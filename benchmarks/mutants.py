@@ -47,6 +47,7 @@ JOBS = "tests/test_jobs.py::"
 NPU = "tests/test_npu_runtime.py::"
 ONNX = "tests/test_onnx_encoder.py::"
 WX = "tests/test_whisperx.py::"
+SRV = "tests/test_server.py::"
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,31 @@ MUTANTS: tuple[Mutant, ...] = (
         (("            run.preflight()\n", "            pass\n"),),
         (f"{WX}test_cli_alignment_offline_stops_before_transcribing",),
         "a missing alignment model is found only after every file was transcribed",
+    ),
+    # --- the server (issue 16) ----------------------------------------------------------------
+    Mutant(
+        "server-stream-done-text-empty",
+        "amanuensis_npu/server/formats.py",
+        (('return sse({"type": "transcript.text.done", "text": result.text})',
+          'return sse({"type": "transcript.text.done", "text": ""})'),),
+        (f"{SRV}test_streaming_deltas_join_to_the_done_text",),
+        "a streaming client's final transcript is empty (one peer ships exactly this)",
+    ),
+    Mutant(
+        "server-content-length-ignored",
+        "amanuensis_npu/server/limits.py",
+        (('            if name == b"content-length":\n',
+          '            if name == b"content_length":\n'),),
+        (f"{SRV}test_upload_over_the_limit_is_refused_before_its_body_is_read",),
+        "a 30 MB upload is read in full before its 413",
+    ),
+    Mutant(
+        "server-queued-client-never-dropped",
+        "amanuensis_npu/server/app.py",
+        (("        if await request.is_disconnected():\n            scheduler.cancel(job)\n",
+          "        pass\n"),),
+        (f"{SRV}test_client_leaving_the_queue_is_dropped_and_one_leaving_mid_run_breaks_nothing",),
+        "a client that gave up still costs a whole transcription of the NPU's time",
     ),
 )
 

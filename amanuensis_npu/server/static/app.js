@@ -1,0 +1,176 @@
+// The page: one request to /page/<task> (the OpenAI route's parser, queue and formats),
+// then the transcript with clickable segment times and the downloads the API would give.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let audioBlob = null, audioName = "", result = null, stopAt = null;
+const key = () => $("key").value || localStorage.getItem("amanuensis-key") || "";
+
+function headers() {
+  const k = key();
+  return k ? { Authorization: "Bearer " + k } : {};
+}
+
+function showError(message) {
+  $("error").textContent = String(message).split("\n")[0];
+  $("error").hidden = false;
+}
+
+async function refreshRoute() {
+  try {
+    const r = await fetch("/health");
+    const body = await r.json();
+    if (r.status === 503) {
+      $("route").textContent = body.status === "loading" ? "loading the model…" : "model failed: " + body.error;
+      if (body.status === "loading") setTimeout(refreshRoute, 1000);
+      return;
+    }
+    const route = body.route;
+    $("route").textContent = `${route.model} · encoder ${route.encoder} · attention ${route.attention} · NPU: ${route.npu}`;
+  } catch (e) {
+    $("route").textContent = "server unreachable";
+  }
+}
+
+$("file").addEventListener("change", () => {
+  const f = $("file").files[0];
+  if (f) { audioBlob = f; audioName = f.name; $("recorded").textContent = ""; }
+});
+
+let recorder = null, chunks = [];
+$("record").addEventListener("click", async () => {
+  if (recorder && recorder.state === "recording") { recorder.stop(); return; }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    recorder = new MediaRecorder(stream);
+    chunks = [];
+    recorder.ondataavailable = (e) => chunks.push(e.data);
+    recorder.onstop = () => {
+      stream.getTracks().forEach((t) => t.stop());
+      audioBlob = new Blob(chunks, { type: recorder.mimeType || "audio/webm" });
+      audioName = "recording.webm";  // the server decodes by content, whatever the name
+      $("record").classList.remove("on");
+      $("record").textContent = "● Record";
+      $("recorded").textContent = `recorded ${(audioBlob.size / 1024).toFixed(0)} kB`;
+      $("file").value = "";
+    };
+    recorder.start();
+    $("record").classList.add("on");
+    $("record").textContent = "■ Stop";
+  } catch (e) {
+    showError("microphone unavailable: " + e.message);
+  }
+});
+
+function clock(t) {
+  const m = Math.floor(t / 60), s = (t - 60 * m).toFixed(2).padStart(5, "0");
+  return `${String(m).padStart(2, "0")}:${s}`;
+}
+
+function send(form, task) {
+  // XMLHttpRequest: it reports upload progress, fetch does not.
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/page/" + task);
+    for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
+    const started = performance.now();
+    const tick = setInterval(() => {
+      if (xhr.readyState < 4 && $("status").dataset.phase === "work")
+        $("status").textContent = `transcribing… ${((performance.now() - started) / 1000).toFixed(0)} s`;
+    }, 500);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) {
+        $("bar").max = e.total; $("bar").value = e.loaded;
+        $("status").textContent = `uploading ${Math.round((100 * e.loaded) / e.total)} %`;
+      }
+    };
+    xhr.upload.onload = () => { $("bar").removeAttribute("value"); $("status").dataset.phase = "work"; };
+    xhr.onload = () => {
+      clearInterval(tick);
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+      if (xhr.status === 200 && body) resolve(body);
+      else {
+        if (xhr.status === 401) $("keyrow").hidden = false;
+        reject(new Error(body && body.error ? `${xhr.status}: ${body.error.message}` : `HTTP ${xhr.status}`));
+      }
+    };
+    xhr.onerror = () => { clearInterval(tick); reject(new Error("the server could not be reached")); };
+    xhr.send(form);
+  });
+}
+
+$("form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("error").hidden = true;
+  if (!audioBlob) { showError("choose an audio file or record one first"); return; }
+  if ($("key").value) localStorage.setItem("amanuensis-key", $("key").value);
+  const form = new FormData();
+  form.append("file", audioBlob, audioName);
+  form.append("response_format", "verbose_json");
+  form.append("timestamp_granularities[]", "segment");
+  if ($("words").checked) form.append("timestamp_granularities[]", "word");
+  const task = $("task").value;
+  if ($("language").value) form.append("language", $("language").value);
+  $("go").disabled = true;
+  $("progress").hidden = false;
+  $("status").dataset.phase = "upload";
+  $("status").textContent = "uploading…";
+  try {
+    result = await send(form, task);
+    render();
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    $("go").disabled = false;
+    $("progress").hidden = true;
+    refreshRoute();
+  }
+});
+
+function render() {
+  const v = result.verbose;
+  $("player").src = URL.createObjectURL(audioBlob);
+  const speed = result.seconds > 0 ? (v.duration / result.seconds).toFixed(1) : "–";
+  $("speed").textContent = `${v.duration.toFixed(1)} s of ${v.language} audio in ${result.seconds.toFixed(1)} s ` +
+    `(${speed}× real time) · encoder ${result.route.encoder} · attention ${result.route.attention}`;
+  const list = $("segments");
+  list.replaceChildren();
+  for (const s of v.segments || []) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "#";
+    a.textContent = `${clock(s.start)} → ${clock(s.end)}`;
+    a.addEventListener("click", (e) => { e.preventDefault(); play(s, li); });
+    li.append(a, document.createTextNode(s.text.trim()));
+    list.append(li);
+  }
+  $("transcript-text")?.remove();
+  const text = document.createElement("p");
+  text.id = "transcript-text";
+  text.textContent = v.text;
+  list.before(text);
+  $("output").hidden = false;
+}
+
+function play(segment, li) {
+  document.querySelectorAll("#segments li.playing").forEach((x) => x.classList.remove("playing"));
+  li.classList.add("playing");
+  $("player").currentTime = segment.start;
+  stopAt = segment.end;
+  $("player").play();
+}
+$("player").addEventListener("timeupdate", () => {
+  if (stopAt !== null && $("player").currentTime >= stopAt) { $("player").pause(); stopAt = null; }
+});
+
+document.querySelectorAll(".downloads button").forEach((b) => b.addEventListener("click", () => {
+  const fmt = b.dataset.format;
+  const types = { txt: "text/plain", srt: "application/x-subrip", vtt: "text/vtt", json: "application/json" };
+  const blob = new Blob([result.formats[fmt]], { type: types[fmt] });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = (audioName.replace(/\.[^.]*$/, "") || "transcript") + "." + fmt;
+  a.click();
+}));
+
+refreshRoute();
