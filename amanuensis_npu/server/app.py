@@ -29,7 +29,7 @@ from .engine import Cancelled, Engine
 from .errors import APIError, error_body
 from .formats import Deltas, delta_event, done_event, error_event, render
 from .forms import MODEL_ALIASES, parse
-from .limits import ApiKey, UploadLimit
+from .limits import ApiKey, BodyTooLarge, UploadLimit
 from .options import ServerSettings
 from .scheduler import Job, Scheduler
 
@@ -99,8 +99,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     async def audio(request: Request, task: str, page: bool = False) -> Response:
         try:
             form = await request.form(max_files=1, max_fields=64)
-        except APIError:
-            raise
+        except BodyTooLarge:
+            raise  # UploadLimit answers it
         except Exception as exc:  # malformed multipart, too many parts, wrong content type
             raise APIError(400, f"cannot read the form: {one_line(exc)}") from None
         languages = _languages(engine)

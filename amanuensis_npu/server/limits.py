@@ -38,8 +38,8 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised into the app from `receive` when the body passes the limit; answered 413."""
 
 
 class UploadLimit:
@@ -76,7 +76,7 @@ class UploadLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -87,7 +87,7 @@ class UploadLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
+        except BodyTooLarge:
             if not started:
                 await send_error(send, 413, self._message(), "request_too_large",
                                  {"connection": "close"})
