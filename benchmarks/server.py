@@ -134,7 +134,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="alternations for overhead")
     parser.add_argument("--load", type=int, default=16, help="requests per throughput mode")
     parser.add_argument("--requests", type=int, default=200, help="requests before the RSS")
+    parser.add_argument("--encoder-only", action="store_true",
+                        help="only the encoder batching measurement (no server)")
     args = parser.parse_args()
+    if args.encoder_only:
+        return encoder_report(args)
 
     import amanuensis_npu
 
@@ -188,9 +192,13 @@ def main() -> int:
         code = proc.wait(timeout=120)
         print(f"server exit status after SIGTERM: {code}")
 
+    return encoder_report(args)
+
+
+def encoder_report(args: argparse.Namespace) -> int:
     together, apart = encoder_batching(args.model, args.device, args.clip, args.rounds)
-    print(f"\nencoder, 4 windows: one batch {together * 1000:.0f} ms, 4 single calls "
-          f"{apart * 1000:.0f} ms ({apart / together:.2f}x from batching)")
+    print(f"\nencoder ({args.model}), 4 windows: one batch {together * 1000:.0f} ms, 4 single "
+          f"calls {apart * 1000:.0f} ms ({apart / together:.2f}x from batching)")
     return 0
 
 

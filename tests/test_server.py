@@ -506,6 +506,18 @@ def test_sigterm_lets_the_running_transcription_finish(tiny_dir: str, refs: dict
         s.stop()
 
 
+def test_a_model_that_cannot_load_ends_the_server_with_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "amanuensis_npu.cli", "serve", "--port", str(free_port()),
+         "--model", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the model failed to load: {tmp_path / 'missing'}: no such "
+                      "CTranslate2 model directory"], proc.stderr
+
+
 # ------------------------------------------------------------------------------- the NPU
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from .limits import ApiKey, BodyTooLarge, UploadLimit
 from .options import ServerSettings
 from .scheduler import Job, Scheduler
 
+logger = logging.getLogger("amanuensis_npu.server")
 STATIC = files("amanuensis_npu.server") / "static"
 POLL_SECONDS = 0.2  # how often a waiting handler looks for its client having left
 
@@ -69,6 +71,13 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(400, one_line(exc)), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug here still answers in OpenAI's shape, in one line (the log has the rest)."""
+        logger.error("%s %s failed: %s", request.method, request.url.path, one_line(exc),
+                     exc_info=exc)
+        return JSONResponse(error_body(500, f"internal error: {one_line(exc)}"), status_code=500)
 
     def model_card(model: str) -> dict[str, Any]:
         return {"id": model, "object": "model", "created": started, "owned_by": "amanuensis-npu"}
