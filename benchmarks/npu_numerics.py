@@ -248,7 +248,8 @@ def _qnn(fp16: bool, notes: list[str]) -> Callable[..., Any]:
         providers = session.get_providers()
         if providers[0] != name:
             raise RuntimeError(f"session runs on {providers}, not {name}")
-        notes.append(f"onnxruntime-qnn {qnn.__version__}, options {options}, strict (no CPU EP)")
+        shown = {**options, "backend_path": Path(options["backend_path"]).name}
+        notes.append(f"onnxruntime-qnn {qnn.__version__}, options {shown}, strict (no CPU EP)")
 
         def run(mel: np.ndarray) -> np.ndarray:
             return np.asarray(session.run(None, {"mel": mel})[0], dtype=np.float32)
@@ -345,7 +346,7 @@ class QuarkWorker:
         self.stderr = (work / "quark.log").open("w")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-            env=env,
+            env=env, cwd=work,  # Quark writes a quantized_info.csv into its working directory
         )  # fmt: skip
         ready = self._reply()
         notes.append(ready)
