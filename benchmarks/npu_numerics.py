@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -170,9 +169,10 @@ def _torch_encoder(attention: str) -> Callable[..., Any]:
 
 def _openvino(precision: str, notes: list[str]) -> Callable[..., Any]:
     def build(onnx_path: Callable[[], Path], _calib: list[np.ndarray], threads: int) -> Any:
-        if importlib.util.find_spec("openvino") is None:
-            raise NotInstalled("pip install openvino")
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise NotInstalled("pip install openvino") from exc
 
         core = ov.Core()
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -224,10 +224,13 @@ class _Calibration:
 
 def _qnn(fp16: bool, notes: list[str]) -> Callable[..., Any]:
     def build(onnx_path: Callable[[], Path], calib: list[np.ndarray], threads: int) -> Any:
-        if importlib.util.find_spec("onnxruntime_qnn") is None:
-            raise NotInstalled("pip install onnxruntime-qnn  (2.x: a plugin EP beside onnxruntime)")
         import onnxruntime as ort
-        import onnxruntime_qnn as qnn
+
+        try:
+            import onnxruntime_qnn as qnn
+        except ImportError as exc:
+            hint = "pip install onnxruntime-qnn  (2.x: a plugin EP beside onnxruntime)"
+            raise NotInstalled(hint) from exc
 
         name = qnn.get_ep_name()
         if not any(d.ep_name == name for d in ort.get_ep_devices()):
