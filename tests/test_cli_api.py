@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from conftest import CARDS, LIBRIVOX
+from conftest import CARDS, LIBRIVOX, console_script
 
 import amanuensis_npu
 from amanuensis_npu import api
@@ -249,7 +249,7 @@ def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
     """The README's first command as a user types it: no CTranslate2 float16 warning; on stderr
     only the progress bar, (no NPU here) one short line saying the CPU is used, the route that
     ran and the summary."""
-    script = shutil.which("amanuensis-npu")
+    script = console_script("amanuensis-npu")
     assert script, "console script amanuensis-npu missing: pip install -e ."
     env = {
         k: v

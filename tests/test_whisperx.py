@@ -26,7 +26,7 @@ import pytest
 import torch
 import whisperx  # noqa: F401  (a missing whisperx must fail here, loudly)
 import whisperx.asr
-from conftest import CARDS, LECTURE, LIBRIVOX
+from conftest import CARDS, LECTURE, LIBRIVOX, console_script
 
 import amanuensis_npu.integrations.whisperx as wxn
 from amanuensis_npu.evaluation import wer
@@ -70,7 +70,7 @@ def _stats_line(output: str) -> tuple[str, int, int]:
 
 
 def _script(name: str) -> str:
-    path = shutil.which(name)
+    path = console_script(name)
     assert path, f"console script {name!r} missing: pip install -e . (and .ci/install-whisperx.sh)"
     return path
 
