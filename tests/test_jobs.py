@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -566,13 +567,17 @@ def test_ray_address_before_the_inputs_is_the_address(
 
     def init(**kwargs: object) -> None:
         calls.append(kwargs)
-        raise ConnectionError("unreachable in this test")
+        warnings.warn("Ray Client connection timed out. Ensure that ...", stacklevel=1)
+        raise ConnectionError("ray client connection timeout")
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
-    status = cli.main(["transcribe", "--ray", address, str(CARDS[0]), "-o", str(tmp_path / "o"),
-                       "--no-progress"])  # fmt: skip
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        status = cli.main(["transcribe", "--ray", address, str(CARDS[0]), "-o",
+                           str(tmp_path / "o"), "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert status == 1
+    assert [str(w.message) for w in shown] == []  # our one line says it; not Ray's two more
     assert [c.get("address") for c in calls] == [address], calls
     assert f"cannot start or reach Ray at {address}" in err and "no such file" not in err, err
