@@ -22,6 +22,7 @@ _UNITS = (
 ).split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 _NUMBER = {w: n for n, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_TENS_DIGITS = frozenset(str(_NUMBER[w]) for w in _TENS)
 
 
 def normalize(text: str) -> str:
@@ -48,9 +49,6 @@ def normalize(text: str) -> str:
         else:
             words.append(word if value is None else str(value))
     return " ".join(words)
-
-
-_TENS_DIGITS = frozenset(str(20 + 10 * i) for i in range(len(_TENS)))
 
 
 @dataclass
