@@ -115,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature; alone it is the only one used (0: greedy/beam, "
                    "deterministic). Neither this nor the increment: faster-whisper's "
                    "0.0, 0.2, ..., 1.0 fallback")
-    d.add_argument("--temperature_increment_on_fallback", type=_optional(float), default=None,
+    # SUPPRESS: an explicit "None" (whisperx: no fallback) differs from leaving it out.
+    d.add_argument("--temperature_increment_on_fallback", type=_optional(float),
+                   default=argparse.SUPPRESS,
                    help="fall back from --temperature (default 0) up to 1.0 in these steps when "
-                   "a window fails the thresholds below (whisperx's default is 0.2)")
+                   "a window fails the thresholds below (whisperx's default is 0.2); None: no "
+                   "fallback")
     d.add_argument("--best_of", type=_optional(int), default=5,
                    help="candidates when sampling with non-zero temperature")
     d.add_argument("--beam_size", type=_optional(int), default=5, help="beams in beam search")
@@ -246,9 +249,9 @@ def decode_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.vad_filter is not None:  # else each pipeline's own default
         options["vad_filter"] = args.vad_filter
-    if args.temperature is not None or args.temperature_increment_on_fallback is not None:
+    step = getattr(args, "temperature_increment_on_fallback", None)
+    if args.temperature is not None or hasattr(args, "temperature_increment_on_fallback"):
         first = args.temperature or 0.0
-        step = args.temperature_increment_on_fallback
         if step:
             n = int((1.0 - first) / step + 1e-6) + 1
             options["temperature"] = [round(first + i * step, 6) for i in range(max(n, 1))]

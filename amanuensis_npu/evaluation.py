@@ -16,11 +16,24 @@ from typing import Any
 _PUNCT = re.compile(r"[^\w\s']|_")
 
 
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER = {w: n for n, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_TENS_DIGITS = frozenset(str(_NUMBER[w]) for w in _TENS)
+
+
 def normalize(text: str) -> str:
-    """Lower case, "Mr." spelled out as the references do, no punctuation, single spaces.
+    """Lower case, "Mr." spelled out as the references do, no punctuation, numbers in digits.
 
     Apostrophes are dropped rather than split on so that "didn't" stays one
     word on both sides; hyphens become spaces ("cold-hearted" -> "cold hearted").
+    Whisper writes a spoken "ten" as "ten" or "10" depending on a near-tie that the
+    CPU's arithmetic can tip (seen: "10 of clubs" on a CPU with AMX), so number words
+    up to 99 become digits on both sides ("twenty five" -> "25", as Whisper's own
+    English normaliser does) and neither spelling counts as an error.
     """
     text = text.lower()
     text = re.sub(r"\bmr\.?(?=\s|$)", "mister", text)
@@ -28,7 +41,14 @@ def normalize(text: str) -> str:
     text = text.replace("-", " ")
     text = _PUNCT.sub(" ", text)
     text = text.replace("'", "")
-    return " ".join(text.split())
+    words: list[str] = []
+    for word in text.split():
+        value = _NUMBER.get(word)
+        if value is not None and 0 < value < 10 and words and words[-1] in _TENS_DIGITS:
+            words[-1] = str(int(words[-1]) + value)  # "twenty five" -> 25
+        else:
+            words.append(word if value is None else str(value))
+    return " ".join(words)
 
 
 @dataclass

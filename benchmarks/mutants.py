@@ -114,6 +114,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "--temperature_increment_on_fallback 0.2 never falls back as far as 1.0",
     ),
     Mutant(
+        "cli-temperature-increment-none-falls-back",
+        "amanuensis_npu/cli.py",
+        (('if args.temperature is not None or hasattr(args, "temperature_increment_on_fallback"):',
+          "if args.temperature is not None or step is not None:"),),
+        (f"{CLI_T}test_decoding_options_reach_faster_whisper_as_whisperx_means_them",),
+        "--temperature_increment_on_fallback None still falls back up to temperature 1.0",
+    ),
+    Mutant(
         "cli-vad-offset-sets-the-onset",
         "amanuensis_npu/cli.py",
         (('vad["neg_threshold"] = args.vad_offset', 'vad["threshold"] = args.vad_offset'),),
@@ -169,6 +177,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (("if groups and not w.word[:1].isspace():", "if False:"),),
         (f"{CLI_A}test_word_level_subtitles_match_stock_whisperx",),
         "\"ill-disposed\" becomes two subtitle words, unlike stock whisperx",
+    ),
+    Mutant(
+        "api-cjk-one-word-per-segment",
+        "amanuensis_npu/api.py",
+        (("    if language in LANGUAGES_WITHOUT_SPACES:\n", "    if False:\n"),),
+        (f"{CLI_A}test_words_of_languages_without_spaces_keep_their_own_times[ja]",),
+        "Japanese and Chinese JSON words and word-level subtitles: one 'word' per segment",
     ),
     Mutant(
         "api-model-cache-ignores-compute-type",
@@ -299,6 +314,61 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{CLI_T}test_route_line_for_the_emulator_and_the_simulated_npu",),
         "the route line says NPU calls fell back to the CPU when they ran on the NPU",
     ),
+    # --- archive jobs, issue 19 --------------------------------------------------------------
+    Mutant(
+        "jobs-upper-case-extensions-not-audio",
+        "amanuensis_npu/jobs/inputs.py",
+        (("return os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS",
+          "return os.path.splitext(name)[1] in AUDIO_EXTENSIONS"),),
+        (f"{JOBS}test_recorder_files_with_upper_case_extensions_are_audio",),
+        "a folder of ZOOM0001.WAV and REC.MP3 is 'no audio files in this directory'",
+    ),
+    Mutant(
+        "jobs-manifest-dotdot-escapes-output-dir",
+        "amanuensis_npu/jobs/inputs.py",
+        (("    if rel.startswith(os.pardir + os.sep) or rel == os.pardir or os.path.isabs(rel):\n",
+          "    if os.path.isabs(rel):\n"),),
+        (f"{JOBS}test_manifest_entries_with_dotdot_write_inside_the_output_dir",),
+        "a manifest's ../audio/talk.wav writes talk.txt beside the audio, over the user's own",
+    ),
+    Mutant(
+        "jobs-new-format-skipped",
+        "amanuensis_npu/jobs/settings.py",
+        (('            "formats": list(self.formats),\n', ""),),
+        (f"{JOBS}test_another_output_format_on_rerun_writes_it",),
+        "rerunning a finished job with -f srt after -f txt skips every file: no srt",
+    ),
+    Mutant(
+        "jobs-same-size-edit-kept",
+        "amanuensis_npu/jobs/runner.py",
+        (("            and entry.mtime_ns == st.st_mtime_ns\n", ""),),
+        (f"{JOBS}test_an_input_rewritten_to_the_same_size_is_transcribed_again",),
+        "a re-recorded take of the same byte size keeps the old take's transcript",
+    ),
+    Mutant(
+        "jobs-late-failure-not-journaled",
+        "amanuensis_npu/jobs/runner.py",
+        (("                if journal.exists:\n                    journal.record(**failed)\n",
+          "                if False:\n                    journal.record(**failed)\n"),),
+        (f"{JOBS}test_a_file_failing_after_a_success_is_journaled",),
+        "a file failing after a success is retried by every rerun; --retry-failed means nothing",
+    ),
+    Mutant(
+        "jobs-ray-address-taken-for-an-input",
+        "amanuensis_npu/cli.py",
+        (('if value is None or value in ("local", "auto") or ":" in value:',
+          'if value is None or value in ("local", "auto"):'),),
+        (f"{JOBS}test_ray_address_before_the_inputs_is_the_address[ray://head:10001]",),
+        "--ray ray://head:10001 talk.wav starts a local Ray: 'ray://head:10001: no such file'",
+    ),
+    Mutant(
+        "jobs-ray-queued-files-dropped",
+        "amanuensis_npu/jobs/ray_actors.py",
+        (("lost = [task] + [t for r, (t, s, _) in list(in_flight.items()) if s == slot]",
+          "lost = [task]"),),
+        (f"{JOBS}test_ray_two_workers_match_the_local_run_even_when_one_is_killed",),
+        "the file queued behind the one a lost Ray worker was transcribing is never done",
+    ),
     # --- the NPU backend's fallback policy --------------------------------------------------
     Mutant(
         "npu-disabled-one-failure-late",
@@ -341,6 +411,17 @@ MUTANTS: tuple[Mutant, ...] = (
          f"{NPU}test_persistent_fault_falls_back_warns_twice_and_disables[raise]"),
         "a bug or driver error outside NPUError ends the transcription",
     ),
+    Mutant(
+        "npu-bad-outputs-keep-the-device",
+        "amanuensis_npu/npu/backend.py",
+        (("                with self._device_lock:\n"
+          "                    if self._session is not None:\n"
+          "                        self._session.close()\n"
+          "                    self._session = None\n",
+          "                pass\n"),),
+        (f"{NPU}test_npu_disabled_for_bad_outputs_releases_its_context_and_buffers[zeros]",),
+        "the NPU disabled for bad outputs keeps its context and buffers: npu1 blocked for others",
+    ),
     # --- encoder routes, ONNX fallback ------------------------------------------------------
     Mutant(
         "onnx-run-error-escapes",
@@ -374,6 +455,22 @@ MUTANTS: tuple[Mutant, ...] = (
           '    if False:\n        compute_type = "float32"\n'),),
         (f"{WX}test_cli_amd_npu_default_compute_type_matches_stock_whisperx",),
         "--compute_type default converts float16 weights with a CTranslate2 warning",
+    ),
+    Mutant(
+        "whisperx-load-model-decodes-in-float32",
+        "amanuensis_npu/integrations/whisperx.py",
+        (("            onnx_providers=onnx_providers,\n            compute_type=compute_type,\n",
+          '            onnx_providers=onnx_providers,\n            compute_type="float32",\n'),),
+        (f"{WX}test_compute_type_reaches_ctranslate2[int8]",),
+        "load_model(compute_type='int8') silently decodes in float32",
+    ),
+    Mutant(
+        "whisperx-npu-compute-type-dropped",
+        "amanuensis_npu/integrations/whisperx_cli.py",
+        (("onnx_providers=providers, **kwargs,",
+          'onnx_providers=providers, **{**kwargs, "compute_type": "default"},'),),
+        (f"{WX}test_compute_type_reaches_ctranslate2[int8]",),
+        "whisperx-npu --compute_type int8 silently decodes in float32",
     ),
     Mutant(
         "whisperx-float16-accepted",

@@ -6,6 +6,8 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,18 @@ CARDS = [SPEECH / "cards" / f"00{n}.wav" for n in range(1, 6)]
 CONVERSATION = SPEECH / "conversation" / "sample.wav"
 LECTURE = SPEECH / "lecture" / "lecture.wav"
 CLIPS = sorted([*LIBRIVOX, *CARDS, CONVERSATION, LECTURE])
+
+
+def console_script(name: str) -> str | None:
+    """The path of console script `name` of the Python running the tests, else from PATH.
+
+    pip puts a package's scripts beside its interpreter: a venv's python run without
+    activating the venv finds them there, where `shutil.which` (PATH) would not.
+    """
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
 
 
 def reference_text(clip: Path) -> str | None:

@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from conftest import CARDS, LIBRIVOX
+from conftest import CARDS, LIBRIVOX, console_script
 
 import amanuensis_npu
 from amanuensis_npu import api
@@ -229,6 +229,43 @@ def test_word_level_subtitles_match_stock_whisperx(tmp_path: Path, base_dir: Pat
     assert all(round(t, 3) == t for t in times), times
 
 
+@pytest.mark.parametrize("language", ["ja", "zh"])
+def test_words_of_languages_without_spaces_keep_their_own_times(
+    language: str, tmp_path: Path
+) -> None:
+    """Japanese and Chinese have no spaces to split words on: each faster-whisper word keeps
+    its entry and times (stock whisperx makes one entry per character from its aligner;
+    without one, faster-whisper's words are the finest unit that has times), and whisperx's
+    writers join them without spaces, for the languages whisperx lists as such."""
+    import whisperx.utils
+    from whisperx.utils import get_writer
+
+    from amanuensis_npu.api import LANGUAGES_WITHOUT_SPACES
+
+    assert sorted(LANGUAGES_WITHOUT_SPACES) == sorted(whisperx.utils.LANGUAGES_WITHOUT_SPACES)
+    clip = CARDS[4]  # English speech decoded as Japanese / Chinese: real CJK words
+    result = amanuensis_npu.transcribe(clip, device="cpu", compute_type="float32",
+                                       language=language, temperature=0.0,
+                                       word_timestamps=True)  # fmt: skip
+    data = result.to_dict()
+    assert data["language"] == language
+    for seg, pieces in zip(data["segments"], result.segments, strict=True):
+        expected = [
+            {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+            for w in pieces.words
+            if w.word.strip()
+        ]
+        assert [{k: w[k] for k in ("word", "start", "end")} for w in seg["words"]] == expected
+    assert max(len(s["words"]) for s in data["segments"]) > 3, data
+    # Word-level subtitles cut at 6 characters a line: only possible with word entries.
+    options = {"highlight_words": False, "max_line_width": 6, "max_line_count": 1}
+    get_writer("srt", str(tmp_path))(data, str(clip), options)
+    srt = (tmp_path / f"{clip.stem}.srt").read_text()
+    texts = [ln for ln in srt.splitlines() if ln and "-->" not in ln and not ln.isdigit()]
+    assert len(texts) > len(data["segments"]) and not any(" " in t for t in texts), srt
+    assert "".join(texts) == "".join(s["text"] for s in data["segments"]).replace(" ", "")
+
+
 def test_json_times_are_rounded_like_whisperx(tmp_path: Path) -> None:
     """No `17.240000000000002`: every JSON time has at most 3 decimals (whisperx rounds so)."""
     proc = cli(
@@ -249,7 +286,7 @@ def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
     """The README's first command as a user types it: no CTranslate2 float16 warning; on stderr
     only the progress bar, (no NPU here) one short line saying the CPU is used, the route that
     ran and the summary."""
-    script = shutil.which("amanuensis-npu")
+    script = console_script("amanuensis-npu")
     assert script, "console script amanuensis-npu missing: pip install -e ."
     env = {
         k: v

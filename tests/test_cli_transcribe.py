@@ -212,6 +212,11 @@ def test_decoding_options_reach_faster_whisper_as_whisperx_means_them() -> None:
                       str(step))["temperature"]  # fmt: skip
         assert got == pytest.approx(list(np.arange(first, 1.0 + 1e-6, step))), (first, step)
     assert options("--temperature", "0")["temperature"] == [0.0]
+    # whisperx: `increment is None` -> `temperature = [temperature]`, no fallback at all.
+    assert options("--temperature_increment_on_fallback", "None")["temperature"] == [0.0]
+    assert options("--temperature", "0.4", "--temperature_increment_on_fallback",
+                   "None")["temperature"] == [0.4]  # fmt: skip
+    assert "temperature" not in options()  # neither: faster-whisper's own 0.0 ... 1.0
 
     vad = options("--vad_filter", "True", "--vad_onset", "0.6", "--vad_offset", "0.2")
     assert vad["vad_filter"] is True

@@ -8,12 +8,14 @@ runs (run to run, killed and resumed, Ray or not) and, per file, with stock fast
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from conftest import CARDS, LIBRIVOX
 from amanuensis_npu.jobs.inputs import Input, assign_names, collect_inputs, read_manifest
 from amanuensis_npu.jobs.journal import JOURNAL_NAME
 from amanuensis_npu.jobs.outputs import FORMATS, PART_SUFFIX, write_atomic
+from amanuensis_npu.jobs.ray_actors import QUEUED_PER_ACTOR
 from amanuensis_npu.jobs.runner import FAILURES_NAME
 
 CLIPS = [CARDS[0], CARDS[2], CARDS[4], LIBRIVOX[1]]  # 4 short clips, 9 s in all
@@ -135,6 +138,43 @@ def test_manifests_plain_and_csv(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("speaker,file\nann,audio/a.wav\n")
     assert collect_inputs([], [str(bad)])[1] == [f"{bad}: a CSV manifest needs a 'path' column"]
+
+
+def test_recorder_files_with_upper_case_extensions_are_audio(tmp_path: Path) -> None:
+    """Field recorders and Windows tools write ZOOM0001.WAV and REC.MP3: audio all the same."""
+    folder = tmp_path / "ZOOM"
+    folder.mkdir()
+    for name in ("ZOOM0001.WAV", "REC.MP3", "Take 2.Flac", "readme.TXT"):
+        (folder / name).write_bytes(b"")
+    inputs, errors = collect_inputs([str(folder)])
+    assert errors == []
+    assert sorted(os.path.basename(i.path) for i in inputs) == sorted(
+        p.name for p in folder.iterdir() if p.suffix.lower() in (".wav", ".mp3", ".flac")
+    )
+
+
+def test_manifest_entries_with_dotdot_write_inside_the_output_dir(
+    tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`../audio/talk.wav` in a manifest must not put its outputs beside (or over) the audio
+    or anywhere else outside --output_dir: checked on the file system, not on the names."""
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "lists").mkdir()
+    shutil.copy(CARDS[0], tmp_path / "audio" / "talk.wav")
+    (tmp_path / "audio" / "talk.txt").write_text("the speaker's own notes")
+    manifest = tmp_path / "lists" / "job.txt"
+    manifest.write_text("../audio/talk.wav\n")
+    out = tmp_path / "lists" / "out"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    status, err = in_process(capsys, "--manifest", str(manifest), "--model", tiny_dir,
+                             "--device", "cpu", *DETERMINISTIC, "-o", str(out), "-f", "txt",
+                             "--no-progress")  # fmt: skip
+    assert status == 0, err
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p: b for p, b in after.items() if out not in p.parents} == before  # nothing else
+    (written,) = [p for p in after if out in p.parents and p.suffix == ".txt"]
+    assert written.resolve().is_relative_to(out.resolve())
+    assert "clubs" in written.read_text().lower()
 
 
 def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
@@ -308,6 +348,86 @@ def test_a_bad_file_is_reported_kept_and_retried_on_request(
     assert "done: 2 transcribed, 0 skipped, 0 failed" in err
 
 
+def test_another_output_format_on_rerun_writes_it(
+    tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """srt after txt: the journal has the file done, but not in srt; the srt must appear."""
+    shutil.copy(CARDS[0], tmp_path / "talk.wav")
+    out = tmp_path / "out"
+    common = [str(tmp_path / "talk.wav"), "--model", tiny_dir, "--device", "cpu",
+              *DETERMINISTIC, "-o", str(out), "--no-progress"]  # fmt: skip
+    status, err = in_process(capsys, *common, "-f", "txt")
+    assert status == 0 and sorted(p.name for p in out.glob("talk.*")) == ["talk.txt"], err
+    status, err = in_process(capsys, *common, "-f", "srt")
+    assert status == 0 and "done: 1 transcribed, 0 skipped, 0 failed" in err, err
+    assert sorted(p.name for p in out.glob("talk.*")) == ["talk.srt", "talk.txt"]
+    assert "-->" in (out / "talk.srt").read_text() and "clubs" in (out / "talk.srt").read_text()
+    assert journal_rows(out)[str(tmp_path / "talk.wav")][2] == '["talk.srt"]'
+
+
+def _same_size_wavs(first: Path, second: Path, a: Path, b: Path) -> None:
+    """`a` and `b`: the speech of `first` and `second`, cut to one length (equal byte sizes)."""
+    import wave
+
+    with wave.open(str(first)) as wa, wave.open(str(second)) as wb:
+        params = wa.getparams()
+        assert params[:3] == wb.getparams()[:3]
+        frames = min(wa.getnframes(), wb.getnframes())
+        data = [wa.readframes(frames), wb.readframes(frames)]
+    for target, frames_data in zip((a, b), data, strict=True):
+        with wave.open(str(target), "wb") as w:
+            w.setparams(params)
+            w.writeframes(frames_data)
+
+
+def test_an_input_rewritten_to_the_same_size_is_transcribed_again(
+    tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A re-recorded take of the same length has the same byte size; its transcript must
+    still follow the new audio, not stay the old one."""
+    from amanuensis_npu.evaluation import normalize
+
+    take, other = tmp_path / "take.wav", tmp_path / "other.wav"
+    _same_size_wavs(CARDS[0], CARDS[2], take, other)  # "ten of clubs", "seven of clubs"
+    out = tmp_path / "out"
+    common = [str(take), "--model", tiny_dir, "--device", "cpu", *DETERMINISTIC, "-o",
+              str(out), "-f", "txt", "--no-progress"]  # fmt: skip
+    status, err = in_process(capsys, *common)
+    assert status == 0, err
+    assert "10" in normalize((out / "take.txt").read_text()).split()
+    size, mtime = take.stat().st_size, take.stat().st_mtime_ns
+    os.replace(other, take)  # the new take, saved a second later
+    os.utime(take, ns=(mtime + 10**9, mtime + 10**9))
+    assert take.stat().st_size == size
+    status, err = in_process(capsys, *common)
+    assert status == 0 and "done: 1 transcribed, 0 skipped, 0 failed" in err, err
+    assert "7" in normalize((out / "take.txt").read_text()).split()
+
+
+def test_a_file_failing_after_a_success_is_journaled(
+    tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The failure comes after a success (the journal exists by then): it is recorded, so a
+    rerun does not retry it unasked and --retry-failed has a meaning."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(CARDS[0], folder / "a-good.wav")
+    (folder / "z-broken.mp3").write_text("not audio at all")
+    out = tmp_path / "out"
+    common = [str(folder), "--model", tiny_dir, "--device", "cpu", *DETERMINISTIC, "-o",
+              str(out), "-f", "txt", "--no-progress"]  # fmt: skip
+    status, err = in_process(capsys, *common)
+    assert status == 1 and "done: 1 transcribed, 0 skipped, 1 failed" in err, err
+    rows = journal_rows(out)
+    assert rows[str(folder / "a-good.wav")][0] == "done"
+    assert rows[str(folder / "z-broken.mp3")][0] == "failed"
+    status, err = in_process(capsys, *common)
+    assert status == 1 and "cannot decode" not in err.split("done:")[0], err
+    assert "done: 0 transcribed, 1 skipped, 0 failed, 1 failed earlier" in err
+    status, err = in_process(capsys, *common, "--retry-failed")
+    assert "z-broken.mp3: cannot decode audio" in err
+
+
 def test_temporary_files_of_a_killed_run_are_removed(
     tiny_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -390,21 +510,28 @@ def test_ray_two_workers_match_the_local_run_even_when_one_is_killed(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(),
     )
     deadline = time.monotonic() + 300
-    killed = None
+    killed, done_at_kill = None, 0
     while time.monotonic() < deadline and proc.poll() is None and killed is None:
         workers = _ray_workers()
         if len(workers) == 2 and (out / JOURNAL_NAME).exists():
             try:
-                if len(journal_rows(out)) >= 1:
-                    killed = max(workers)
-                    os.kill(killed, signal.SIGKILL)
+                done_at_kill = len(journal_rows(out))
             except sqlite3.OperationalError:
-                pass
+                done_at_kill = 0
+            if done_at_kill >= 1:
+                killed = max(workers)
+                os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
     _, stderr = proc.communicate(timeout=300)
     assert killed is not None, "the job ended before a worker could be killed"
+    # The driver keeps QUEUED_PER_ACTOR files on each actor and tops them up before it looks
+    # for the next result; while files are still waiting, the dead worker's queue is full
+    # when its loss is found: the file it was transcribing and the one queued behind it.
+    waiting = N - done_at_kill - 2 * QUEUED_PER_ACTOR
+    assert waiting >= 1, f"{done_at_kill} of {N} files were done before the kill: too late"
     assert proc.returncode == 0, stderr
-    assert "a Ray worker was lost" in stderr
+    lost = re.findall(r"a Ray worker was lost \(.*\); its (\d+) file\(s\) are sent to", stderr)
+    assert lost == [str(QUEUED_PER_ACTOR)], stderr
     assert f"done: {N} transcribed, 0 skipped, 0 failed" in stderr
     assert outputs(out) == outputs(ref_out)
     rows = journal_rows(out)
@@ -422,3 +549,35 @@ def test_ray_without_the_extra_says_how_to_install(
     assert status == 1
     assert err == ["error: --ray needs Ray: pip install 'amanuensis-npu[ray]'"]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("address", ["ray://head:10001", "head:6379", "auto"])
+def test_ray_address_before_the_inputs_is_the_address(
+    address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """`--ray ray://head:10001 talk.wav`: the cluster is joined at that address (as Ray's
+    `ray.init(address=...)` documents its forms), never a local Ray with the address taken
+    for a missing input."""
+    _ray()
+    import ray
+
+    from amanuensis_npu import cli
+
+    calls: list[dict] = []
+
+    def init(**kwargs: object) -> None:
+        calls.append(kwargs)
+        warnings.warn("Ray Client connection timed out. Ensure that ...", stacklevel=1)
+        raise ConnectionError("ray client connection timeout")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        status = cli.main(["transcribe", "--ray", address, str(CARDS[0]), "-o",
+                           str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 1
+    assert [str(w.message) for w in shown] == []  # our one line says it; not Ray's two more
+    assert [c.get("address") for c in calls] == [address], calls
+    assert f"cannot start or reach Ray at {address}" in err and "no such file" not in err, err

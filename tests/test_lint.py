@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
+
+from conftest import console_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_clean() -> None:
-    ruff = shutil.which("ruff")
+    ruff = console_script("ruff")
     assert ruff, "ruff is a test dependency: pip install -e '.[test]'"
     proc = subprocess.run(
         [ruff, "check", "amanuensis_npu", "benchmarks", "tests", "kernels"],

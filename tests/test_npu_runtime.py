@@ -782,6 +782,56 @@ def test_regression_timed_out_run_disables_the_npu_and_its_buffers_are_dropped(
     assert buffers and all(ref() is None for ref in buffers), "its buffers were kept"
 
 
+def _recording_session(monkeypatch) -> tuple[list, list]:  # noqa: ANN001
+    """Weak references to every hardware context and buffer the NPU sessions create."""
+    import weakref
+
+    from amanuensis_npu.npu.session import Session
+
+    contexts: list = []
+    buffers: list = []
+    load, buffers_for = Session.load, Session.buffers_for
+
+    def recording_load(self, artifact):  # noqa: ANN001, ANN202
+        loaded = load(self, artifact)
+        contexts.append(weakref.ref(loaded.context))
+        return loaded
+
+    def recording_buffers(self, loaded, batch, sizes):  # noqa: ANN001, ANN202
+        bos = buffers_for(self, loaded, batch, sizes)
+        buffers.extend(weakref.ref(b) for b in bos)
+        return bos
+
+    monkeypatch.setattr(Session, "load", recording_load)
+    monkeypatch.setattr(Session, "buffers_for", recording_buffers)
+    return contexts, buffers
+
+
+@pytest.mark.parametrize("kind", ["zeros", "nan"])
+def test_npu_disabled_for_bad_outputs_releases_its_context_and_buffers(
+    sim_env, monkeypatch, caplog, kind
+):
+    """Runs that complete with impossible outputs keep the session open between calls;
+    once they disable the NPU, its hardware context and buffers must go (on npu1 a live
+    context blocks every other user of the NPU for the life of this process)."""
+    import gc
+
+    monkeypatch.setenv("AMANUENSIS_NPU_SIM_FAULTS", kind)
+    contexts, buffers = _recording_session(monkeypatch)
+    backend = NPUAttention()
+    q, k, v = _qkv(1, seed=21)
+    with caplog.at_level("WARNING", logger="amanuensis_npu"):
+        backend(q, k, v, layer=0)
+        assert backend.state()["session_open"]  # one bad output alone keeps the device
+        for layer in range(1, 4):
+            backend(q, k, v, layer=layer)
+    assert not backend.available and backend.stats.snapshot()["dispatches"] == 3
+    assert not backend.state()["session_open"]
+    gc.collect()
+    assert contexts and all(ref() is None for ref in contexts), "the hardware context was kept"
+    assert buffers and all(ref() is None for ref in buffers), "its buffers were kept"
+
+
 @pytest.mark.parametrize("device, one_context", [("npu1", True), ("npu2", False)])
 def test_regression_npu1_holds_one_hardware_context_at_a_time(
     sim_env, monkeypatch, device, one_context

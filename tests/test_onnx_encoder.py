@@ -25,7 +25,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import CARDS, CLIPS, LECTURE, LIBRIVOX
+from conftest import CARDS, CLIPS, LECTURE, LIBRIVOX, console_script
 
 import amanuensis_npu
 import amanuensis_npu.integrations.whisperx  # noqa: F401  (see below)
@@ -318,14 +318,14 @@ def test_whisperx_npu_cli_with_onnx_encoder_matches_stock_cli(
     common = ["--compute_type", "float32", "--temperature_increment_on_fallback", "None",
               "--no_align", "--language", "en", "--output_format", "json"]  # fmt: skip
     ours = run(
-        [shutil.which("whisperx-npu"), str(clip), "--model", "base", "--device", "npu", *common,
+        [console_script("whisperx-npu"), str(clip), "--model", "base", "--device", "npu", *common,
          "-o", str(tmp_path / "ours")],
         AMANUENSIS_NPU_ENCODER="onnx",
     )  # fmt: skip
     assert ours.returncode == 0, ours.stderr[-2000:]
     assert "encoder route onnx:CPUExecutionProvider" in ours.stdout + ours.stderr
     stock = run(
-        [shutil.which("whisperx"), str(clip), "--model", str(base_dir), "--device", "cpu",
+        [console_script("whisperx"), str(clip), "--model", str(base_dir), "--device", "cpu",
          *common, "-o", str(tmp_path / "stock")]
     )  # fmt: skip
     assert stock.returncode == 0, stock.stderr[-2000:]

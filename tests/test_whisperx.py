@@ -26,7 +26,7 @@ import pytest
 import torch
 import whisperx  # noqa: F401  (a missing whisperx must fail here, loudly)
 import whisperx.asr
-from conftest import CARDS, LECTURE, LIBRIVOX
+from conftest import CARDS, LECTURE, LIBRIVOX, console_script
 
 import amanuensis_npu.integrations.whisperx as wxn
 from amanuensis_npu.evaluation import wer
@@ -70,7 +70,7 @@ def _stats_line(output: str) -> tuple[str, int, int]:
 
 
 def _script(name: str) -> str:
-    path = shutil.which(name)
+    path = console_script(name)
     assert path, f"console script {name!r} missing: pip install -e . (and .ci/install-whisperx.sh)"
     return path
 
@@ -722,6 +722,53 @@ def test_dry_run_on_installed_whisperx_changes_nothing() -> None:
 def test_float16_is_refused_clearly() -> None:
     with pytest.raises(wxn.UnsupportedComputeTypeError, match="int8 or float32"):
         wxn.load_model("base", device="npu", compute_type="float16")
+
+
+@pytest.fixture
+def ct2_models(monkeypatch) -> list:  # noqa: ANN001
+    """Every CTranslate2 Whisper model built while the test runs (faster-whisper builds
+    them through `ctranslate2.models.Whisper`)."""
+    import ctranslate2
+
+    made: list = []
+    stock = ctranslate2.models.Whisper
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        made.append(stock(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ctranslate2.models, "Whisper", recording)
+    return made
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "float32"])
+def test_compute_type_reaches_ctranslate2(
+    compute_type: str, ct2_models: list, base_dir: Path, tmp_path: Path
+) -> None:
+    """`load_model(compute_type=...)` and `whisperx-npu --compute_type` decode in that type,
+    as CTranslate2 itself reports it for the same request on this CPU (int8 may read
+    int8_float32), never silently in float32."""
+    import ctranslate2
+
+    from amanuensis_npu.integrations import whisperx_cli
+
+    stock = ctranslate2.models.Whisper(str(base_dir), device="cpu", compute_type=compute_type)
+    expected = stock.compute_type
+    del stock
+    ct2_models.clear()
+    pipeline = wxn.load_model("base", device="npu", compute_type=compute_type, attention="cpu")
+    assert [m.compute_type for m in ct2_models] == [expected]
+    assert pipeline.model.model is ct2_models[0]
+    del pipeline
+    ct2_models.clear()
+    code = whisperx_cli.main(
+        [str(CARDS[0]), "--model", "base", "--device", "npu", "--compute_type", compute_type,
+         *CLI_DETERMINISTIC, "--no_align", "--language", "en", "--output_format", "txt",
+         "--verbose", "False", "-o", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    assert [m.compute_type for m in ct2_models] == [expected]
+    assert (tmp_path / f"{CARDS[0].stem}.txt").read_text().strip()
 
 
 def test_unknown_model_offline_is_one_clear_line(monkeypatch, tmp_path) -> None:  # noqa: ANN001

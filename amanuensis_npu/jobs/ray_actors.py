@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,10 @@ def _connect(ray: Any, address: str | None, cpus_needed: int) -> bool:
     else:
         options["address"] = address
     try:
-        ray.init(**options)
+        with warnings.catch_warnings():
+            if not verbose:  # e.g. Ray Client's two-line timeout warning before our one line
+                warnings.simplefilter("ignore")
+            ray.init(**options)
     except Exception as exc:
         raise RayUnavailable(f"cannot start or reach Ray at {address}: {exc}") from None
     return True
