@@ -773,6 +773,92 @@ def test_standin_aborts_on_a_misaligned_load(tmp_path):
     assert run.returncode != 0 and "insufficient alignment" in run.stderr
 
 
+STANDIN = KERNELS / "host" / "aie_api" / "aie.hpp"
+ATTENTION_CC = KERNELS / "attention" / "attention.cc"
+
+
+def _aie_path_source() -> str:
+    """The AIE path of attention.cc (after `#else  // --- AIE path`), comments removed."""
+    text = ATTENTION_CC.read_text()
+    text = text[text.index("// ------------------------------------------------------------------- AIE path") :]
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _modeled_names() -> dict[str, str]:
+    """The stand-in's table `//   MODEL name  file:line  note` -> {name: citation}."""
+    rows = re.findall(r"^//   MODEL (\w+)\s+(\S+)", STANDIN.read_text(), re.M)
+    return dict(rows)
+
+
+def test_standin_models_every_aie_api_name_the_kernel_uses():
+    # Every aie:: name and every member of an aie_api object that the AIE path uses is in
+    # the stand-in's table, with the upstream header and line its signature follows.
+    source = _aie_path_source()
+    names = set(re.findall(r"\baie::(\w+)", source)) - {"standin"}
+    names |= set(re.findall(r"\.(?:template\s+)?(\w+)\s*[<(]", source))
+    names |= set(re.findall(r"::(size_[ABC]|from_uint32)\b", source))
+    modeled = _modeled_names()
+    assert names, "no aie_api names found: the parser no longer matches attention.cc"
+    missing = sorted(names - set(modeled))
+    assert not missing, f"attention.cc uses aie_api names the stand-in does not model: {missing}"
+    for name, citation in modeled.items():
+        assert re.fullmatch(r"[\w/]+\.(hpp|cpp|h):\d+(-\d+)?,?", citation), (name, citation)
+    # and each modeled name is declared in the stand-in itself
+    body = STANDIN.read_text().split("namespace aie {", 1)[1]
+    for name in names:
+        assert re.search(rf"\b{name}\b", body), name
+
+
+@pytest.mark.parametrize("arch", [20, 21])
+def test_standin_lookup_objects_are_not_const(tmp_path, arch):
+    # aie_api's linear_approx::compute and parallel_lookup::fetch are non-const (they
+    # write a scratch ring; aie.hpp:6448, :6520): calling them on a const object must
+    # not compile, and on a non-const one must.
+    body = (
+        "alignas(64) static int32 la[1024]; alignas(64) static int16 pw[64];\n"
+        "void f(aie::vector<int16, 16> x, aie::vector<int32, 16> n) {\n"
+        "  aie::lut<4, int32, int32> l1(128, la, la); aie::lut<4, int16, int16> l2(16, pw, pw);\n"
+        "  CONST aie::linear_approx<int16, aie::lut<4, int32, int32>> a(l1, 5);\n"
+        "  CONST aie::parallel_lookup<int32, aie::lut<4, int16, int16>> p(l2);\n"
+        "  (void)a.compute(x); (void)p.fetch(n);\n}\n"
+    )
+    bad = _standin_compile(tmp_path, arch, body.replace("CONST", "const"))
+    assert bad.returncode != 0 and "discards qualifiers" in bad.stderr
+    ok = _standin_compile(tmp_path, arch, body.replace("CONST", ""))
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(("arch", "bank"), [(20, 16), (21, 32)])
+def test_standin_reads_lookup_tables_at_the_architecture_bank_width(tmp_path, arch, bank):
+    # A 16-entry int16 table laid out with 128-bit banks is aie::lut's layout on AIE-ML
+    # only; on XDNA 2 (256-bit banks, mlir-aie AIE2P/lut_based_ops.cpp) its copies
+    # disagree and the stand-in aborts, and the reverse holds for a 256-bit table.
+    cxx = require_tool(os.environ.get("CXX", "g++"), "cannot compile against the stand-in")
+    per = {16: 8, 32: 16}
+    results = {}
+    for width, run_len in per.items():
+        values = [1 << (13 - n) if n <= 13 else 0 for n in range(16)]
+        table = []
+        for i in range(0, 16, run_len):
+            table += values[i : i + run_len] * 2
+        src = tmp_path / f"lut{arch}_{width}.cc"
+        src.write_text(
+            "#include <aie_api/aie.hpp>\n"
+            f"alignas(64) static int16 t[32] = {{{', '.join(map(str, table))}}};\n"
+            "int main() {\n  aie::lut<4, int16, int16> l(16, t, t);\n"
+            "  aie::parallel_lookup<int32, aie::lut<4, int16, int16>> p(l);\n"
+            "  aie::vector<int32, 16> n; for (unsigned i = 0; i < 16; ++i) n.lane_[i] = i;\n"
+            "  auto v = p.fetch(n); return v.lane_[9] == 16 ? 0 : 3;\n}\n"
+        )
+        exe = tmp_path / f"lut{arch}_{width}"
+        cmd = [cxx, "-std=c++20", f"-D__AIE_ARCH__={arch}", "-I", str(KERNELS / "host"), str(src)]
+        assert subprocess.run([*cmd, "-o", str(exe)], capture_output=True, timeout=300).returncode == 0
+        results[width] = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert results[bank].returncode == 0, results[bank].stderr
+    other = results[32 if bank == 16 else 16]
+    assert other.returncode != 0 and "copies disagree" in other.stderr
+
+
 def _host_check():
     return _load("kb_host_check", KERNELS / "host" / "host_check.py")
 
