@@ -210,8 +210,32 @@ def test_core_memory_counts_the_compiled_tables(aie_lib):
     # What the AIE object keeps in data memory besides the buffers: its constant tables,
     # read from the AIE path compiled against the aie_api stand-in (same header, same
     # sizes as the Peano object's).
-    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k}
+    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k or "(bank" in k}
     assert aie_lib.attn_table_bytes() == sum(tables.values())
+
+
+@pytest.mark.parametrize("exp", ["lut", "nolut"])
+def test_memory_map_puts_each_lookup_table_pair_in_two_banks(exp):
+    # Finding 3: aie::lut needs LUT_ab and LUT_cd in different memory banks. The design's
+    # memory map (a model of mlir-aie's placement, design.memory_map) places every item of
+    # core_memory(exp) without overlap inside 64 KiB, each table inside one bank, the two
+    # tables of each pair in different banks, and the stack first at its explicit size.
+    placed = design.memory_map(exp)
+    items = design.core_memory(exp)
+    for name, size in items.items():  # a depth-2 ObjectFifo is two buffers, [0] and [1]
+        parts = [n for n in placed if n == name or n.startswith(f"{name} [")]
+        assert sum(placed[n][1] - placed[n][0] for n in parts) == size, name
+    assert max(end for _, end in placed.values()) <= design.CORE_MEMORY_LIMIT
+    stack = next(n for n in placed if n.startswith("stack"))
+    assert placed[stack] == (0, design.STACK_BYTES) and design.STACK_BYTES > 1024
+    if exp == "lut":
+        for ab, cd in design.LUT_PAIRS:
+            assert design.bank_of(placed[ab]) != design.bank_of(placed[cd])
+    else:
+        assert not any("LUT" in n for n in placed), "the nolut build keeps no lookup table"
+    # the check can fail: both tables of a pair in one bank is refused
+    spans = [(60000, 62048), (62080, 64128)]
+    assert design.bank_of(spans[0]) == design.bank_of(spans[1]) == "D"
 
 
 def test_makefile_pins_the_sequential_allocator(tmp_path):
@@ -610,6 +634,7 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
     assert len(rt.workers) == cores
     for w in rt.workers:
         assert not w.placed, "no GlobalBuffer handed to a Worker"
+        assert w.stack_size == design.STACK_BYTES, "the stack is set explicitly, as counted"
         assert len(w.local_buffers) == 5  # m, l, acc, s, p
         init, pass1, pass2, finish = w.fn_args[3:7]
         assert [k.name for k in (init, pass1, pass2, finish)] == list(design.ENTRY_POINTS)
@@ -780,7 +805,11 @@ ATTENTION_CC = KERNELS / "attention" / "attention.cc"
 def _aie_path_source() -> str:
     """The AIE path of attention.cc (after `#else  // --- AIE path`), comments removed."""
     text = ATTENTION_CC.read_text()
-    text = text[text.index("// ------------------------------------------------------------------- AIE path") :]
+    text = text[
+        text.index(
+            "// ------------------------------------------------------------------- AIE path"
+        ) :
+    ]
     return re.sub(r"//[^\n]*", "", text)
 
 
@@ -852,7 +881,9 @@ def test_standin_reads_lookup_tables_at_the_architecture_bank_width(tmp_path, ar
         )
         exe = tmp_path / f"lut{arch}_{width}"
         cmd = [cxx, "-std=c++20", f"-D__AIE_ARCH__={arch}", "-I", str(KERNELS / "host"), str(src)]
-        assert subprocess.run([*cmd, "-o", str(exe)], capture_output=True, timeout=300).returncode == 0
+        assert (
+            subprocess.run([*cmd, "-o", str(exe)], capture_output=True, timeout=300).returncode == 0
+        )
         results[width] = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert results[bank].returncode == 0, results[bank].stderr
     other = results[32 if bank == 16 else 16]

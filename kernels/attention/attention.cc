@@ -40,6 +40,21 @@
 #include <stdint.h>
 
 #define ATTN_TABLE_ALIGN alignas(64)
+// aie::lut's two tables must sit in two different memory banks (aie_api aie.hpp:6268).
+// Peano ignores chess_storage; mlir-aie's aie_bank_placement.h (aie_runtime_lib/AIE2 and
+// AIE2P, on the include path the Makefile adds) pins a static to a bank with a section
+// the linker script gives a region per bank, and aiecc checks the placement
+// (--check-lut-banks). Without that header the lookup-table exponent cannot be placed
+// safely: build the exponent without tables (EXP=nolut, -DATTN_EXP_NOLUT) instead.
+#if !defined(ATTN_SCALAR) && !defined(ATTN_HOST_DRIVER) && !defined(ATTN_EXP_NOLUT)
+#if __has_include(<aie_bank_placement.h>)
+#include <aie_bank_placement.h>
+#define ATTN_LUT_BANK_A AIE_BANK_A
+#define ATTN_LUT_BANK_B AIE_BANK_B
+#else
+#error "lookup-table exponent: mlir-aie's aie_bank_placement.h not found; use EXP=nolut or a newer mlir-aie"
+#endif
+#endif
 #include "attention_tables.h"
 
 #define ATTN_SPEC_VERSION 5
@@ -314,11 +329,13 @@ ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8
                                  int32_t *l, int32_t *acc, int32_t valid) {
   attn_modes();
   attn_scores(q, krec, s);
-  // The lookup tables of attention_tables.h (gen_tables.py), in aie::lut's layout.
+  // The lookup tables of attention_tables.h (gen_tables.py), in aie::lut's layout for this
+  // architecture's bank width (128-bit npu1, 256-bit npu2).
   const aie::lut<4, int32, int32> exp_lut(128, ATTN_EXP_LUT_AB, ATTN_EXP_LUT_CD);
   const aie::lut<4, int16, int16> pow2_lut(16, ATTN_POW2_LUT_AB, ATTN_POW2_LUT_CD);
-  const aie::linear_approx<int16, aie::lut<4, int32, int32>> exp_frac(exp_lut, 5);
-  const aie::parallel_lookup<int32, aie::lut<4, int16, int16>> pow2(pow2_lut);
+  // Not const: compute() and fetch() write the objects' scratch (aie.hpp:6448, :6520).
+  aie::linear_approx<int16, aie::lut<4, int32, int32>> exp_frac(exp_lut, 5);
+  aie::parallel_lookup<int32, aie::lut<4, int16, int16>> pow2(pow2_lut);
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     const int32 mult = words[i] & 0xFFFF;
     const unsigned sh = (words[i] >> 16) & 0xFF;
