@@ -890,6 +890,63 @@ def test_standin_reads_lookup_tables_at_the_architecture_bank_width(tmp_path, ar
     assert other.returncode != 0 and "copies disagree" in other.stderr
 
 
+def exp2n_inputs() -> np.ndarray:
+    """Every exponent the kernel can produce, t in [0, T_ZERO], padded to whole blocks."""
+    t = np.arange(qz.T_ZERO + 1, dtype=np.int32)
+    block = 1024  # ATTN_EXP_BLOCK
+    return np.concatenate([t, np.full(-len(t) % block, qz.T_ZERO, dtype=np.int32)])
+
+
+def _aligned64(a: np.ndarray) -> np.ndarray:
+    raw = np.empty(a.nbytes + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + a.nbytes].view(a.dtype)
+    out[:] = a
+    return out
+
+
+def run_exp2n_blocks(lib: ctypes.CDLL, t: np.ndarray) -> np.ndarray:
+    """p = EXP2N(t) through the kernel's bring-up entry point attn_exp2n_block."""
+    fn = lib.attn_exp2n_block
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    t = _aligned64(np.asarray(t, dtype=np.int32))
+    p = _aligned64(np.full(len(t), -1, dtype=np.int32))  # 512-bit loads need 64-byte alignment
+    for i in range(0, len(t), 1024):
+        fn(t[i:].ctypes.data, p[i:].ctypes.data)
+    return p
+
+
+@pytest.mark.parametrize("exp", ["lut", "nolut"])
+@pytest.mark.parametrize("arch", ["aie2", "aie2p"])
+def test_exponent_of_every_input_equals_the_emulator(arch, exp):
+    # The bring-up's first question, asked on the host: EXP2N(t) of every t the kernel can
+    # produce (0..T_ZERO) through the AIE path's exponent unit (lookup units or no tables,
+    # per architecture), against the emulator's SPEC §4.1 integers.
+    require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
+    hc = _host_check()
+    lib = ctypes.CDLL(str(hc.build(arch, exp=exp)))
+    from amanuensis_npu.npu import emulator as emu
+
+    t = exp2n_inputs()
+    got = run_exp2n_blocks(lib, t)
+    want = emu.exp2n(t.astype(np.int64))
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{bad.size} exponents differ, first t={t[bad[0]]}: {got[bad[0]]}"
+
+
+def test_the_core_does_no_64_bit_integer_arithmetic():
+    # Finding 4: 64-bit scalar products and shifts need compiler helpers (__muldi3,
+    # __ashrdi3) at link time. The AIE path and the glue it links use 32-bit scalars;
+    # 64-bit values live only in vector accumulators (aie::accum<acc64>).
+    source = _aie_path_source()
+    glue = re.sub(r"//[^\n]*", "", (KERNELS / "attention" / "iron_glue.cc").read_text())
+    glue = glue.split("#if defined(ATTN_HOST_DRIVER)\n\n#include <string.h>", 1)[0]
+    for name, text in (("attention.cc AIE path", source), ("iron_glue.cc", glue)):
+        found = re.findall(r"\b(u?int64_t|long long|__int128|int64)\b", text)
+        assert not found, f"{name} uses 64-bit integers: {sorted(set(found))}"
+
+
 def _host_check():
     return _load("kb_host_check", KERNELS / "host" / "host_check.py")
 

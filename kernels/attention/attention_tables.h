@@ -351,6 +351,16 @@ ATTN_TABLE_ALIGN static const int16_t ATTN_POW2_LUT_CD[32] ATTN_LUT_BANK_B = {
 };
 #endif
 
+// SPEC §4.1 E[x] without a table (-DATTN_EXP_NOLUT): Horner in Q30 over x / 128,
+// h = c_k + ((h * x + 64) >> 7) from c_6 down to c_0, then E = (h + 128) >> 8.
+#define ATTN_EXP_POLY_0 1073741822
+#define ATTN_EXP_POLY_1 -744260935
+#define ATTN_EXP_POLY_2 257938620
+#define ATTN_EXP_POLY_3 -59582133
+#define ATTN_EXP_POLY_4 10285400
+#define ATTN_EXP_POLY_5 -1369255
+#define ATTN_EXP_POLY_6 117396
+
 // R[u] = rne(2^37 / (128 + 2u + 1)), u = 0..63
 ATTN_TABLE_ALIGN static const int32_t ATTN_RECIP_SEED[64] = {
     1065418244, 1049152317, 1033375590, 1018066322, 1003204040, 988769449, 974744351, 961111563,

@@ -33,6 +33,24 @@ def exp_segments() -> np.ndarray:
     return np.rint(np.ldexp(np.exp2(-x / 128.0), 22)).astype(np.int64)
 
 
+# SPEC §4.1's segment values E[x] without a table (the `nolut` exponent): a degree-6
+# polynomial in x / 128, evaluated in Q30 by Horner steps `h = c_k + ((h * x + 64) >> 7)`,
+# then `E = (h + 128) >> 8`. The coefficients were fitted to 2^(-x/128) and adjusted until
+# the procedure gives exactly rne(2^22 * 2^(-x/128)) for every x in 0..128 (the smallest
+# distance of those values from a rounding tie is 0.0013 of a unit, so a plain fit is
+# not enough); tests/test_numerics.py checks all 129 values. Every intermediate fits int32.
+EXP_POLY = (1073741822, -744260935, 257938620, -59582133, 10285400, -1369255, 117396)
+
+
+def exp_segments_by_polynomial(x: np.ndarray) -> np.ndarray:
+    """E[x] by the integer procedure above (int64 here; int32 on the device)."""
+    x = np.asarray(x, dtype=np.int64)
+    h = np.full_like(x, EXP_POLY[-1])
+    for c in EXP_POLY[-2::-1]:
+        h = c + ((h * x + 64) >> 7)
+    return (h + 128) >> 8
+
+
 def reciprocal_seeds() -> np.ndarray:
     u = np.arange(64, dtype=np.float64)
     return np.rint(np.ldexp(1.0, 37) / (129.0 + 2.0 * u)).astype(np.int64)
@@ -112,6 +130,10 @@ def header() -> str:
         + "#elif !defined(ATTN_EXP_NOLUT)\n"
         + _lut_tables(20)
         + "#endif\n\n"
+        "// SPEC §4.1 E[x] without a table (-DATTN_EXP_NOLUT): Horner in Q30 over x / 128,\n"
+        "// h = c_k + ((h * x + 64) >> 7) from c_6 down to c_0, then E = (h + 128) >> 8.\n"
+        + "".join(f"#define ATTN_EXP_POLY_{k} {c}\n" for k, c in enumerate(EXP_POLY))
+        + "\n"
         "// R[u] = rne(2^37 / (128 + 2u + 1)), u = 0..63\n"
         + _array("ATTN_RECIP_SEED", reciprocal_seeds())
     )
