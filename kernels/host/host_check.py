@@ -90,7 +90,7 @@ def cxx_command(arch: str, source: Path, output: Path, exp: str = "lut") -> list
 
 
 def build(arch: str, cache: Path | None = None, exp: str = "lut") -> Path:
-    """Compile the AIE path for `arch` and `exp`; cached by the sha256 of the sources and command."""
+    """Compile the AIE path for `arch` and `exp`; cached by the sha256 of sources and command."""
     _paths()
     from amanuensis_npu.core.models import cache_dir
 
