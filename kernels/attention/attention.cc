@@ -153,6 +153,11 @@ static inline void attn_scores(const int8_t *qb, const int8_t *krec, int32_t *s)
   }
 }
 
+// Bring-up entry point: one tile of rescaled scores s' (§4 step 0), row-major int32.
+ATTN_EXPORT void attn_tile_scores(const int8_t *q, const int8_t *krec, int32_t *s) {
+  attn_scores(q, krec, s);
+}
+
 ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (int i = 0; i < ATTN_TQ; ++i) {
     m[i] = INT32_MIN;
@@ -298,6 +303,12 @@ static inline void attn_scores(const int8_t *__restrict q, const int8_t *__restr
 static inline void attn_modes() {
   aie::set_rounding(aie::rounding_mode::positive_inf);
   aie::set_saturation(aie::saturation_mode::saturate);
+}
+
+// Bring-up entry point: one tile of rescaled scores s' (§4 step 0), row-major int32.
+ATTN_EXPORT void attn_tile_scores(const int8_t *q, const int8_t *krec, int32_t *s) {
+  attn_modes();
+  attn_scores(q, krec, s);
 }
 
 ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {

@@ -255,18 +255,18 @@ def groups(target: str) -> int:
     return TARGETS[target]["columns"] // COLS_PER_GROUP
 
 
-def runtime_buffers(batch: int) -> list[dict[str, Any]]:
+def runtime_buffers(batch: int, heads: int = H) -> list[dict[str, Any]]:
     """The runtime sequence's arguments in order (SPEC §2); make_manifest checks them
     against amanuensis_npu.npu.quantization.buffer_layout, so the two cannot drift."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    records = (batch, H, TP // TK, REC_BYTES)
+    records = (batch, heads, TP // TK, REC_BYTES)
     specs = [
-        ("q", "int8", (batch, H, NQT, Q_TILE_BYTES), "in"),
+        ("q", "int8", (batch, heads, NQT, Q_TILE_BYTES), "in"),
         ("k", "int8", records, "in"),
         ("v", "int8", records, "in"),
-        ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
-        ("out", "int16", (batch, H, TP, D), "out"),
+        ("rowp", "int32", (batch, heads, ROWP_WORDS), "in"),
+        ("out", "int16", (batch, heads, TP, D), "out"),
     ]
     return [
         {
@@ -371,11 +371,11 @@ class Finish:
     group: int
 
 
-def _bh(batch_index: int, head: int) -> int:
-    return batch_index * H + head
+def _bh(batch_index: int, head: int, heads: int = H) -> int:
+    return batch_index * heads + head
 
 
-def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
+def runtime_sequence(target: str, batch: int, heads: int = H) -> list[Transfer | Finish]:
     """The runtime sequence of one dispatch, in issue order: tasks and group finishes.
 
     Round r's task group is finished after round r + 1's tasks are issued, so two
@@ -383,16 +383,18 @@ def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
     pass-2 fill; on each column's qr channel, a fill from `q` and one from `rowp`; on its
     out channel, one drain.
     """
-    g_count = groups(target)
+    g_count = min(groups(target), heads)  # one head (the bring-up) uses one group
+    if heads % g_count:
+        raise ValueError(f"{heads} heads do not divide among {g_count} groups")
     seq: list[Transfer | Finish] = []
     head_bytes = NKT * REC_BYTES  # a head's 24 records
     half_rec = REC_BYTES // 2  # 2176 bytes = 544 words: every DMA dimension stays < 1024 words
     group = 0
     for b in range(batch):
-        for step in range(H // g_count):
+        for step in range(heads // g_count):
             for rd in range(ROUNDS):
                 for g in range(g_count):
-                    bh = _bh(b, step * g_count + g)
+                    bh = _bh(b, step * g_count + g, heads)
                     col_k, col_v = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
                     base = bh * head_bytes
 
@@ -446,13 +448,13 @@ def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
     return seq
 
 
-def transfer_plan(target: str, batch: int) -> list[Transfer]:
+def transfer_plan(target: str, batch: int, heads: int = H) -> list[Transfer]:
     """Every shim transfer of one dispatch, in issue order.
 
     The same list drives build_program() and the data-movement test, so what is tested
     is what the runtime sequence does. Offsets, sizes and strides are in elements.
     """
-    return [op for op in runtime_sequence(target, batch) if isinstance(op, Transfer)]
+    return [op for op in runtime_sequence(target, batch, heads) if isinstance(op, Transfer)]
 
 
 @dataclass
@@ -616,7 +618,7 @@ def _device(target: str) -> Any:
     raise IronMissing(f"this mlir-aie has none of the device classes {names}")
 
 
-def build_program(target: str, batch: int) -> Any:
+def build_program(target: str, batch: int, heads: int = H) -> Any:
     """The IRON program for `target` and `batch`, resolved to an MLIR module.
 
     Written against IRON as mlir-aie documents it: per-core state as `LocalBuffer`s
@@ -639,8 +641,8 @@ def build_program(target: str, batch: int) -> Any:
             f"to {STACK_BYTES} bytes explicitly (kernels/README.md): install a newer mlir-aie"
         )
 
-    n_cols = TARGETS[target]["columns"]
-    g_count = groups(target)
+    g_count = min(groups(target), heads)  # the one-head bring-up design uses one group
+    n_cols = g_count * COLS_PER_GROUP
 
     qr_ty = np.ndarray[(QR_BYTES,), np.dtype[np.int8]]
     rec_ty = np.ndarray[(REC_BYTES,), np.dtype[np.int8]]
@@ -756,7 +758,7 @@ def build_program(target: str, batch: int) -> Any:
                 )
             )
 
-    layout = runtime_buffers(batch)
+    layout = runtime_buffers(batch, heads)
     arg_types = [
         np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in layout
     ]
@@ -767,7 +769,7 @@ def build_program(target: str, batch: int) -> Any:
         named = dict(zip([b["name"] for b in layout], buffers, strict=True))
         rt.start(*workers)
         task_groups: dict[int, Any] = {}
-        for op in runtime_sequence(target, batch):
+        for op in runtime_sequence(target, batch, heads):
             if isinstance(op, Finish):
                 rt.finish_task_group(task_groups.pop(op.group))
                 continue
