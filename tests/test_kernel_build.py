@@ -951,7 +951,8 @@ def _host_check():
     return _load("kb_host_check", KERNELS / "host" / "host_check.py")
 
 
-def test_make_host_check_runs_and_reports(tmp_path):
+@pytest.mark.parametrize(("exp", "limit"), [("lut", 40), ("nolut", 12)])
+def test_make_host_check_runs_and_reports(tmp_path, exp, limit):
     require_tool("make", "cannot run `make -C kernels host-check`")
     require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
     proc = subprocess.run(
@@ -961,16 +962,18 @@ def test_make_host_check_runs_and_reports(tmp_path):
             str(KERNELS),
             "host-check",
             f"PYTHON={sys.executable}",
+            f"EXP={exp}",
             # a smoke run of the make target: tests/test_numerics.py runs every case
-            "HOST_CHECK_ARGS=--no-speech --limit 40",
+            f"HOST_CHECK_ARGS=--no-speech --limit {limit}",
         ],
         capture_output=True,
         text=True,
         timeout=3000,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"exponent: {exp}" in proc.stdout
     total = int(re.search(r"^(\d+) cases$", proc.stdout, re.M)[1])
-    assert total == 40
+    assert total == limit
     assert f"scalar vs emulator: {total} cases byte-identical" in proc.stdout
     line = f"aie-path vs scalar: {total} cases byte-identical (aie2), {total} (aie2p)"
     assert line in proc.stdout
