@@ -21,6 +21,12 @@
 //   attn_tile_accum(q, krec, vrec, words, s, p, m, l, acc, valid)   pass 2, every key tile
 //   attn_rows_finish(l, acc, out)                                   after pass 2
 //
+// Two more entry points serve the bring-up designs (kernels/bringup/): attn_exp2n_block(t, p)
+// (EXP2N of 1024 exponents) and attn_tile_scores(q, krec, s) (one tile of §4 step 0).
+// The AIE path's exponent is a build-time choice: the lookup units (default) or, with
+// -DATTN_EXP_NOLUT (kernels/Makefile EXP=nolut), integer arithmetic without tables; both
+// give SPEC §4.1's integers.
+//
 // Core-side layouts are the host buffers' own (SPEC.md §2): the host lays Q, Kᵀ and V out
 // in 8 x 8 blocks (row-major blocks, row-major inside a block), so every aie::mmul operand
 // is one whole block loaded with one vector load:
