@@ -94,8 +94,16 @@ class ObjectFifo:
 class Worker:
     current: Worker | None = None
 
-    def __init__(self, core_fn, fn_args: list = [], placement=None, while_true: bool = True):  # noqa: B006
+    def __init__(
+        self,
+        core_fn,
+        fn_args: list = [],  # noqa: B006 - IRON's own default
+        placement=None,
+        while_true: bool = True,
+        stack_size=None,
+    ):
         self.core_fn, self.fn_args, self.placement = core_fn, fn_args, placement
+        self.stack_size = stack_size
         self.local_buffers: list[LocalBuffer] = []
         self.placed = [a for a in fn_args if isinstance(a, GlobalBuffer)]
         for a in fn_args:

@@ -210,8 +210,32 @@ def test_core_memory_counts_the_compiled_tables(aie_lib):
     # What the AIE object keeps in data memory besides the buffers: its constant tables,
     # read from the AIE path compiled against the aie_api stand-in (same header, same
     # sizes as the Peano object's).
-    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k}
+    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k or "(bank" in k}
     assert aie_lib.attn_table_bytes() == sum(tables.values())
+
+
+@pytest.mark.parametrize("exp", ["lut", "nolut"])
+def test_memory_map_puts_each_lookup_table_pair_in_two_banks(exp):
+    # Finding 3: aie::lut needs LUT_ab and LUT_cd in different memory banks. The design's
+    # memory map (a model of mlir-aie's placement, design.memory_map) places every item of
+    # core_memory(exp) without overlap inside 64 KiB, each table inside one bank, the two
+    # tables of each pair in different banks, and the stack first at its explicit size.
+    placed = design.memory_map(exp)
+    items = design.core_memory(exp)
+    for name, size in items.items():  # a depth-2 ObjectFifo is two buffers, [0] and [1]
+        parts = [n for n in placed if n == name or n.startswith(f"{name} [")]
+        assert sum(placed[n][1] - placed[n][0] for n in parts) == size, name
+    assert max(end for _, end in placed.values()) <= design.CORE_MEMORY_LIMIT
+    stack = next(n for n in placed if n.startswith("stack"))
+    assert placed[stack] == (0, design.STACK_BYTES) and design.STACK_BYTES > 1024
+    if exp == "lut":
+        for ab, cd in design.LUT_PAIRS:
+            assert design.bank_of(placed[ab]) != design.bank_of(placed[cd])
+    else:
+        assert not any("LUT" in n for n in placed), "the nolut build keeps no lookup table"
+    # the check can fail: both tables of a pair in one bank is refused
+    spans = [(60000, 62048), (62080, 64128)]
+    assert design.bank_of(spans[0]) == design.bank_of(spans[1]) == "D"
 
 
 def test_makefile_pins_the_sequential_allocator(tmp_path):
@@ -610,6 +634,7 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
     assert len(rt.workers) == cores
     for w in rt.workers:
         assert not w.placed, "no GlobalBuffer handed to a Worker"
+        assert w.stack_size == design.STACK_BYTES, "the stack is set explicitly, as counted"
         assert len(w.local_buffers) == 5  # m, l, acc, s, p
         init, pass1, pass2, finish = w.fn_args[3:7]
         assert [k.name for k in (init, pass1, pass2, finish)] == list(design.ENTRY_POINTS)
@@ -773,11 +798,161 @@ def test_standin_aborts_on_a_misaligned_load(tmp_path):
     assert run.returncode != 0 and "insufficient alignment" in run.stderr
 
 
+STANDIN = KERNELS / "host" / "aie_api" / "aie.hpp"
+ATTENTION_CC = KERNELS / "attention" / "attention.cc"
+
+
+def _aie_path_source() -> str:
+    """The AIE path of attention.cc (after `#else  // --- AIE path`), comments removed."""
+    text = ATTENTION_CC.read_text()
+    text = text[
+        text.index(
+            "// ------------------------------------------------------------------- AIE path"
+        ) :
+    ]
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _modeled_names() -> dict[str, str]:
+    """The stand-in's table `//   MODEL name  file:line  note` -> {name: citation}."""
+    rows = re.findall(r"^//   MODEL (\w+)\s+(\S+)", STANDIN.read_text(), re.M)
+    return dict(rows)
+
+
+def test_standin_models_every_aie_api_name_the_kernel_uses():
+    # Every aie:: name and every member of an aie_api object that the AIE path uses is in
+    # the stand-in's table, with the upstream header and line its signature follows.
+    source = _aie_path_source()
+    names = set(re.findall(r"\baie::(\w+)", source)) - {"standin"}
+    names |= set(re.findall(r"\.(?:template\s+)?(\w+)\s*[<(]", source))
+    names |= set(re.findall(r"::(size_[ABC]|from_uint32)\b", source))
+    modeled = _modeled_names()
+    assert names, "no aie_api names found: the parser no longer matches attention.cc"
+    missing = sorted(names - set(modeled))
+    assert not missing, f"attention.cc uses aie_api names the stand-in does not model: {missing}"
+    for name, citation in modeled.items():
+        assert re.fullmatch(r"[\w/]+\.(hpp|cpp|h):\d+(-\d+)?,?", citation), (name, citation)
+    # and each modeled name is declared in the stand-in itself
+    body = STANDIN.read_text().split("namespace aie {", 1)[1]
+    for name in names:
+        assert re.search(rf"\b{name}\b", body), name
+
+
+@pytest.mark.parametrize("arch", [20, 21])
+def test_standin_lookup_objects_are_not_const(tmp_path, arch):
+    # aie_api's linear_approx::compute and parallel_lookup::fetch are non-const (they
+    # write a scratch ring; aie.hpp:6448, :6520): calling them on a const object must
+    # not compile, and on a non-const one must.
+    body = (
+        "alignas(64) static int32 la[1024]; alignas(64) static int16 pw[64];\n"
+        "void f(aie::vector<int16, 16> x, aie::vector<int32, 16> n) {\n"
+        "  aie::lut<4, int32, int32> l1(128, la, la); aie::lut<4, int16, int16> l2(16, pw, pw);\n"
+        "  CONST aie::linear_approx<int16, aie::lut<4, int32, int32>> a(l1, 5);\n"
+        "  CONST aie::parallel_lookup<int32, aie::lut<4, int16, int16>> p(l2);\n"
+        "  (void)a.compute(x); (void)p.fetch(n);\n}\n"
+    )
+    bad = _standin_compile(tmp_path, arch, body.replace("CONST", "const"))
+    assert bad.returncode != 0 and "discards qualifiers" in bad.stderr
+    ok = _standin_compile(tmp_path, arch, body.replace("CONST", ""))
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(("arch", "bank"), [(20, 16), (21, 32)])
+def test_standin_reads_lookup_tables_at_the_architecture_bank_width(tmp_path, arch, bank):
+    # A 16-entry int16 table laid out with 128-bit banks is aie::lut's layout on AIE-ML
+    # only; on XDNA 2 (256-bit banks, mlir-aie AIE2P/lut_based_ops.cpp) its copies
+    # disagree and the stand-in aborts, and the reverse holds for a 256-bit table.
+    cxx = require_tool(os.environ.get("CXX", "g++"), "cannot compile against the stand-in")
+    per = {16: 8, 32: 16}
+    results = {}
+    for width, run_len in per.items():
+        values = [1 << (13 - n) if n <= 13 else 0 for n in range(16)]
+        table = []
+        for i in range(0, 16, run_len):
+            table += values[i : i + run_len] * 2
+        src = tmp_path / f"lut{arch}_{width}.cc"
+        src.write_text(
+            "#include <aie_api/aie.hpp>\n"
+            f"alignas(64) static int16 t[32] = {{{', '.join(map(str, table))}}};\n"
+            "int main() {\n  aie::lut<4, int16, int16> l(16, t, t);\n"
+            "  aie::parallel_lookup<int32, aie::lut<4, int16, int16>> p(l);\n"
+            "  aie::vector<int32, 16> n; for (unsigned i = 0; i < 16; ++i) n.lane_[i] = i;\n"
+            "  auto v = p.fetch(n); return v.lane_[9] == 16 ? 0 : 3;\n}\n"
+        )
+        exe = tmp_path / f"lut{arch}_{width}"
+        cmd = [cxx, "-std=c++20", f"-D__AIE_ARCH__={arch}", "-I", str(KERNELS / "host"), str(src)]
+        assert (
+            subprocess.run([*cmd, "-o", str(exe)], capture_output=True, timeout=300).returncode == 0
+        )
+        results[width] = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert results[bank].returncode == 0, results[bank].stderr
+    other = results[32 if bank == 16 else 16]
+    assert other.returncode != 0 and "copies disagree" in other.stderr
+
+
+def exp2n_inputs() -> np.ndarray:
+    """Every exponent the kernel can produce, t in [0, T_ZERO], padded to whole blocks."""
+    t = np.arange(qz.T_ZERO + 1, dtype=np.int32)
+    block = 1024  # ATTN_EXP_BLOCK
+    return np.concatenate([t, np.full(-len(t) % block, qz.T_ZERO, dtype=np.int32)])
+
+
+def _aligned64(a: np.ndarray) -> np.ndarray:
+    raw = np.empty(a.nbytes + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + a.nbytes].view(a.dtype)
+    out[:] = a
+    return out
+
+
+def run_exp2n_blocks(lib: ctypes.CDLL, t: np.ndarray) -> np.ndarray:
+    """p = EXP2N(t) through the kernel's bring-up entry point attn_exp2n_block."""
+    fn = lib.attn_exp2n_block
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    t = _aligned64(np.asarray(t, dtype=np.int32))
+    p = _aligned64(np.full(len(t), -1, dtype=np.int32))  # 512-bit loads need 64-byte alignment
+    for i in range(0, len(t), 1024):
+        fn(t[i:].ctypes.data, p[i:].ctypes.data)
+    return p
+
+
+@pytest.mark.parametrize("exp", ["lut", "nolut"])
+@pytest.mark.parametrize("arch", ["aie2", "aie2p"])
+def test_exponent_of_every_input_equals_the_emulator(arch, exp):
+    # The bring-up's first question, asked on the host: EXP2N(t) of every t the kernel can
+    # produce (0..T_ZERO) through the AIE path's exponent unit (lookup units or no tables,
+    # per architecture), against the emulator's SPEC §4.1 integers.
+    require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
+    hc = _host_check()
+    lib = ctypes.CDLL(str(hc.build(arch, exp=exp)))
+    from amanuensis_npu.npu import emulator as emu
+
+    t = exp2n_inputs()
+    got = run_exp2n_blocks(lib, t)
+    want = emu.exp2n(t.astype(np.int64))
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{bad.size} exponents differ, first t={t[bad[0]]}: {got[bad[0]]}"
+
+
+def test_the_core_does_no_64_bit_integer_arithmetic():
+    # Finding 4: 64-bit scalar products and shifts need compiler helpers (__muldi3,
+    # __ashrdi3) at link time. The AIE path and the glue it links use 32-bit scalars;
+    # 64-bit values live only in vector accumulators (aie::accum<acc64>).
+    source = _aie_path_source()
+    glue = re.sub(r"//[^\n]*", "", (KERNELS / "attention" / "iron_glue.cc").read_text())
+    glue = glue.split("#if defined(ATTN_HOST_DRIVER)\n\n#include <string.h>", 1)[0]
+    for name, text in (("attention.cc AIE path", source), ("iron_glue.cc", glue)):
+        found = re.findall(r"\b(u?int64_t|long long|__int128|int64)\b", text)
+        assert not found, f"{name} uses 64-bit integers: {sorted(set(found))}"
+
+
 def _host_check():
     return _load("kb_host_check", KERNELS / "host" / "host_check.py")
 
 
-def test_make_host_check_runs_and_reports(tmp_path):
+@pytest.mark.parametrize(("exp", "limit"), [("lut", 40), ("nolut", 12)])
+def test_make_host_check_runs_and_reports(tmp_path, exp, limit):
     require_tool("make", "cannot run `make -C kernels host-check`")
     require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
     proc = subprocess.run(
@@ -787,16 +962,18 @@ def test_make_host_check_runs_and_reports(tmp_path):
             str(KERNELS),
             "host-check",
             f"PYTHON={sys.executable}",
+            f"EXP={exp}",
             # a smoke run of the make target: tests/test_numerics.py runs every case
-            "HOST_CHECK_ARGS=--no-speech --limit 40",
+            f"HOST_CHECK_ARGS=--no-speech --limit {limit}",
         ],
         capture_output=True,
         text=True,
         timeout=3000,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"exponent: {exp}" in proc.stdout
     total = int(re.search(r"^(\d+) cases$", proc.stdout, re.M)[1])
-    assert total == 40
+    assert total == limit
     assert f"scalar vs emulator: {total} cases byte-identical" in proc.stdout
     line = f"aie-path vs scalar: {total} cases byte-identical (aie2), {total} (aie2p)"
     assert line in proc.stdout

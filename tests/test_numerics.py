@@ -174,6 +174,19 @@ def test_committed_tables_match_the_spec_formulas():
     np.testing.assert_array_equal(gen.reciprocal_seeds(), emu.reciprocal_seed_table())
 
 
+def test_segment_polynomial_gives_every_table_value():
+    # The nolut exponent computes SPEC §4.1's E[x] by an integer polynomial instead of a
+    # table; it must give exactly rne(2^22 * 2^(-x/128)) for all 129 x, or the two builds
+    # would differ from the SPEC (and from each other) in the last bit.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_tables", KERNEL_DIR / "gen_tables.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    x = np.arange(129)
+    np.testing.assert_array_equal(gen.exp_segments_by_polynomial(x), emu.exp_segment_table())
+
+
 def test_exp2n_is_within_one_unit_of_exp2_and_monotone():
     t = np.arange(qz.T_ZERO + 100, dtype=np.int64)
     p = emu.exp2n(t)

@@ -63,6 +63,7 @@ are (kernels/Makefile ``BATCHES``); unset, one artifact serves any batch.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import json
 import logging
@@ -649,10 +650,10 @@ class kernel:  # noqa: N801 - pyxrt's spelling
 # --------------------------------------------------------------------------- kernel glue
 
 
-def _layout(batch: int) -> list[Any]:
+def _layout(batch: int, heads: int = 8) -> list[Any]:
     from . import quantization
 
-    return list(quantization.buffer_layout(batch))
+    return list(quantization.buffer_layout(batch, heads=heads))
 
 
 def _batch_of(meta: dict[str, Any], buffers: list[bo]) -> int:
@@ -666,7 +667,7 @@ def _batch_of(meta: dict[str, Any], buffers: list[bo]) -> int:
 
 def _typed_views(meta: dict[str, Any], buffers: list[bo]) -> tuple[list[np.ndarray], int]:
     batch = _batch_of(meta, buffers)
-    specs = _layout(batch)
+    specs = _layout(batch, int(meta.get("heads", 8)))
     views = []
     for spec, buf in zip(specs, buffers, strict=True):
         views.append(buf._dev.view(np.dtype(spec.dtype)).reshape(spec.shape))
@@ -674,10 +675,38 @@ def _typed_views(meta: dict[str, Any], buffers: list[bo]) -> tuple[list[np.ndarr
 
 
 def _run_host_kernel(meta: dict[str, Any], buffers: list[bo]) -> None:
+    """Run what the xclbin's design computes (meta "design") on the synced device bytes.
+
+    "layer" (and "head", one head) is the attention layer; "exp2n" and "scores" are the
+    bring-up designs of kernels/bringup/, run through the same entry points of the
+    host-built kernel (attn_exp2n_block, attn_tile_scores).
+    """
     from amanuensis_npu.npu.host_kernel import get_host_kernel
 
-    views, batch = _typed_views(meta, buffers)
-    get_host_kernel().run_layer(views, batch)
+    design = meta.get("design", "layer")
+    if design in ("layer", "head"):
+        views, batch = _typed_views(meta, buffers)
+        get_host_kernel().run_layer(views, batch)
+        return
+    lib = get_host_kernel().lib
+    sizes = [b._size for b in buffers]
+    if design == "exp2n":
+        block = 1024  # attention.cc ATTN_EXP_BLOCK
+        if len(buffers) != 2 or sizes[0] != sizes[1] or sizes[0] % (4 * block):
+            raise RuntimeError(f"xrt_sim: exp2n buffers of {sizes} bytes")
+        fn = lib.attn_exp2n_block
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
+        t, p = buffers[0]._dev.view(np.int32), buffers[1]._dev.view(np.int32)
+        for i in range(0, t.size, block):
+            fn(t[i:].ctypes.data, p[i:].ctypes.data)
+    elif design == "scores":
+        if sizes != [2048, 4352, 8192]:
+            raise RuntimeError(f"xrt_sim: scores buffers of {sizes} bytes")
+        fn = lib.attn_tile_scores
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3
+        fn(*(b._dev.ctypes.data for b in buffers))
+    else:
+        raise RuntimeError(f"xrt_sim: unknown design {design!r} in the xclbin stand-in")
 
 
 def _abort_all(runs: list[run]) -> None:
@@ -702,9 +731,19 @@ def _uuid_words(u: uuid) -> list[int]:
 
 
 def write_simulated_xclbin(
-    path: Path, *, target: str, buffers_per_batch: list[dict[str, Any]], spec_version: str
+    path: Path,
+    *,
+    target: str,
+    buffers_per_batch: list[dict[str, Any]],
+    spec_version: str,
+    design: str = "layer",
+    heads: int = 8,
 ) -> uuid:
-    """Write an xclbin stand-in that `xclbin(path)` accepts; it contains no hardware image."""
+    """Write an xclbin stand-in that `xclbin(path)` accepts; it contains no hardware image.
+
+    `design` says what the simulated kernel computes: "layer" (the attention layer, with
+    `heads` heads) or a bring-up design of kernels/bringup/ ("exp2n", "scores", "head").
+    """
     u = uuid(str(_uuidlib.uuid4()))
     meta = {
         "simulated": True,
@@ -714,6 +753,8 @@ def write_simulated_xclbin(
         "spec_version": spec_version,
         "kernels": [{"name": KERNEL_NAME, "num_args": 3 + max(5, len(buffers_per_batch))}],
         "buffers": buffers_per_batch,
+        "design": design,
+        "heads": heads,
     }
     path.write_bytes(XCLBIN_MAGIC + json.dumps(meta, indent=1).encode("utf-8"))
     return u

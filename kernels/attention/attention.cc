@@ -21,6 +21,12 @@
 //   attn_tile_accum(q, krec, vrec, words, s, p, m, l, acc, valid)   pass 2, every key tile
 //   attn_rows_finish(l, acc, out)                                   after pass 2
 //
+// Two more entry points serve the bring-up designs (kernels/bringup/): attn_exp2n_block(t, p)
+// (EXP2N of 1024 exponents) and attn_tile_scores(q, krec, s) (one tile of §4 step 0).
+// The AIE path's exponent is a build-time choice: the lookup units (default) or, with
+// -DATTN_EXP_NOLUT (kernels/Makefile EXP=nolut), integer arithmetic without tables; both
+// give SPEC §4.1's integers.
+//
 // Core-side layouts are the host buffers' own (SPEC.md §2): the host lays Q, Kᵀ and V out
 // in 8 x 8 blocks (row-major blocks, row-major inside a block), so every aie::mmul operand
 // is one whole block loaded with one vector load:
@@ -40,6 +46,21 @@
 #include <stdint.h>
 
 #define ATTN_TABLE_ALIGN alignas(64)
+// aie::lut's two tables must sit in two different memory banks (aie_api aie.hpp:6268).
+// Peano ignores chess_storage; mlir-aie's aie_bank_placement.h (aie_runtime_lib/AIE2 and
+// AIE2P, on the include path the Makefile adds) pins a static to a bank with a section
+// the linker script gives a region per bank, and aiecc checks the placement
+// (--check-lut-banks). Without that header the lookup-table exponent cannot be placed
+// safely: build the exponent without tables (EXP=nolut, -DATTN_EXP_NOLUT) instead.
+#if !defined(ATTN_SCALAR) && !defined(ATTN_HOST_DRIVER) && !defined(ATTN_EXP_NOLUT)
+#if __has_include(<aie_bank_placement.h>)
+#include <aie_bank_placement.h>
+#define ATTN_LUT_BANK_A AIE_BANK_A
+#define ATTN_LUT_BANK_B AIE_BANK_B
+#else
+#error "lookup-table exponent: mlir-aie's aie_bank_placement.h not found; use EXP=nolut or a newer mlir-aie"
+#endif
+#endif
 #include "attention_tables.h"
 
 #define ATTN_SPEC_VERSION 5
@@ -58,12 +79,25 @@
 #define ATTN_TILE_BYTES 4096       // int8 64 x 64
 #define ATTN_SCALES ATTN_TILE_BYTES  // offset of a record's int16 scales
 #define ATTN_REC_BYTES 4352        // tile + 256 bytes of scales
+#define ATTN_EXP_BLOCK 1024        // exponents per attn_exp2n_block call (bring-up)
 
 // Element (r, c) of a blocked tile with 64 columns (8 blocks of 8 per block row).
 #define ATTN_BLOCKED(r, c) \
   ((((r) >> 3) * (ATTN_D / ATTN_BLK) + ((c) >> 3)) * 64 + ((r) & 7) * 8 + ((c) & 7))
 
-// §5 reciprocal, shared by both paths (it runs on the scalar unit on the device too):
+#if defined(ATTN_SCALAR)
+
+// --------------------------------------------------------------------------- scalar path
+
+#if defined(_WIN32)
+#define ATTN_EXPORT extern "C" __declspec(dllexport)
+#else
+#define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
+#endif
+
+// §5 reciprocal as SPEC.md writes it (int64 products). The AIE path computes the same
+// integers with 32-bit lanes and 64-bit accumulators (attn_rows_finish below), so the
+// core needs no 64-bit scalar arithmetic (no __muldi3 / __ashrdi3 at link time).
 // y ~ 2^60 / x for x = l << (30 - k), k = floor(log2(l)); a seed table and two Newton steps.
 static inline int64_t attn_reciprocal(int64_t li, int *k_out) {
   const int k = 31 - __builtin_clz((uint32_t)li);
@@ -75,16 +109,6 @@ static inline int64_t attn_reciprocal(int64_t li, int *k_out) {
   *k_out = k;
   return y;
 }
-
-#if defined(ATTN_SCALAR)
-
-// --------------------------------------------------------------------------- scalar path
-
-#if defined(_WIN32)
-#define ATTN_EXPORT extern "C" __declspec(dllexport)
-#else
-#define ATTN_EXPORT extern "C" __attribute__((visibility("default")))
-#endif
 
 // §4 step 2: t = min((e * mult) >> sh, T_ZERO), e = m - s' in [0, 2^21); all int32
 // (2^21 * 511 < 2^30).
@@ -102,6 +126,11 @@ static inline int32_t attn_exp2n(int32_t t) {
   const int32_t r = f & 31;
   const int32_t y = ATTN_EXP_E[x] - ((ATTN_EXP_G[x] * r + 16) >> 5);
   return (int32_t)(((int64_t)y * (int64_t)(1 << (13 - n)) + (1 << 21)) >> 22);
+}
+
+// Bring-up entry point: p[i] = EXP2N(t[i]) for a block of ATTN_EXP_BLOCK exponents.
+ATTN_EXPORT void attn_exp2n_block(const int32_t *t, int32_t *p) {
+  for (int i = 0; i < ATTN_EXP_BLOCK; ++i) p[i] = attn_exp2n(t[i]);
 }
 
 // A blocked tile (SPEC §2) back to row-major, rows x 64.
@@ -128,6 +157,11 @@ static inline void attn_scores(const int8_t *qb, const int8_t *krec, int32_t *s)
     for (int j = 0; j < ATTN_TK; ++j)
       row[j] = (int32_t)(((int64_t)row[j] * kw[j] + (1 << (ATTN_KQ_BITS - 1))) >> ATTN_KQ_BITS);
   }
+}
+
+// Bring-up entry point: one tile of rescaled scores s' (§4 step 0), row-major int32.
+ATTN_EXPORT void attn_tile_scores(const int8_t *q, const int8_t *krec, int32_t *s) {
+  attn_scores(q, krec, s);
 }
 
 ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
@@ -277,6 +311,12 @@ static inline void attn_modes() {
   aie::set_saturation(aie::saturation_mode::saturate);
 }
 
+// Bring-up entry point: one tile of rescaled scores s' (§4 step 0), row-major int32.
+ATTN_EXPORT void attn_tile_scores(const int8_t *q, const int8_t *krec, int32_t *s) {
+  attn_modes();
+  attn_scores(q, krec, s);
+}
+
 ATTN_EXPORT void attn_rows_init(int32_t *m, int32_t *l, int32_t *acc) {
   for (unsigned i = 0; i < ATTN_TQ; i += 16) {
     aie::store_v(m + i, aie::broadcast<int32, 16>(INT32_MIN));
@@ -300,25 +340,83 @@ ATTN_EXPORT void attn_tile_max(const int8_t *q, const int8_t *krec, int32_t *s, 
   }
 }
 
-// Pass 2 (§4 steps 1-6). The exponent runs on 16 lanes (SPEC §6.3):
+// The exponent of §4 step 3 and §4.1 on 16 lanes, for t in [0, T_ZERO]:
+//   n = t >> 12; f = t & 4095; x = f >> 5; r = f & 31
+//   y = E[x] - ((G[x] r + 16) >> 5)                    Q22
+//   p = (y * 2^(13-n) + 2^21) >> 22                    2^(13-n) is 0 for n = 14 (t = T_ZERO)
+// Two builds give the same integers (host-check and the bring-up's exp2n design check it).
+#if !defined(ATTN_EXP_NOLUT)
+// lut: y by aie::linear_approx on f (slope -G[x], offset 32 E[x] - 1, srs 5 half up) and
+// 2^(13-n) by aie::parallel_lookup on n, from the tables of attention_tables.h in aie::lut's
+// layout for this architecture's bank width. The objects are not const: compute() and
+// fetch() write their scratch (aie_api aie.hpp:6448, :6520).
+struct attn_exp_unit {
+  aie::lut<4, int32, int32> exp_lut{128, ATTN_EXP_LUT_AB, ATTN_EXP_LUT_CD};
+  aie::lut<4, int16, int16> pow2_lut{16, ATTN_POW2_LUT_AB, ATTN_POW2_LUT_CD};
+  aie::linear_approx<int16, aie::lut<4, int32, int32>> exp_frac{exp_lut, 5};
+  aie::parallel_lookup<int32, aie::lut<4, int16, int16>> pow2{pow2_lut};
+};
+
+static inline aie::vector<int32, 16> attn_exp2n_16(attn_exp_unit &u,
+                                                   const aie::vector<int32, 16> &t) {
+  const aie::vector<int32, 16> n = aie::downshift(t, ATTN_FRAC_BITS);
+  const aie::vector<int16, 16> f = aie::bit_and((int32)4095, t).pack();
+  const aie::vector<int32, 16> y = u.exp_frac.compute(f).template to_vector<int32>(5);
+  return aie::mul(y, u.pow2.fetch(n)).template to_vector<int32>(22);
+}
+#else
+// nolut: no lookup table. E[x] and E[x + 1] by SPEC §4.1's integer procedure (a degree-6
+// polynomial in Q30, Horner steps that round half up, exact for every x in 0..128), and
+// 2^(13-n) = 8192 >> n by four selects on the bits of n. Multiplies are 32 x 32 -> acc64.
+struct attn_exp_unit {};
+
+static inline aie::vector<int32, 16> attn_exp_segment(const aie::vector<int32, 16> &x) {
+  constexpr int32 c[7] = {ATTN_EXP_POLY_0, ATTN_EXP_POLY_1, ATTN_EXP_POLY_2, ATTN_EXP_POLY_3,
+                          ATTN_EXP_POLY_4, ATTN_EXP_POLY_5, ATTN_EXP_POLY_6};
+  aie::vector<int32, 16> h = aie::broadcast<int32, 16>(c[6]);
+  for (int k = 5; k >= 0; --k)  // |h| <= 2^30, |h x| < 2^37
+    h = aie::add(aie::broadcast<int32, 16>(c[k]), aie::mul(h, x).template to_vector<int32>(7));
+  return aie::mul(h, aie::broadcast<int32, 16>(1)).template to_vector<int32>(8);
+}
+
+static inline aie::vector<int32, 16> attn_exp2n_16(attn_exp_unit &,
+                                                   const aie::vector<int32, 16> &t) {
+  const aie::vector<int32, 16> n = aie::downshift(t, ATTN_FRAC_BITS);
+  const aie::vector<int32, 16> f = aie::bit_and((int32)4095, t);
+  const aie::vector<int32, 16> x = aie::downshift(f, 5);
+  const aie::vector<int32, 16> r = aie::bit_and((int32)31, f);
+  const aie::vector<int32, 16> e0 = attn_exp_segment(x);
+  const aie::vector<int32, 16> e1 = attn_exp_segment(aie::add(x, aie::broadcast<int32, 16>(1)));
+  const aie::vector<int32, 16> y =
+      aie::sub(e0, aie::mul(aie::sub(e0, e1), r).template to_vector<int32>(5));
+  aie::vector<int32, 16> m = aie::broadcast<int32, 16>(1 << ATTN_P_BITS);
+  for (unsigned b = 0; b < 4; ++b)  // 8192 >> n for n in 0..14 (8192 >> 14 = 0)
+    m = aie::select(m, aie::downshift(m, 1u << b),
+                    aie::ge(aie::bit_and((int32)(1 << b), n), (int32)1));
+  return aie::mul(y, m).template to_vector<int32>(22);
+}
+#endif
+
+// Bring-up entry point: p[i] = EXP2N(t[i]) for a block of ATTN_EXP_BLOCK exponents in
+// [0, T_ZERO], through the same exponent unit as pass 2.
+ATTN_EXPORT void attn_exp2n_block(const int32_t *t, int32_t *p) {
+  attn_modes();
+  attn_exp_unit unit;
+  for (unsigned i = 0; i < ATTN_EXP_BLOCK; i += 16)
+    aie::store_v(p + i, attn_exp2n_16(unit, aie::load_v<16>(t + i)));
+}
+
+// Pass 2 (§4 steps 1-6). Per 16 lanes (SPEC §6.3):
 //   e = m - s'; t = min((e * mult) >> sh, T_ZERO)     int32 x int16 -> acc64, exact to
 //                                                      int32 (< 2^30), arithmetic shift
-//   n = t >> 12; f = t & 4095
-//   y = E[x] - ((G[x] r + 16) >> 5)                    aie::linear_approx on f (x = f >> 5,
-//                                                      r = f & 31), srs 5 half up
-//   p = (y * 2^(13-n) + 2^21) >> 22                    2^(13-n) by aie::parallel_lookup on
-//                                                      n (0 for n = 14: t = T_ZERO), srs 22
+//   p = EXP2N(t)                                       attn_exp2n_16 above
 // Masked keys (>= valid) get p = 0 by select.
 ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8_t *vrec,
                                  const int32_t *words, int32_t *s, int16_t *p, const int32_t *m,
                                  int32_t *l, int32_t *acc, int32_t valid) {
   attn_modes();
   attn_scores(q, krec, s);
-  // The lookup tables of attention_tables.h (gen_tables.py), in aie::lut's layout.
-  const aie::lut<4, int32, int32> exp_lut(128, ATTN_EXP_LUT_AB, ATTN_EXP_LUT_CD);
-  const aie::lut<4, int16, int16> pow2_lut(16, ATTN_POW2_LUT_AB, ATTN_POW2_LUT_CD);
-  const aie::linear_approx<int16, aie::lut<4, int32, int32>> exp_frac(exp_lut, 5);
-  const aie::parallel_lookup<int32, aie::lut<4, int16, int16>> pow2(pow2_lut);
+  attn_exp_unit unit;
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
     const int32 mult = words[i] & 0xFFFF;
     const unsigned sh = (words[i] >> 16) & 0xFF;
@@ -330,13 +428,8 @@ ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8
       const aie::accum<acc64, 16> em = aie::mul(aie::sub(mrow, sv), mult16);
       const aie::vector<int32, 16> t =
           aie::min(aie::downshift(em.template to_vector<int32>(0), sh), (int32)ATTN_T_ZERO);
-      const aie::vector<int32, 16> n = aie::downshift(t, ATTN_FRAC_BITS);
-      const aie::vector<int16, 16> f = aie::bit_and((int32)4095, t).pack();
-      const aie::vector<int32, 16> y = exp_frac.compute(f).template to_vector<int32>(5);
-      const aie::accum<acc64, 16> py = aie::mul(y, pow2.fetch(n));
       const aie::vector<int32, 16> pv =
-          aie::select(aie::zeros<int32, 16>(), py.template to_vector<int32>(22),
-                      attn_valid_mask(valid, j));
+          aie::select(aie::zeros<int32, 16>(), attn_exp2n_16(unit, t), attn_valid_mask(valid, j));
       rowsum = aie::add(rowsum, pv);
       const aie::vector<int16, 16> p16 = pv.pack();  // p <= 8192
       aie::store_v(p + ATTN_P_AT(i, j), p16.template extract<8>(0));
@@ -379,18 +472,46 @@ ATTN_EXPORT void attn_tile_accum(const int8_t *q, const int8_t *krec, const int8
   }
 }
 
-// §5, per row: the reciprocal on the scalar unit (clz, seed, two Newton steps in 64 bits),
-// then O * y (int32 x int32 -> acc64), srs(22 + k) half up, saturated to int16.
+// §5 without 64-bit scalar arithmetic. Per row on the scalar unit, in 32 bits:
+// k = floor(log2 l) (l in [2^13, 2^24)), x = l << (30 - k) in [2^30, 2^31), the seed
+// y0 = R[(x >> 24) - 64]. Then both Newton steps on 16 rows at a time, in the floor
+// rounding mode: t = (x * y) >> 30 and y = (y * (2^31 - t)) >> 30 are int32 x int32 ->
+// acc64 products (< 2^61) shifted down with floor, i.e. SPEC §5's int64 arithmetic
+// exactly; 2^31 - t (t ~ 2^30) is (INT32_MAX - t) + 1. Finally O * y (int32 x int32 ->
+// acc64), srs(22 + k) half up, saturated to int16.
 ATTN_EXPORT void attn_rows_finish(const int32_t *l, const int32_t *acc, int16_t *out) {
+  alignas(64) int32_t xs[ATTN_TQ];
+  alignas(64) int32_t ys[ATTN_TQ];
+  int32_t ks[ATTN_TQ];
+  for (unsigned i = 0; i < ATTN_TQ; ++i) {
+    const int32_t li = l[i];
+    int32_t k = 13;
+    while (k < 30 && (li >> (k + 1)) != 0) ++k;
+    const int32_t x = li << (30 - k);
+    ks[i] = k;
+    xs[i] = x;
+    ys[i] = ATTN_RECIP_SEED[(x >> 24) - 64];
+  }
+  aie::set_rounding(aie::rounding_mode::floor);
+  aie::set_saturation(aie::saturation_mode::saturate);
+  const aie::vector<int32, 16> max32 = aie::broadcast<int32, 16>(INT32_MAX);
+  const aie::vector<int32, 16> one = aie::broadcast<int32, 16>(1);
+  for (unsigned i = 0; i < ATTN_TQ; i += 16) {
+    const aie::vector<int32, 16> x = aie::load_v<16>(xs + i);
+    aie::vector<int32, 16> y = aie::load_v<16>(ys + i);
+    for (unsigned step = 0; step < 2; ++step) {
+      const aie::vector<int32, 16> t = aie::mul(x, y).template to_vector<int32>(30);
+      y = aie::mul(y, aie::add(aie::sub(max32, t), one)).template to_vector<int32>(30);
+    }
+    aie::store_v(ys + i, y);
+  }
   attn_modes();
   for (unsigned i = 0; i < ATTN_TQ; ++i) {
-    int k;
-    const int64_t y = attn_reciprocal(l[i], &k);
-    const aie::vector<int32, 16> yv = aie::broadcast<int32, 16>((int32)y);
+    const aie::vector<int32, 16> yv = aie::broadcast<int32, 16>(ys[i]);
     for (unsigned d = 0; d < ATTN_D; d += 16) {
       const aie::vector<int32, 16> a = aie::load_v<16>(acc + i * ATTN_D + d);
       const aie::accum<acc64, 16> prod = aie::mul(a, yv);  // |acc| * y < 2^61
-      aie::store_v(out + i * ATTN_D + d, prod.template to_vector<int16>(22 + k));
+      aie::store_v(out + i * ATTN_D + d, prod.template to_vector<int16>(22 + ks[i]));
     }
   }
 }

@@ -43,6 +43,7 @@ IRON (`aie.iron`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections import defaultdict
@@ -118,45 +119,154 @@ TARGETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Everything in a compute tile's 64 KiB data memory (SPEC §6.2). The ObjectFifo buffers
-# and the LocalBuffers are aie.buffer ops the allocator places; the stack is the core's
-# default (mlir-aie include/aie/Dialect/AIE/IR/AIEOps.td, CoreOp stack_size 0x400); the
-# constant tables are the object's .rodata, which the linker puts after the highest
-# buffer (mlir-aie lib/Targets/AIETargetLdScript.cpp). The Makefile pins
-# --alloc-scheme=basic-sequential, so the buffers are packed from the bottom and the
-# tables sit in the space this table leaves (tests check it against the compiled sizes).
-CORE_MEMORY = {
-    "stack (CoreOp default)": 1024,
-    "qr object (depth 1)": QR_BYTES,
-    "kv objects (depth 2)": 2 * KV_BYTES,
-    "out tile int16 32x64 (depth 1)": OUT_TILE_ELEMS * 2,
-    "s scores int32 32x64 (LocalBuffer)": TQ * TK * 4,
-    "p probabilities int16 32x64 (LocalBuffer)": TQ * TK * 2,
-    "acc int32 32x64 (LocalBuffer)": TQ * D * 4,
-    "m, l int32 x 32 (LocalBuffers)": 2 * TQ * 4,
-    "exp linear_approx table, 4 copies (rodata)": 4 * 128 * 2 * 4,
-    "2^(13-n) lookup table, 4 copies (rodata)": 4 * 16 * 2,
-    "reciprocal seeds R int32 x 64 (rodata)": 64 * 4,
+# The core's stack, set explicitly on every Worker (IRON `Worker(..., stack_size=)`; mlir-aie
+# docs "Core Data Memory": the default is 1024 bytes, an overflow writes over buffers, and
+# newer aiecc measures the linked core's stack and fails the build when `stack_size` is
+# below it). 1024 is not enough: the lookup-table exponent keeps a linear_approx object
+# (128 bytes of scratch ring plus ~300 bytes of vector members, aie_api
+# detail/aie2/linear_approx.hpp:308-330) and a parallel_lookup (two 64-byte vectors) on the
+# stack, and rows_finish keeps two 32-word row arrays. No host build can measure Peano's
+# frames: 2048 is a margin, and aiecc's stack measurement is the check.
+STACK_BYTES = 2048
+
+# The exponent is a build-time choice (kernels/Makefile EXP=lut|nolut): "lut" uses the
+# lookup units (aie::linear_approx, aie::parallel_lookup) and their tables; "nolut"
+# computes the same integers with multiplies, shifts and selects and needs no table.
+EXPONENTS = ("lut", "nolut")
+DEFAULT_EXPONENT = "lut"
+
+# The lookup tables: LUT_ab pinned to bank A, LUT_cd to bank B (attention_tables.h,
+# mlir-aie aie_bank_placement.h); each holds two copies (SPEC §6.2).
+LUT_TABLES = {
+    "exp linear_approx LUT_ab, 128 (slope, offset) x 2 copies (bank A)": ("A", 128 * 2 * 4 * 2),
+    "exp linear_approx LUT_cd, 2 copies (bank B)": ("B", 128 * 2 * 4 * 2),
+    "2^(13-n) parallel_lookup LUT_ab, 16 int16 x 2 copies (bank A)": ("A", 16 * 2 * 2),
+    "2^(13-n) parallel_lookup LUT_cd, 2 copies (bank B)": ("B", 16 * 2 * 2),
 }
+LUT_PAIRS = (
+    (
+        "exp linear_approx LUT_ab, 128 (slope, offset) x 2 copies (bank A)",
+        "exp linear_approx LUT_cd, 2 copies (bank B)",
+    ),
+    (
+        "2^(13-n) parallel_lookup LUT_ab, 16 int16 x 2 copies (bank A)",
+        "2^(13-n) parallel_lookup LUT_cd, 2 copies (bank B)",
+    ),
+)
+
+
+def core_memory(exp: str = DEFAULT_EXPONENT) -> dict[str, int]:
+    """Everything in a compute tile's 64 KiB data memory (SPEC §6.2), for exponent `exp`.
+
+    The ObjectFifo buffers and the LocalBuffers are aie.buffer ops the allocator places;
+    the stack is STACK_BYTES, set on every Worker; the reciprocal seeds are the object's
+    .rodata, which the linker puts in the data region left by the buffers (mlir-aie
+    lib/Targets/AIETargetLdScript.cpp); the lookup tables (exp "lut" only) are pinned to
+    banks A and B. tests/ check the table sizes against the compiled object's.
+    """
+    if exp not in EXPONENTS:
+        raise ValueError(f"unknown exponent {exp!r}; choose one of {EXPONENTS}")
+    items = {
+        f"stack (Worker stack_size, {STACK_BYTES})": STACK_BYTES,
+        "qr object (depth 1)": QR_BYTES,
+        "kv objects (depth 2)": 2 * KV_BYTES,
+        "out tile int16 32x64 (depth 1)": OUT_TILE_ELEMS * 2,
+        "s scores int32 32x64 (LocalBuffer)": TQ * TK * 4,
+        "p probabilities int16 32x64 (LocalBuffer)": TQ * TK * 2,
+        "acc int32 32x64 (LocalBuffer)": TQ * D * 4,
+        "m, l int32 x 32 (LocalBuffers)": 2 * TQ * 4,
+    }
+    if exp == "lut":
+        items |= {name: size for name, (_bank, size) in LUT_TABLES.items()}
+    items["reciprocal seeds R int32 x 64 (rodata)"] = 64 * 4
+    return items
+
+
+CORE_MEMORY = core_memory()
 CORE_MEMORY_LIMIT = 64 * 1024
+BANK_BYTES = 16 * 1024  # banks A-D of a compute tile's data memory (mlir-aie: bank B at 0x4000)
+BANKS = "ABCD"
+
+
+def _buffers(exp: str) -> list[tuple[str, int]]:
+    """core_memory(exp)'s allocator-placed buffers, one per ObjectFifo element."""
+    out = []
+    for name, size in core_memory(exp).items():
+        if name.startswith("stack") or "(rodata)" in name or "(bank" in name:
+            continue
+        depth = 2 if "depth 2" in name else 1
+        out += [(name if depth == 1 else f"{name} [{i}]", size // depth) for i in range(depth)]
+    return out
+
+
+def memory_map(exp: str = DEFAULT_EXPONENT) -> dict[str, tuple[int, int]]:
+    """A placement of core_memory(exp): {item: (start, end)} in tile-relative bytes.
+
+    A model of mlir-aie's placement, not its code (mlir-aie docs "Core Data Memory"): the
+    stack at offset 0; bank-pinned tables reserved in their banks before anything else
+    (here at the top of the bank); then each buffer, largest first, at the lowest
+    64-byte aligned address where it fits; the .rodata in the lowest gap left. Depth-2
+    ObjectFifo elements are separate buffers. Raises ValueError if something does not
+    fit. aiecc's own bank reservation and `--check-lut-banks` are the build-time check.
+    """
+    items = core_memory(exp)
+    placed: dict[str, tuple[int, int]] = {}
+    stack = next(n for n in items if n.startswith("stack"))
+    placed[stack] = (0, items[stack])
+    if exp == "lut":
+        top = {bank: (BANKS.index(bank) + 1) * BANK_BYTES for bank in BANKS}
+        for name, (bank, size) in LUT_TABLES.items():
+            top[bank] -= -(-size // 64) * 64
+            placed[name] = (top[bank], top[bank] + size)
+
+    def first_fit(size: int, align: int) -> int:
+        start = 0
+        for lo, hi in sorted(placed.values()):
+            if start + size <= lo:
+                return start
+            start = max(start, -(-hi // align) * align)
+        if start + size > CORE_MEMORY_LIMIT:
+            raise ValueError(f"core memory map: no room for {size} bytes in {CORE_MEMORY_LIMIT}")
+        return start
+
+    for name, size in sorted(_buffers(exp), key=lambda item: -item[1]):
+        start = first_fit(size, 64)
+        placed[name] = (start, start + size)
+    for name, size in items.items():
+        if "(rodata)" in name:
+            start = first_fit(size, 16)
+            placed[name] = (start, start + size)
+    spans = sorted(placed.values())
+    for (_, end_a), (start_b, _) in zip(spans, spans[1:], strict=False):
+        if start_b < end_a:
+            raise ValueError("core memory map: two items overlap")
+    return placed
+
+
+def bank_of(span: tuple[int, int]) -> str:
+    """The bank an item lies in; ValueError if it crosses a bank boundary."""
+    start, end = span
+    if start // BANK_BYTES != (end - 1) // BANK_BYTES:
+        raise ValueError(f"{span} crosses a bank boundary")
+    return BANKS[start // BANK_BYTES]
 
 
 def groups(target: str) -> int:
     return TARGETS[target]["columns"] // COLS_PER_GROUP
 
 
-def runtime_buffers(batch: int) -> list[dict[str, Any]]:
+def runtime_buffers(batch: int, heads: int = H) -> list[dict[str, Any]]:
     """The runtime sequence's arguments in order (SPEC §2); make_manifest checks them
     against amanuensis_npu.npu.quantization.buffer_layout, so the two cannot drift."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    records = (batch, H, TP // TK, REC_BYTES)
+    records = (batch, heads, TP // TK, REC_BYTES)
     specs = [
-        ("q", "int8", (batch, H, NQT, Q_TILE_BYTES), "in"),
+        ("q", "int8", (batch, heads, NQT, Q_TILE_BYTES), "in"),
         ("k", "int8", records, "in"),
         ("v", "int8", records, "in"),
-        ("rowp", "int32", (batch, H, ROWP_WORDS), "in"),
-        ("out", "int16", (batch, H, TP, D), "out"),
+        ("rowp", "int32", (batch, heads, ROWP_WORDS), "in"),
+        ("out", "int16", (batch, heads, TP, D), "out"),
     ]
     return [
         {
@@ -261,11 +371,11 @@ class Finish:
     group: int
 
 
-def _bh(batch_index: int, head: int) -> int:
-    return batch_index * H + head
+def _bh(batch_index: int, head: int, heads: int = H) -> int:
+    return batch_index * heads + head
 
 
-def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
+def runtime_sequence(target: str, batch: int, heads: int = H) -> list[Transfer | Finish]:
     """The runtime sequence of one dispatch, in issue order: tasks and group finishes.
 
     Round r's task group is finished after round r + 1's tasks are issued, so two
@@ -273,16 +383,18 @@ def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
     pass-2 fill; on each column's qr channel, a fill from `q` and one from `rowp`; on its
     out channel, one drain.
     """
-    g_count = groups(target)
+    g_count = min(groups(target), heads)  # one head (the bring-up) uses one group
+    if heads % g_count:
+        raise ValueError(f"{heads} heads do not divide among {g_count} groups")
     seq: list[Transfer | Finish] = []
     head_bytes = NKT * REC_BYTES  # a head's 24 records
     half_rec = REC_BYTES // 2  # 2176 bytes = 544 words: every DMA dimension stays < 1024 words
     group = 0
     for b in range(batch):
-        for step in range(H // g_count):
+        for step in range(heads // g_count):
             for rd in range(ROUNDS):
                 for g in range(g_count):
-                    bh = _bh(b, step * g_count + g)
+                    bh = _bh(b, step * g_count + g, heads)
                     col_k, col_v = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
                     base = bh * head_bytes
 
@@ -336,13 +448,13 @@ def runtime_sequence(target: str, batch: int) -> list[Transfer | Finish]:
     return seq
 
 
-def transfer_plan(target: str, batch: int) -> list[Transfer]:
+def transfer_plan(target: str, batch: int, heads: int = H) -> list[Transfer]:
     """Every shim transfer of one dispatch, in issue order.
 
     The same list drives build_program() and the data-movement test, so what is tested
     is what the runtime sequence does. Offsets, sizes and strides are in elements.
     """
-    return [op for op in runtime_sequence(target, batch) if isinstance(op, Transfer)]
+    return [op for op in runtime_sequence(target, batch, heads) if isinstance(op, Transfer)]
 
 
 @dataclass
@@ -506,7 +618,7 @@ def _device(target: str) -> Any:
     raise IronMissing(f"this mlir-aie has none of the device classes {names}")
 
 
-def build_program(target: str, batch: int) -> Any:
+def build_program(target: str, batch: int, heads: int = H) -> Any:
     """The IRON program for `target` and `batch`, resolved to an MLIR module.
 
     Written against IRON as mlir-aie documents it: per-core state as `LocalBuffer`s
@@ -523,8 +635,14 @@ def build_program(target: str, batch: int) -> Any:
     from aie.iron.device import Tile
     from aie.iron.placers import SequentialPlacer
 
-    n_cols = TARGETS[target]["columns"]
-    g_count = groups(target)
+    if "stack_size" not in inspect.signature(Worker.__init__).parameters:
+        raise IronMissing(
+            "this mlir-aie's IRON Worker takes no stack_size; the design sets the core stack "
+            f"to {STACK_BYTES} bytes explicitly (kernels/README.md): install a newer mlir-aie"
+        )
+
+    g_count = min(groups(target), heads)  # the one-head bring-up design uses one group
+    n_cols = g_count * COLS_PER_GROUP
 
     qr_ty = np.ndarray[(QR_BYTES,), np.dtype[np.int8]]
     rec_ty = np.ndarray[(REC_BYTES,), np.dtype[np.int8]]
@@ -636,10 +754,11 @@ def build_program(target: str, batch: int) -> Any:
                         r,
                     ],
                     placement=Tile(col, FIRST_CORE_ROW + r),
+                    stack_size=STACK_BYTES,
                 )
             )
 
-    layout = runtime_buffers(batch)
+    layout = runtime_buffers(batch, heads)
     arg_types = [
         np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in layout
     ]
@@ -650,7 +769,7 @@ def build_program(target: str, batch: int) -> Any:
         named = dict(zip([b["name"] for b in layout], buffers, strict=True))
         rt.start(*workers)
         task_groups: dict[int, Any] = {}
-        for op in runtime_sequence(target, batch):
+        for op in runtime_sequence(target, batch, heads):
             if isinstance(op, Finish):
                 rt.finish_task_group(task_groups.pop(op.group))
                 continue

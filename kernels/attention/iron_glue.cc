@@ -84,6 +84,8 @@ GLUE_EXPORT int32_t attn_qr_layout(int32_t what) {
 GLUE_EXPORT int32_t attn_table_bytes(void) {
 #if defined(ATTN_SCALAR)
   return (int32_t)(sizeof(ATTN_EXP_E) + sizeof(ATTN_EXP_G) + sizeof(ATTN_RECIP_SEED));
+#elif defined(ATTN_EXP_NOLUT)
+  return (int32_t)sizeof(ATTN_RECIP_SEED);
 #else
   return (int32_t)(sizeof(ATTN_EXP_LUT_AB) + sizeof(ATTN_EXP_LUT_CD) + sizeof(ATTN_POW2_LUT_AB) +
                    sizeof(ATTN_POW2_LUT_CD) + sizeof(ATTN_RECIP_SEED));

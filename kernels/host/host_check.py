@@ -55,8 +55,11 @@ def _paths() -> None:
             sys.path.insert(0, p)
 
 
-def cxx_command(arch: str, source: Path, output: Path) -> list[str]:
-    """The g++ command that builds the AIE path for `arch` against the stand-in.
+EXPONENTS = ("lut", "nolut")  # kernels/Makefile EXP: lookup units, or no tables (-DATTN_EXP_NOLUT)
+
+
+def cxx_command(arch: str, source: Path, output: Path, exp: str = "lut") -> list[str]:
+    """The g++ command that builds the AIE path for `arch` and exponent `exp` against the stand-in.
 
     -O3 -march=native keeps the emulated vector code fast enough to run every speech
     layer; the arithmetic is integer, so the flags cannot change a result.
@@ -75,6 +78,7 @@ def cxx_command(arch: str, source: Path, output: Path) -> list[str]:
         "-fPIC",
         f"-D__AIE_ARCH__={ARCHS[arch]}",
         "-DATTN_HOST_DRIVER",
+        *(["-DATTN_EXP_NOLUT"] if exp == "nolut" else []),
         "-I",
         str(HOST),
         "-I",
@@ -85,16 +89,16 @@ def cxx_command(arch: str, source: Path, output: Path) -> list[str]:
     ]
 
 
-def build(arch: str, cache: Path | None = None) -> Path:
-    """Compile the AIE path for `arch`; cached by the sha256 of the sources and command."""
+def build(arch: str, cache: Path | None = None, exp: str = "lut") -> Path:
+    """Compile the AIE path for `arch` and `exp`; cached by the sha256 of sources and command."""
     _paths()
     from amanuensis_npu.core.models import cache_dir
 
-    probe = cxx_command(arch, ATTENTION / "iron_glue.cc", Path("out.so"))
+    probe = cxx_command(arch, ATTENTION / "iron_glue.cc", Path("out.so"), exp)
     h = hashlib.sha256(" ".join([Path(probe[0]).name, *probe[1:-3]]).encode())
     for src in SOURCES:
         h.update(src.read_bytes())
-    out_dir = (cache or cache_dir() / "kernel-host") / f"aie-{arch}-{h.hexdigest()[:24]}"
+    out_dir = (cache or cache_dir() / "kernel-host") / f"aie-{arch}-{exp}-{h.hexdigest()[:24]}"
     lib = out_dir / "libattention-aie.so"
     if lib.is_file():
         return lib
@@ -102,7 +106,7 @@ def build(arch: str, cache: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
     os.close(fd)
     proc = subprocess.run(
-        cxx_command(arch, ATTENTION / "iron_glue.cc", Path(tmp)),
+        cxx_command(arch, ATTENTION / "iron_glue.cc", Path(tmp), exp),
         capture_output=True,
         text=True,
         timeout=900,
@@ -114,12 +118,12 @@ def build(arch: str, cache: Path | None = None) -> Path:
     return lib
 
 
-def load(arch: str):
-    """The AIE path for `arch` as a HostKernel (the scalar path's ctypes wrapper)."""
+def load(arch: str, exp: str = "lut"):
+    """The AIE path for `arch` and `exp` as a HostKernel (the scalar path's ctypes wrapper)."""
     _paths()
     from amanuensis_npu.npu.host_kernel import HostKernel
 
-    return HostKernel(build(arch))
+    return HostKernel(build(arch, exp=exp))
 
 
 def run(kernel, buffers: list[np.ndarray]) -> np.ndarray:
@@ -166,6 +170,7 @@ def check(
     targets: list[str],
     reference: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     log: Callable[[str], None] = print,
+    exp: str = "lut",
 ) -> dict[str, object]:
     """Run every case through the scalar path (or `reference`) and the AIE path of each target.
 
@@ -176,7 +181,7 @@ def check(
     from amanuensis_npu.npu import emulator as emu
     from amanuensis_npu.npu.host_kernel import get_host_kernel
 
-    kernels = {arch: load(arch) for arch in targets}
+    kernels = {arch: load(arch, exp) for arch in targets}
     scalar = get_host_kernel() if reference is None else None
     same = dict.fromkeys(targets, 0)
     scalar_ok = 0
@@ -200,7 +205,7 @@ def check(
             if np.array_equal(got, want):
                 same[arch] += 1
             else:
-                what = f"aie-path ({arch}) vs scalar"
+                what = f"aie-path ({arch}, exponent {exp}) vs scalar"
                 failures.append((label, what, first_difference(got, want)))
     for label, what, detail in failures[:20]:
         log(f"DIFFERENT {what}: {label}: {detail}")
@@ -219,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-speech", action="store_true", help="synthetic cases only (quick)")
     p.add_argument("--targets", default="aie2,aie2p", help="comma-separated: aie2, aie2p")
     p.add_argument("--limit", type=int, default=0, help="only the first N cases (a smoke run)")
+    p.add_argument(
+        "--exp", choices=EXPONENTS, default="lut", help="the exponent build (kernels/Makefile EXP)"
+    )
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
     if any(t not in ARCHS for t in targets):
@@ -227,16 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         for arch in targets:
-            build(arch)
+            build(arch, exp=args.exp)
         cases = synthetic_cases()
         if not args.no_speech:
             cases = _chain(cases, speech_cases())
         if args.limit > 0:
             cases = itertools.islice(cases, args.limit)
-        result = check(cases, targets)
+        result = check(cases, targets, exp=args.exp)
     except ToolMissing as exc:
         print(f"host-check: {exc}", file=sys.stderr)
         return 2
+    print(f"exponent: {args.exp}")
     print(f"{result['total']} cases")
     print(f"scalar vs emulator: {result['scalar_vs_emulator']} cases byte-identical")
     print(summary(result))

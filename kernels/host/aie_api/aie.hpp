@@ -19,6 +19,58 @@
 //     floor rounding mode under another mode.
 // Anything attention.cc does not use is deliberately absent, so new uses must be added
 // here with their documented semantics before they can run on the host.
+//
+// Every aie_api name attention.cc uses, with the place in Xilinx/aie_api (include/aie_api/,
+// checked at commit dc3ab77c, 2025-03) whose signature the stand-in follows: constness,
+// template parameters, the types it accepts. tests/test_kernel_build.py fails if
+// attention.cc uses an aie:: name (or a member of an aie_api object) that is not in this
+// table. Format: `//   MODEL name  file:line  note`.
+//   MODEL vector           vector.hpp:72           vector<T, Elems>; 128..1024-bit only
+//   MODEL accum            accum.hpp:46-47         accum<Tag, Elems>; acc32, acc64 lanes
+//   MODEL mask             mask.hpp:17             mask<Elems>
+//   MODEL from_uint32      mask.hpp:157            static, bit i is lane i
+//   MODEL extract          vector.hpp:422          const, >= 128-bit results
+//   MODEL insert           vector.hpp:363          returns vector&, >= 128-bit inputs
+//   MODEL pack             vector.hpp:511          const, next narrower integer type
+//   MODEL to_vector        accum.hpp:392, aie.hpp:5995 (mmul)   const, shift = 0
+//   MODEL load_v           aie.hpp:583             load_v<Elems>(const T*), aligned
+//   MODEL store_v          aie.hpp:740             store_v(T*, vector), aligned
+//   MODEL broadcast        aie.hpp:1111            broadcast<T, Elems>(a)
+//   MODEL zeros            aie.hpp:1136            zeros<T, Elems>()
+//   MODEL add              aie.hpp:3581            vector + vector
+//   MODEL sub              aie.hpp:4250            vector - vector
+//   MODEL max              aie.hpp:1975            vector, vector
+//   MODEL min              aie.hpp:2191            min(vector, value)
+//   MODEL lt               aie.hpp:1393            lt(vector, value) -> mask
+//   MODEL ge               aie.hpp:1555            ge(vector, value) -> mask
+//   MODEL select           aie.hpp:1851            select(v1, v2, mask): mask ? v2 : v1
+//   MODEL downshift        aie.hpp:4037            arithmetic shift by an unsigned amount
+//   MODEL bit_and          aie.hpp:3398            bit_and(value, vector)
+//   MODEL reduce_max       aie.hpp:2111
+//   MODEL reduce_add       aie.hpp:4189
+//   MODEL mul              aie.hpp:4762            default accumulator (acc64 for 32b x 16/32b)
+//   MODEL mmul             aie.hpp:5859, detail/mmul.hpp:22-96   shapes per architecture
+//   MODEL size_A           aie.hpp:5859-5900       mmul::size_A/size_B/size_C
+//   MODEL size_B           aie.hpp:5859-5900
+//   MODEL size_C           aie.hpp:5859-5900
+//   MODEL mac              aie.hpp:6039            non-const
+//   MODEL lut              aie.hpp:6283, detail/lut.hpp:20-33   lut<4, Offset, Slope = Offset>
+//   MODEL linear_approx    aie.hpp:6425, detail/aie2/linear_approx.hpp:192-331
+//   MODEL compute          aie.hpp:6448            NOT const (writes a scratch ring)
+//   MODEL parallel_lookup  aie.hpp:6477, detail/aie2/parallel_lookup.hpp:60-239
+//   MODEL fetch            aie.hpp:6520            NOT const; fetch<Vec, N = Vec::size()>
+//   MODEL lut_oor_policy   aie.hpp:6232, detail/lut.hpp:12-15
+//   MODEL set_rounding     aie.hpp:7811
+//   MODEL set_saturation   aie.hpp:7776
+//   MODEL rounding_mode    aie_types.hpp:36        floor, positive_inf modeled
+//   MODEL saturation_mode  aie_types.hpp:29        none, saturate modeled
+//   MODEL vector_decl_align  detail/ld_st.hpp:15
+// Architecture-specific behaviour: vector load/store alignment (detail/ld_st.hpp), mmul
+// shapes (detail/mmul.hpp:22-96, AIE-ML and XDNA 2 rows), the lookup tables' bank width
+// (128-bit on AIE-ML, 256-bit on XDNA 2: mlir-aie aie_runtime_lib/AIE2/lut_based_ops.cpp:17-21,
+// AIE2P/lut_based_ops.cpp:16-20).
+// What a host build cannot model: program memory (16 KiB), stack use, which intrinsics
+// Peano lowers, bank placement of the tables (design.memory_map models it), timing.
 
 #pragma once
 
@@ -332,6 +384,21 @@ vector<T, N> min(const vector<T, N> &a, T b) {
   return r;
 }
 
+// lt(v, a), ge(v, a): aie.hpp:1393 and :1555, a lane mask of the comparison with a value.
+template <typename T, unsigned N>
+mask<N> lt(const vector<T, N> &v, T a) {
+  mask<N> m;
+  for (unsigned i = 0; i < N; ++i) m.bit_[i] = v.lane_[i] < a;
+  return m;
+}
+
+template <typename T, unsigned N>
+mask<N> ge(const vector<T, N> &v, T a) {
+  mask<N> m;
+  for (unsigned i = 0; i < N; ++i) m.bit_[i] = v.lane_[i] >= a;
+  return m;
+}
+
 // select(v1, v2, m): aie.hpp, `out[i] = m[i] == 0 ? v1[i] : v2[i]`.
 template <typename T, unsigned N>
 vector<T, N> select(const vector<T, N> &v1, const vector<T, N> &v2, const mask<N> &m) {
@@ -475,109 +542,161 @@ struct mmul {
 
 // ------------------------------------------------------------- lookup tables (aie.hpp)
 
-// lut<4, Offset, Slope>(elems, LUT_ab, LUT_cd): four copies of the table for four parallel
-// accesses, "two copies of the data, with the values repeated and interleaved at bank
-// width granularity" in each of LUT_ab and LUT_cd (aie.hpp, lut constructor; the
-// documented examples use 128-bit banks). A linear_approx entry is a (slope, offset)
-// pair, slope first. Pointers must meet vector_decl_align.
-template <unsigned Parallel, typename Offset, typename Slope = Offset>
-struct lut {
-  static_assert(Parallel == 4, "aie::lut: the stand-in covers four parallel accesses");
-  using offset_type = Offset;
-  unsigned elems_;
-  const Offset *ab_;
-  const Offset *cd_;
+namespace standin {
 
-  lut(unsigned elems, const void *ab, const void *cd)
-      : elems_(elems), ab_((const Offset *)ab), cd_((const Offset *)cd) {
-    if ((uintptr_t)ab % vector_decl_align || (uintptr_t)cd % vector_decl_align)
+// The bank width at which aie::lut's copies repeat: AIE-ML keeps the two copies of each
+// table 128 bits apart, XDNA 2 256 bits apart (mlir-aie aie_runtime_lib/AIE2/
+// lut_based_ops.cpp:17-21 "each table has a copy of data separated by 128-bit";
+// aie_runtime_lib/AIE2P/lut_based_ops.cpp:16-20 "... separated by 256-bit"). aie.hpp:6264-
+// 6275 documents the layout ("repetition every bank width") with a 128-bit example.
+constexpr unsigned lut_bank_bytes = __AIE_ARCH__ == 20 ? 16 : 32;
+
+}  // namespace standin
+
+// aie.hpp:6232, detail/lut.hpp:12-15: what parallel_lookup does with an index outside the
+// table; saturate is the default (aie.hpp:6475).
+enum class lut_oor_policy { saturate, truncate };
+
+// lut<ParallelAccesses, OffsetType, SlopeType = OffsetType> (aie.hpp:6281-6327,
+// detail/lut.hpp:17-33): the 4-access constructor takes (elems, LUT_ab, LUT_cd), two
+// tables "with the values repeated and interleaved at bank width granularity", which must
+// meet vector_decl_align and sit "in different memory banks" (aie.hpp:6268). The stand-in
+// models 4 parallel accesses only (the 1- and 2-access forms exist upstream but this
+// kernel does not use them). It cannot see memory banks on the host: the design's memory
+// map puts the two tables in different banks (design.memory_map, tested).
+template <unsigned ParallelAccesses, typename OffsetType, typename SlopeType = OffsetType>
+struct lut {
+  static_assert(ParallelAccesses == 1 || ParallelAccesses == 2 || ParallelAccesses == 4,
+                "aie::lut: aie_api has 1, 2 and 4 parallel accesses");
+  static_assert(ParallelAccesses == 4, "aie::lut: the stand-in models four parallel accesses");
+  using offset_type = OffsetType;
+  using slope_type = SlopeType;
+  unsigned elems_;
+  const OffsetType *ab_;
+  const OffsetType *cd_;
+
+  lut(unsigned LUT_elems, const void *LUT_ab, const void *LUT_cd)
+      : elems_(LUT_elems), ab_((const OffsetType *)LUT_ab), cd_((const OffsetType *)LUT_cd) {
+    if ((uintptr_t)LUT_ab % vector_decl_align || (uintptr_t)LUT_cd % vector_decl_align)
       standin::fail("aie::lut tables must meet vector_decl_align");
   }
 
-  // Word `w` of entry `i` of a table of `words`-word entries: its first copy in LUT_ab.
-  Offset word(unsigned i, unsigned w, unsigned words) const {
-    const unsigned per_bank = 16 / (sizeof(Offset) * words);
-    return ab_[(i / per_bank) * 2 * per_bank * words + (i % per_bank) * words + w];
+  // Position of word `w` of entry `i` (entries of `words` words) in one table: entries
+  // fill a bank width, then the same bank width again (the second copy), then the next.
+  static unsigned at(unsigned i, unsigned w, unsigned words) {
+    const unsigned per_bank = standin::lut_bank_bytes / (sizeof(OffsetType) * words);
+    return (i / per_bank) * 2 * per_bank * words + (i % per_bank) * words + w;
   }
 
-  // All four copies of every entry agree: the table is in the layout aie::lut documents.
+  // The word the hardware's gather returns for entry `i`: each of the four parallel
+  // reads takes one copy; they agree only when the table is in this architecture's
+  // layout, and the stand-in refuses a table whose copies disagree.
+  OffsetType word(unsigned i, unsigned w, unsigned words) const {
+    const unsigned base = at(i, w, words);
+    const unsigned second = base + standin::lut_bank_bytes / sizeof(OffsetType);
+    const OffsetType v = ab_[base];
+    if (ab_[second] != v || cd_[base] != v || cd_[second] != v)
+      standin::fail("aie::lut copies disagree: the table is not in this architecture's "
+                    "aie::lut layout (bank width)");
+    return v;
+  }
+
   void check_copies(unsigned words) const {
-    const unsigned per_bank = 16 / (sizeof(Offset) * words);
     for (unsigned i = 0; i < elems_; ++i)
-      for (unsigned w = 0; w < words; ++w) {
-        const unsigned base = (i / per_bank) * 2 * per_bank * words + (i % per_bank) * words + w;
-        const Offset v = ab_[base];
-        if (ab_[base + per_bank * words] != v || cd_[base] != v || cd_[base + per_bank * words] != v)
-          standin::fail("aie::lut copies disagree: the table is not in aie::lut's layout");
-      }
+      for (unsigned w = 0; w < words; ++w) (void)word(i, w, words);
   }
 };
 
-// parallel_lookup<T, lut<4, V>>: aie.hpp, "directly index a LUT based on input vector of
-// values"; index = (input >> step_bits) + bias, out-of-range indices saturate (the default
-// lut_oor_policy); step_bits needs the floor rounding mode or zero low bits.
-template <typename T, typename Lut>
+// parallel_lookup<T, MyLUT, oor_policy = saturate> (aie.hpp:6475-6548): "directly index a
+// LUT based on input vector of values"; index = (input >> step_bits) + bias; signed T has
+// the (l, step_bits = 0, bias = 0) constructor (aie.hpp:6490-6493). The AIE-ML/XDNA 2
+// implementation exists only for lut<4, V, V> (detail/aie2/parallel_lookup.hpp:60-61) and
+// `fetch` is not const (aie.hpp:6518-6523; detail/aie2/parallel_lookup.hpp:158-161 requires
+// Vec::size() <= 32 and N <= the value type's native length). The index is computed by an
+// accumulator shift (detail/aie2/parallel_lookup.hpp:189-191, "not currently rounding mode
+// agnostic"): step_bits needs floor rounding or zero low bits (aie.hpp:6484-6488). The
+// stand-in models signed keys, int16 values and the saturate policy.
+template <typename T, typename MyLUT, lut_oor_policy oor_policy = lut_oor_policy::saturate>
 struct parallel_lookup {
+  static_assert(std::is_same_v<typename MyLUT::offset_type, typename MyLUT::slope_type>,
+                "parallel_lookup: aie_api implements lut<4, V, V> only");
   static_assert(std::is_same_v<T, int16> || std::is_same_v<T, int32>,
-                "parallel_lookup: the stand-in covers int16 and int32 keys");
-  static_assert(std::is_same_v<typename Lut::offset_type, int16>,
-                "parallel_lookup: the stand-in covers int16 values");
-  const Lut &lut_;
+                "parallel_lookup: the stand-in models int16 and int32 keys");
+  static_assert(std::is_same_v<typename MyLUT::offset_type, int16>,
+                "parallel_lookup: the stand-in models int16 values");
+  static_assert(oor_policy == lut_oor_policy::saturate,
+                "parallel_lookup: the stand-in models the saturate policy");
+  unsigned elems_;
+  MyLUT lut_;  // aie_api keeps the table pointers (detail/aie2/parallel_lookup.hpp:228-233)
   unsigned step_bits_;
   int bias_;
 
-  parallel_lookup(const Lut &l, unsigned step_bits = 0, unsigned bias = 0)
-      : lut_(l), step_bits_(step_bits), bias_((int)bias) {
+  parallel_lookup(const MyLUT &l, unsigned step_bits = 0, unsigned bias = 0)
+      : elems_(l.elems_), lut_(l), step_bits_(step_bits), bias_((int)bias) {
     l.check_copies(1);
   }
 
-  template <unsigned N>
-  vector<typename Lut::offset_type, N> fetch(const vector<T, N> &input) const {
-    static_assert(N <= 32, "parallel_lookup::fetch: at most 32 lanes");
+  template <typename Vec, unsigned N = Vec::size()>
+  vector<typename MyLUT::offset_type, N> fetch(const Vec &input) {
+    static_assert(std::is_same_v<typename Vec::value_type, T>,
+                  "parallel_lookup::fetch: input elements must be the key type T");
+    static_assert(Vec::size() <= 32 && N <= Vec::size() && N <= 32,
+                  "parallel_lookup::fetch: at most 32 lanes (detail/aie2/parallel_lookup.hpp)");
     standin::counters.parallel_lookup_lanes += N;
-    vector<typename Lut::offset_type, N> r;
+    vector<typename MyLUT::offset_type, N> r;
     for (unsigned i = 0; i < N; ++i) {
       const int64_t x = input.lane_[i];
-      if (step_bits_ && (x & ((1 << step_bits_) - 1)) &&
-          get_rounding() != rounding_mode::floor)
+      if (step_bits_ && (x & ((1 << step_bits_) - 1)) && get_rounding() != rounding_mode::floor)
         standin::fail("parallel_lookup with step_bits needs floor rounding or zero low bits");
       int64_t idx = (x >> step_bits_) + bias_;
-      idx = idx < 0 ? 0 : (idx >= (int64_t)lut_.elems_ ? lut_.elems_ - 1 : idx);
+      idx = idx < 0 ? 0 : (idx >= (int64_t)elems_ ? elems_ - 1 : idx);
       r.lane_[i] = lut_.word((unsigned)idx, 0, 1);
     }
     return r;
   }
 };
 
-// linear_approx<int16, lut<4, int32, int32>>: aie.hpp, "index = (input >> step_bits) + bias;
+// linear_approx<T, MyLUT> (aie.hpp:6423-6455): "index = (input >> step_bits) + bias;
 // slope/offset pair read from LUT based on index; output = slope * (input & ((1 <<
-// step_bits) - 1)) + (offset << shift_offset)", 16 lanes into acc64, step_bits >= 4 for
-// int32 offsets (the table of supported linear approximations). The implementation
-// (detail/aie2/linear_approx.hpp) clamps the index at the last entry and is independent of
-// the rounding mode.
-template <typename T, typename Lut>
+// step_bits) - 1)) + (offset << shift_offset)"; the table of supported types
+// (aie.hpp:6395-6401) gives int16 input with int32 offset and slope 16 lanes into acc64,
+// step_bits >= 4. `compute` is not const: it writes a scratch ring through pointers the
+// object owns (aie.hpp:6446-6450; detail/aie2/linear_approx.hpp:244-246, 258-259 and
+// 321-330). The implementation for int16 input grows the input to 16 lanes
+// (detail/aie2/linear_approx.hpp:249), clamps the index at the last entry (:270) and
+// zeroes the remainder before the index shift, so it is independent of the rounding mode
+// (:260-261). The stand-in models int16 input with int32 slope and offset.
+template <typename T, typename MyLUT>
 struct linear_approx {
-  static_assert(std::is_same_v<T, int16> && std::is_same_v<typename Lut::offset_type, int32>,
-                "linear_approx: the stand-in covers int16 inputs with int32 slope/offset");
-  const Lut &lut_;
+  static_assert(std::is_same_v<T, int16> || std::is_same_v<T, int8>,
+                "linear_approx: aie_api supports int8, int16 and bfloat16 inputs");
+  static_assert(std::is_same_v<T, int16> && std::is_same_v<typename MyLUT::offset_type, int32> &&
+                    std::is_same_v<typename MyLUT::slope_type, int32>,
+                "linear_approx: the stand-in models int16 input with lut<4, int32, int32>");
+  MyLUT lut_;  // aie_api copies the table pointers (detail/aie2/linear_approx.hpp:207-208)
   unsigned step_bits_;
   int bias_;
   int shift_offset_;
+  unsigned scratch_writes_ = 0;  // the scratch ring compute() writes (why it is not const)
 
-  linear_approx(const Lut &l, unsigned step_bits, int bias = 0, int shift_offset = 0)
+  linear_approx(const MyLUT &l, unsigned step_bits, int bias = 0, int shift_offset = 0)
       : lut_(l), step_bits_(step_bits), bias_(bias), shift_offset_(shift_offset) {
     if (step_bits < 4) standin::fail("linear_approx: int32 offsets need step_bits >= 4");
     l.check_copies(2);
   }
 
-  template <unsigned N>
-  accum<acc64, N> compute(const vector<T, N> &input) const {
-    static_assert(N == 16, "linear_approx::compute: 16 lanes for int16 input");
+  template <typename Vec>
+  accum<acc64, Vec::size()> compute(const Vec &input) {
+    static_assert(std::is_same_v<typename Vec::value_type, T>,
+                  "linear_approx::compute: input elements must be T");
+    static_assert(Vec::size() <= 16, "linear_approx::compute: 16 lanes for int16 input");
+    constexpr unsigned N = Vec::size();
     standin::counters.linear_approx_lanes += N;
+    ++scratch_writes_;
     accum<acc64, N> r;
     for (unsigned i = 0; i < N; ++i) {
       const int32 x = input.lane_[i];
-      if (x < 0) standin::fail("linear_approx: negative inputs are not covered by the stand-in");
+      if (x < 0) standin::fail("linear_approx: negative inputs are not modeled by the stand-in");
       int64_t idx = (int64_t)(x >> step_bits_) + bias_;
       idx = idx >= (int64_t)lut_.elems_ ? lut_.elems_ - 1 : idx;
       const uint32 rem = (uint16)x & ((1u << step_bits_) - 1);
