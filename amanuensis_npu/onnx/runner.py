@@ -105,7 +105,7 @@ class OnnxRoute(EncoderRoute):
                     self._warn(f"{reason}; those windows run through smaller exports", False)
                 raise SessionUnavailable(reason) from None
             self._sessions[batch] = session
-        missing = [name for name, _ in providers if name not in got]
+        missing = self.missing([name for name, _ in providers], got)
         if missing:
             notes = list(getattr(session, "notes", []))
             why = "; ".join(notes) or f"onnxruntime could not use {', '.join(missing)}"
@@ -116,6 +116,10 @@ class OnnxRoute(EncoderRoute):
         if batch == 1 and got:
             self._provider = got[0]
         return session
+
+    def missing(self, requested: list[str], got: list[str]) -> list[str]:
+        """Requested providers that did not run (the CPU one is a fallback, never missing)."""
+        return [name for name in requested if name not in got and name != eps.CPU]
 
     def _announce(self, providers: list[tuple[str, dict]], batch: int) -> None:
         if not providers:
