@@ -357,6 +357,9 @@ def info_report() -> dict[str, Any]:
     from .onnx import providers as onnx_providers
 
     report["onnxruntime"] = onnx_providers.describe()
+    from .onnx import openvino_route
+
+    report["openvino"] = openvino_route.describe()
     report.update(encoder_routes.describe())
     return report
 

@@ -365,6 +365,25 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{ONNX}test_auto_without_npu_provider_uses_torch_cpu_with_one_warning",),
         "device='npu' without an NPU runs on the CPU without saying so",
     ),
+    # --- vendor runtimes (plugin EPs, OpenVINO): written before their tests (issue 19) ------
+    Mutant(
+        "vendor-openvino-precision-not-f32",
+        "amanuensis_npu/onnx/providers.py",
+        (('    precision = str(options.get("precision", "FP32")).upper()',
+          '    precision = str(options.get("precision", "BF16")).upper()'),),
+        (f"{ONNX}test_provider_defaults_follow_the_vendor_docs",
+         f"{ONNX}test_auto_prefers_an_npu_provider_with_the_vendor_options"),
+        "the OpenVINO plugin runs in bf16 on AMX CPUs although nobody asked: words change",
+    ),
+    Mutant(
+        "vendor-provider-not-verified",
+        "amanuensis_npu/onnx/sessions.py",
+        (("        self.nodes = assigned_nodes(inner)\n", "        self.nodes = Counter()\n"),),
+        (f"{ONNX}test_onnx_on_device_npu_without_npu_provider_says_so_once",
+         f"{ONNX}test_auto_prefers_an_npu_provider_with_the_vendor_options",
+         f"{ONNX}test_transcribe_api_reports_the_route"),
+        "`.encoder` names a plugin provider that took no node (all ran on the CPU)",
+    ),
     # --- WhisperX -----------------------------------------------------------------------------
     Mutant(
         "whisperx-default-compute-type-not-float32",

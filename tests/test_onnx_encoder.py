@@ -420,9 +420,12 @@ def test_auto_prefers_an_npu_provider_with_the_vendor_options(
 
 
 def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa: ANN001
+    """The classic builds' defaults (a plugin EP is chosen by device: test_vendor_runtimes)."""
     monkeypatch.setattr(
         providers, "available_providers", lambda: [providers.OPENVINO, providers.CPU]
     )
+    monkeypatch.setattr(providers.plugins, "is_plugin", lambda name: False)
+    monkeypatch.setattr(providers.plugins, "registered", dict)
     monkeypatch.setattr(providers, "openvino_devices", lambda: ["CPU", "GPU"])
     name, reason = providers.npu_provider()
     assert name is None and "OpenVINO sees no NPU (CPU, GPU)" in reason
@@ -432,7 +435,7 @@ def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa:
     assert providers.default_spec("cpu") == [providers.CPU]
     spec = [providers.OPENVINO, providers.QNN, ("VitisAIExecutionProvider", {"log_level": "info"})]
     got = providers.session_providers(spec, "ab" * 32, 8, "1")
-    assert got[0] == (providers.OPENVINO, {"device_type": "NPU"})
+    assert got[0] == (providers.OPENVINO, {"device_type": "NPU", "precision": "FP32"})
     assert got[1][1]["backend_path"] in ("QnnHtp.dll", "libQnnHtp.so")
     assert got[2] == ("VitisAIExecutionProvider", {"log_level": "info"})  # passed unchanged
     assert providers.parse_providers("OpenVINOExecutionProvider, CPUExecutionProvider") == [
@@ -475,7 +478,7 @@ def test_info_lists_providers_and_what_auto_picks() -> None:
     report = info_report()
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]
     assert report["onnxruntime"]["version"] == ort.__version__
-    assert report["encoder_auto_picks"] == "torch:cpu"
+    assert report["encoder_auto_picks"] == "openvino:CPU:f32"  # CI installs openvino
     assert "no NPU execution provider" in report["encoder_auto_reason"]
 
 

@@ -59,6 +59,14 @@ def available_devices() -> list[str]:
         return []
 
 
+def describe() -> dict[str, str]:
+    """What `amanuensis-npu info` shows about openvino."""
+    version = installed()
+    if version is None:
+        return {"version": "not installed (pip install openvino: encoder=openvino)"}
+    return {"version": version, "devices": ", ".join(available_devices()) or "none"}
+
+
 class CompiledEncoder:
     """An OpenVINO compiled model with the two methods the ONNX route calls on a session."""
 
