@@ -28,7 +28,7 @@ import onnxruntime_qnn
 import openvino
 import pytest
 import torch
-from conftest import CLIPS, LIBRIVOX
+from conftest import CLIPS, LECTURE, LIBRIVOX
 
 import amanuensis_npu
 from amanuensis_npu import encoder_routes
@@ -146,6 +146,20 @@ def test_qnn_backend_library_follows_the_platform(monkeypatch) -> None:  # noqa:
     assert got[0][1]["backend_path"] == path and got[0][1]["enable_htp_fp16_precision"] == "1"
 
 
+def test_the_provider_that_ran_is_read_from_the_session(export_b1: Path) -> None:
+    """A QNN plugin handed Windows' library on Linux loads no backend: ONNX Runtime still
+    lists QNNExecutionProvider, but every node runs on its CPU provider."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    options.add_provider_for_devices(plugins.ep_devices(providers.QNN), {"backend_path": "x.dll"})
+    with plugins.quiet_native_output("test"):
+        inner = ort.InferenceSession(str(export_b1), options)
+    assert providers.QNN in inner.get_providers()  # what ONNX Runtime says
+    session = sessions.Session(inner, [providers.QNN], [])
+    assert session.get_providers() == [providers.CPU]  # what ran
+
+
 # --- OpenVINO through its plugin EP ----------------------------------------------------------
 
 
@@ -159,8 +173,9 @@ def test_openvino_plugin_f32_matches_torch_encoder_on_several_windows(
         "CPU": {"INFERENCE_PRECISION_HINT": "f32"}
     }  # stated explicitly: this CPU's own default is bf16 where it has AMX
     session = REAL_SESSION(export_b1, [(providers.OPENVINO, options)], 2)
-    n_nodes = len(onnx.load(str(export_b1)).graph.node)
-    assert dict(session.nodes) == {providers.OPENVINO: n_nodes}
+    # Every node ONNX Runtime assigned (after turning Constant nodes into initializers)
+    # went to OpenVINO, none to the CPU provider.
+    assert set(session.nodes) == {providers.OPENVINO} and session.nodes[providers.OPENVINO] > 150
     picked = windows[:: max(1, len(windows) // 6)][:6]
     worst = _compare(session, torch_encoder, picked)
     print(f"OpenVINO plugin CPU f32 vs torch over {len(picked)} windows: {worst}")
@@ -205,7 +220,7 @@ def test_a_provider_that_fails_natively_prints_nothing_and_warns_once(
         text = _transcribe(model, LIBRIVOX[1])
     assert text
     (line,) = _ours(caplog)
-    assert "no ONNX Runtime session for batch 1" in line, line
+    assert "no ONNX Runtime session for batch 1 (QNN" in line, line
     out, err = capfd.readouterr()
     assert "[E:onnxruntime" not in err and "QnnHtp" not in err and "QnnHtp" not in out, err
 
@@ -256,12 +271,11 @@ def test_qnn_compiles_our_export_once_and_reuses_the_context(
     def counting(export_path: Path, options: dict, out: Path, threads: int = 0):  # noqa: ANN202
         compiles.append(out)
         nodes = real_compile(export_path, options, out, threads)
-        n_nodes = len(onnx.load(str(export_path)).graph.node)
-        assert dict(nodes) == {providers.QNN: n_nodes}  # every node on the HTP
+        assert set(nodes) == {providers.QNN} and nodes[providers.QNN] > 150  # all on the HTP
         return nodes
 
     monkeypatch.setattr(sessions, "compile_qnn_context", counting)
-    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+    with caplog.at_level(logging.INFO, logger="amanuensis_npu"):
         first = REAL_SESSION(export_b1, spec, 2)
     assert compiles == [target] and target.is_file()
     assert "QNN is compiling" in caplog.text
@@ -388,9 +402,11 @@ def test_batched_run_finishes_when_the_batch_2_session_fails(
         base_dir, device="cpu", compute_type="float32", encoder="onnx", cpu_threads=2
     )
     stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
-    clip = LIBRIVOX[0]
+    clip = LECTURE  # 3+ windows at once: the batch 2 export is asked for
     result: list[str] = []
-    worker = threading.Thread(target=lambda: result.append(_transcribe(ours, clip, True)))
+    worker = threading.Thread(
+        target=lambda: result.append(_transcribe(ours, clip, True)), daemon=True
+    )
     worker.start()
     worker.join(timeout=300)
     assert not worker.is_alive(), "batched transcription did not finish"

@@ -155,8 +155,17 @@ def qnn_context(export: Path, options: dict, threads: int = 0) -> Path:
     if target.is_file():
         logger.info("QNN: reusing the compiled context %s", target)
         return target
-    logger.warning("QNN is compiling the encoder for the HTP; later starts reuse %s", target)
-    compile_qnn_context(export, options, target, threads)
+    logger.info("QNN is compiling the encoder for the HTP; later starts reuse %s", target)
+    try:
+        compile_qnn_context(export, options, target, threads)
+    except Exception as exc:
+        text = str(exc)
+        logger.info("QNN compile failed: %s", text)
+        if "fallback to CPU EP has been explicitly disabled" in text:
+            raise RuntimeError("QNN: part of the encoder cannot run on the HTP") from None
+        raise RuntimeError(
+            f"QNN could not compile the encoder ({text.splitlines()[0][:80]})"
+        ) from None
     return target
 
 
