@@ -12,6 +12,7 @@ if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends g++ make
 fi
 "$PYTHON" -m pip install --disable-pip-version-check --no-input "torch==2.13.0"
-# The ray extra: the tests run archive jobs on a local Ray cluster too.
+# The ray extra: the tests run archive jobs on a local Ray cluster too. The test extra
+# brings the vendor runtimes the tests run (openvino, the OpenVINO and QNN plugin EPs).
 "$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test,ray]"
 bash .ci/install-whisperx.sh
