@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             enc_ratio = statistics.median(enc[a]) / statistics.median(enc[b])
             print(f"{a} / {b}: end-to-end {ratio:.3f}, encoder per window {enc_ratio:.3f}")
     same = {n: texts[n] == texts[names[0]] for n in names}
+    from amanuensis_npu.evaluation import wer
+
+    # Word error rate of each variant's text against the first's (0 = identical words).
+    words = {n: round(wer(texts[names[0]], texts[n]), 4) for n in names}
+    changed = ", ".join(f"{n} {w:.2%}" for n, w in words.items())
+    print(f"words changed vs {names[0]}: {changed}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "audio": args.audio, "duration_s": duration, "rounds": args.rounds,
                 "threads": args.threads, "options": options, "results": rows,
-                "same_text_as_first": same,
+                "same_text_as_first": same, "wer_vs_first": words, "cpu": cpu_model(),
             },
             indent=2,
         )
