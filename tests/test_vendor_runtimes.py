@@ -172,6 +172,9 @@ def test_openvino_plugin_f32_matches_torch_encoder_on_several_windows(
     assert json.loads(plugin_options["load_config"]) == {
         "CPU": {"INFERENCE_PRECISION_HINT": "f32"}
     }  # stated explicitly: this CPU's own default is bf16 where it has AMX
+    # A user's (name, options) pair that names only the device gets f32 too.
+    _, pair_options = providers.openvino_plugin_options({"device_type": "CPU"})
+    assert json.loads(pair_options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f32"
     session = REAL_SESSION(export_b1, [(providers.OPENVINO, options)], 2)
     # Every node ONNX Runtime assigned (after turning Constant nodes into initializers)
     # went to OpenVINO, none to the CPU provider.
