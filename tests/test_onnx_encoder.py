@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -440,7 +441,9 @@ def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa:
     spec = [providers.OPENVINO, providers.QNN, ("VitisAIExecutionProvider", {"log_level": "info"})]
     got = providers.session_providers(spec, "ab" * 32, 8, "1")
     assert got[0] == (providers.OPENVINO, {"device_type": "NPU", "precision": "FP32"})
-    assert got[1][1]["backend_path"] in ("QnnHtp.dll", "libQnnHtp.so")
+    # QNN's documented names: QnnHtp.dll on Windows, libQnnHtp.so on Linux/Android.
+    documented = "QnnHtp.dll" if sys.platform == "win32" else "libQnnHtp.so"
+    assert got[1][1]["backend_path"] == documented
     assert got[2] == ("VitisAIExecutionProvider", {"log_level": "info"})  # passed unchanged
     assert providers.parse_providers("OpenVINOExecutionProvider, CPUExecutionProvider") == [
         providers.OPENVINO, providers.CPU
