@@ -13,7 +13,8 @@ if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
 fi
 "$PYTHON" -m pip install --disable-pip-version-check --no-input "torch==2.13.0"
 # The ray extra: the tests run archive jobs on a local Ray cluster too. The server extra:
-# `amanuensis-npu serve` is tested over loopback, and its page in Debian's chromium.
+# `amanuensis-npu serve` is tested over loopback, and its page in Debian's chromium. The test
+# extra brings the vendor runtimes the tests run (the OpenVINO and QNN plugin EPs).
 "$PYTHON" -m pip install --disable-pip-version-check --no-input -e ".[test,ray,server]"
 if ! command -v chromium >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive

@@ -177,7 +177,8 @@ def transcribe(
 ) -> TranscriptionResult:
     """Transcribe a file (or 16 kHz samples) with Whisper, encoder attention on `attention`.
 
-    `encoder` ("auto", "torch", "onnx") and `onnx_providers` pick the encoder route,
+    `encoder` ("auto", "torch", "onnx", "openvino[:DEVICE[:PRECISION]]") and
+    `onnx_providers` pick the encoder route,
     as in `WhisperModel`. `transcribe_kwargs` are faster-whisper's `transcribe`
     options (language, beam_size, word_timestamps, vad_filter, temperature, ...).
     With `batch_size`, faster-whisper's BatchedInferencePipeline is used.

@@ -50,6 +50,15 @@ class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _encoder_setting(text: str) -> str:
+    from .encoder_routes import check_encoder
+
+    try:
+        return check_encoder(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .attention import backend_names
     from .jobs.inputs import NAMING_HELP
@@ -96,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compute_type", default="default",
                    choices=["default", "int8", "int8_float32", "float32"],
                    help="CTranslate2 decoder precision (the decoder runs on the CPU)")
-    g.add_argument("--encoder", default="auto", choices=["auto", "torch", "onnx"],
-                   help="encoder route: our torch encoder ('attention' applies), or the ONNX "
-                   "export on ONNX Runtime ('auto': an NPU provider when onnxruntime has one)")
+    g.add_argument("--encoder", default="auto", type=_encoder_setting,
+                   help="encoder route: auto, torch (our encoder; 'attention' applies), onnx "
+                   "(the export on ONNX Runtime) or openvino[:CPU|GPU|NPU|AUTO[:f32|bf16|f16]] "
+                   "('auto': an NPU, else OpenVINO's f32 CPU encoder when installed)")
     g.add_argument("--onnx_providers", default=None,
                    help="ONNX Runtime execution providers, comma-separated or as a JSON list "
                    "(default: an NPU provider onnxruntime has, else the CPU)")
@@ -365,6 +375,9 @@ def info_report() -> dict[str, Any]:
     from .onnx import providers as onnx_providers
 
     report["onnxruntime"] = onnx_providers.describe()
+    from .onnx import openvino_route
+
+    report["openvino"] = openvino_route.describe()
     report.update(encoder_routes.describe())
     return report
 

@@ -5,11 +5,15 @@
 - "onnx": the whole encoder exported to ONNX and run by ONNX Runtime on an execution
   provider: the vendors' own NPU route (VitisAI, OpenVINO, QNN), or the CPU. Any call
   it cannot run goes to our torch encoder on the CPU (amanuensis_npu/onnx/runner.py).
+- "openvino[:DEVICE[:PRECISION]]": the ONNX export compiled by OpenVINO for CPU (default),
+  GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/onnx/openvino_route.py).
 - "auto": with `device="npu"` and `attention="auto"`, an NPU execution provider if
   onnxruntime has one (it moves the whole encoder); else the torch encoder with our
-  NPU attention kernel when that is usable; else the torch encoder on the CPU, with one
-  warning naming what was tried. With `device="cpu"`, or an explicit `attention=`, the
-  torch encoder.
+  NPU attention kernel when that is usable; else the CPU: OpenVINO's f32 encoder when
+  openvino is installed (faster than ours, same output), else our torch encoder, with
+  one short warning that points at `amanuensis-npu info` for the reasons (none when the
+  user switched the NPU off with AMANUENSIS_NPU_XRT=off). With `device="cpu"`, or an
+  explicit `attention=`, the torch encoder.
 
 The routes themselves and their per-transcription counters live in core/routes.py.
 """
@@ -28,14 +32,33 @@ from .core.routes import TORCH, EncoderRoute, TorchRoute
 
 logger = logging.getLogger("amanuensis_npu")
 
-ENCODERS = ("auto", "torch", "onnx")
+ENCODERS = ("auto", "torch", "onnx", "openvino")
+NO_NPU_LINE = "No NPU found; the encoder runs on the CPU (details: amanuensis-npu info)"
 
 
 def check_encoder(encoder: str) -> str:
+    """The encoder setting normalised ("openvino:npu" -> "openvino:NPU:f32"), or ValueError."""
+    if isinstance(encoder, str) and encoder.split(":")[0].lower() == "openvino":
+        from .onnx.openvino_route import parse
+
+        device, precision = parse(encoder)
+        return f"openvino:{device}:{precision}"
     key = encoder.lower() if isinstance(encoder, str) else encoder
     if key not in ENCODERS:
-        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        raise ValueError(
+            f"encoder must be one of {', '.join(ENCODERS)} (openvino[:DEVICE[:PRECISION]]), "
+            f"got {encoder!r}"
+        )
     return key
+
+
+def _npu_switched_off() -> bool:
+    from .npu.config import xrt_mode
+
+    try:
+        return xrt_mode() == "off"
+    except Exception:  # a bad value is reported where the NPU is opened
+        return False
 
 
 def _attention_is_auto(attention: str | AttentionBackend) -> bool:
@@ -56,7 +79,13 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     npu = backend_availability("npu")
     if npu.ok:
         return "torch:npu", f"{ort_reason}; attention: {npu.summary}"
-    return "torch:cpu", f"{ort_reason}; attention: {npu.summary}"
+    from .onnx.openvino_route import installed
+
+    version = installed()
+    if version is not None:
+        why = f"{ort_reason}; attention: {npu.summary}; openvino {version} on the CPU (f32)"
+        return "openvino:CPU:f32", why
+    return "torch:cpu", f"{ort_reason}; attention: {npu.summary}; openvino not installed"
 
 
 _warned: set[str] = set()  # the one-time warnings this process has given
@@ -94,17 +123,15 @@ def build_route(
             encoder = "onnx"  # naming providers is asking for the ONNX route
         else:
             choice, reason = resolve_auto(device, attention)
+            logger.info("encoder auto: %s (%s)", choice, reason)
             if choice.startswith("onnx:"):
                 encoder = "onnx"
-                logger.info("encoder auto: ONNX Runtime (%s)", reason)
             else:
-                encoder = TORCH
-                if choice == "torch:cpu" and device != "cpu" and _attention_is_auto(attention):
-                    _warn_once(
-                        "auto",
-                        "No NPU (%s); the encoder runs on the CPU (details: amanuensis-npu info)",
-                        reason,
-                    )
+                encoder = choice if choice.startswith("openvino:") else TORCH
+                on_cpu = choice in ("torch:cpu", "openvino:CPU:f32")
+                if on_cpu and device != "cpu" and _attention_is_auto(attention):
+                    if not _npu_switched_off():  # the user's own choice needs no warning
+                        _warn_once("auto", NO_NPU_LINE)
                     attention = "cpu"  # said once above; the attention layer need not repeat it
     if encoder == TORCH:
         if onnx_providers is not None:
@@ -116,15 +143,26 @@ def build_route(
             f"attention={attention!r} applies to encoder='torch'; the ONNX encoder computes "
             "attention inside ONNX Runtime"
         )
-    from .onnx.providers import CPU, check_spec, default_spec, npu_provider
+    if encoder.startswith("openvino:"):
+        if onnx_providers is not None:
+            raise ValueError("onnx_providers applies to encoder='onnx' (or 'auto')")
+        from .onnx.openvino_route import OpenVinoRoute
+
+        _, ov_device, precision = encoder.split(":")
+        fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
+        route = OpenVinoRoute(
+            weights, model_sha256(), ov_device, precision, fallback, threads=threads
+        )
+        return route, fallback
+    from .onnx.providers import CPU, check_spec, default_spec
     from .onnx.runner import OnnxRoute
 
     spec = check_spec(onnx_providers) if onnx_providers is not None else default_spec(device)
     if onnx_providers is None and device != "cpu" and spec == [CPU]:
         _warn_once(  # device="npu" asked for an NPU provider; say there is none
             "onnx-cpu",
-            "%s; the ONNX encoder runs on CPUExecutionProvider (details: amanuensis-npu info)",
-            npu_provider()[1],
+            "ONNX: no NPU execution provider; runs on CPUExecutionProvider "
+            "(details: amanuensis-npu info)",
         )
     fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
     route = OnnxRoute(weights, model_sha256(), spec, fallback, threads=threads)

@@ -48,6 +48,7 @@ NPU = "tests/test_npu_runtime.py::"
 ONNX = "tests/test_onnx_encoder.py::"
 WX = "tests/test_whisperx.py::"
 SRV = "tests/test_server.py::"
+VR = "tests/test_vendor_runtimes.py::"
 
 
 @dataclass(frozen=True)
@@ -442,10 +443,63 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "routes-no-npu-said-nothing",
         "amanuensis_npu/encoder_routes.py",
-        (("                    _warn_once(\n                        \"auto\",",
-          "                    (\n                        \"auto\","),),
+        (('                        _warn_once("auto", NO_NPU_LINE)\n',
+          "                        pass\n"),),
         (f"{ONNX}test_auto_without_npu_provider_uses_torch_cpu_with_one_warning",),
         "device='npu' without an NPU runs on the CPU without saying so",
+    ),
+    # --- ONNX route, issue 19 items 7-10 -----------------------------------------------------
+    Mutant(
+        "onnx-failed-session-recreated",
+        "amanuensis_npu/onnx/runner.py",
+        (("            if batch in self._broken:\n", "            if False:\n"),),
+        (f"{VR}test_a_session_that_fails_is_created_once",),
+        "a provider whose session fails (a VitisAI compile error) is re-created on every call",
+    ),
+    Mutant(
+        "onnx-failed-batch-size-kept",
+        "amanuensis_npu/onnx/runner.py",
+        (("                self.batch_sizes = [s for s in self.batch_sizes if s != size]\n",
+          "                pass\n"),),
+        (f"{VR}test_batched_run_finishes_when_the_batch_2_session_fails",),
+        "batched transcription spins forever when a batch-above-1 session cannot be created",
+    ),
+    Mutant(
+        "qnn-backend-wrong-platform",
+        "amanuensis_npu/onnx/providers.py",
+        (('    return "QnnHtp.dll" if (system or sys.platform) == "win32" else "libQnnHtp.so"',
+          '    return "QnnHtp.dll" if (system or sys.platform) != "win32" else "libQnnHtp.so"'),),
+        (f"{VR}test_qnn_backend_library_follows_the_platform",),
+        "the QNN backend library of the other platform is asked for: the NPU never loads",
+    ),
+    Mutant(
+        "onnx-providers-refused-with-auto",
+        "amanuensis_npu/encoder_routes.py",
+        (('            encoder = "onnx"  # naming providers is asking for the ONNX route\n',
+          '            raise ValueError("onnx_providers applies to encoder=\'onnx\'")\n'),),
+        (f"{VR}test_onnx_providers_with_the_default_encoder_is_the_onnx_route",),
+        "`--onnx_providers X` with the default `--encoder auto` is refused",
+    ),
+    # --- vendor runtimes (plugin EPs, OpenVINO): written before their tests (issue 19) ------
+    Mutant(
+        "vendor-openvino-precision-not-f32",
+        "amanuensis_npu/onnx/providers.py",
+        (('    precision = str(options.get("precision", "FP32")).upper()',
+          '    precision = str(options.get("precision", "BF16")).upper()'),),
+        (f"{VR}test_openvino_plugin_f32_matches_torch_encoder_on_several_windows",
+         f"{ONNX}test_provider_defaults_follow_the_vendor_docs",
+         f"{ONNX}test_auto_prefers_an_npu_provider_with_the_vendor_options"),
+        "the OpenVINO plugin runs in bf16 on AMX CPUs although nobody asked: words change",
+    ),
+    Mutant(
+        "vendor-provider-not-verified",
+        "amanuensis_npu/onnx/sessions.py",
+        (("        self.nodes = assigned_nodes(inner)\n", "        self.nodes = Counter()\n"),),
+        (f"{VR}test_the_provider_that_ran_is_read_from_the_session",
+         f"{ONNX}test_onnx_on_device_npu_without_npu_provider_says_so_once",
+         f"{ONNX}test_auto_prefers_an_npu_provider_with_the_vendor_options",
+         f"{ONNX}test_transcribe_api_reports_the_route"),
+        "`.encoder` names a plugin provider that took no node (all ran on the CPU)",
     ),
     # --- WhisperX -----------------------------------------------------------------------------
     Mutant(

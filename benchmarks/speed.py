@@ -1,9 +1,11 @@
 """Side-by-side transcription speed: stock faster-whisper vs our encoder paths.
 
-Our paths are the torch encoder (attention on the NPU, the CPU or the emulator) and
-the ONNX encoder on ONNX Runtime (`onnx-int8`: an NPU execution provider when
-onnxruntime has one, else its CPU provider). Each row gives the encoder time per
-30 s window and the end-to-end time.
+Our paths are the torch encoder (attention on the NPU, the CPU or the emulator), the
+ONNX encoder on ONNX Runtime (`onnx-int8`: an NPU execution provider when onnxruntime
+has one, else its CPU provider) and the OpenVINO encoder on the CPU (`openvino-int8`:
+f32, what `auto` picks without an NPU when openvino is installed; `openvino-bf16-int8`:
+bf16, only when asked). `-int8` is the CTranslate2 decoder's precision, as stock's. Each
+row gives the encoder time per 30 s window and the end-to-end time.
 
 All variants run in one process, in alternating order, after a warm-up, and
 the median of N runs is reported as a ratio to stock faster-whisper int8 —
@@ -13,6 +15,7 @@ measured side by side do not.
     python benchmarks/speed.py                       # 60 s lecture clip, 5 rounds
     python benchmarks/speed.py --audio my.wav --rounds 3 --variants stock-int8,npu-int8
     python benchmarks/speed.py --variants stock-int8,cpu-int8,onnx-int8
+    python benchmarks/speed.py --variants stock-int8,cpu-int8,openvino-int8,openvino-bf16-int8
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ VARIANTS: dict[str, tuple[bool, str, str, str, str]] = {
     "cpu-float32": (True, "float32", "cpu", "cpu", "torch"),
     "emulator-int8": (True, "int8", "emulator", "cpu", "torch"),
     "onnx-int8": (True, "int8", "auto", "npu", "onnx"),
+    "openvino-int8": (True, "int8", "auto", "cpu", "openvino:CPU:f32"),
+    "openvino-bf16-int8": (True, "int8", "auto", "cpu", "openvino:CPU:bf16"),
+    "default-int8": (True, "int8", "auto", "npu", "auto"),
 }
 DEFAULT_VARIANTS = (
-    "stock-int8,stock-float32,npu-int8,cpu-int8,cpu-float32,emulator-int8,onnx-int8"
+    "stock-int8,stock-float32,npu-int8,cpu-int8,cpu-float32,emulator-int8,onnx-int8,"
+    "openvino-int8,openvino-bf16-int8"
 )
 
 
@@ -85,6 +92,22 @@ def route(model: Any) -> str:
     if encoder_route.name == "torch":
         return f"torch/{model.attention_backend.name}"
     return encoder_route.name
+
+
+def cpu_model() -> str:
+    """The CPU's name and the vector extensions that decide OpenVINO's speed (Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                 if ln.startswith("model name")), "unknown")  # fmt: skip
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                      if ln.startswith("flags")), []))  # fmt: skip
+    has = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return f"{name} ({', '.join(has) or 'no AVX2'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio_key = f"ratio_vs_{names[0]}"
     print(f"audio {args.audio} ({duration:.1f} s), {args.rounds} rounds, {args.threads} threads")
+    print(f"CPU: {cpu_model()}")
     print(f"{'variant':16} {'wall s':>8} {'RTF':>7} {'enc s/win':>10} {ratio_key:>22}  backend")
     for row in rows:
         print(
@@ -163,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         ("npu-int8", "stock-int8"),
         ("onnx-int8", "cpu-int8"),
         ("onnx-int8", "stock-int8"),
+        ("openvino-int8", "cpu-int8"),
+        ("openvino-int8", "stock-int8"),
+        ("openvino-bf16-int8", "stock-int8"),
+        ("default-int8", "stock-int8"),
     )
     for a, b in pairs:
         if a in walls and b in walls:
@@ -170,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             enc_ratio = statistics.median(enc[a]) / statistics.median(enc[b])
             print(f"{a} / {b}: end-to-end {ratio:.3f}, encoder per window {enc_ratio:.3f}")
     same = {n: texts[n] == texts[names[0]] for n in names}
+    from amanuensis_npu.evaluation import wer
+
+    # Word error rate of each variant's text against the first's (0 = identical words).
+    words = {n: round(wer(texts[names[0]], texts[n]), 4) for n in names}
+    changed = ", ".join(f"{n} {w:.2%}" for n, w in words.items())
+    print(f"words changed vs {names[0]}: {changed}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -177,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "audio": args.audio, "duration_s": duration, "rounds": args.rounds,
                 "threads": args.threads, "options": options, "results": rows,
-                "same_text_as_first": same,
+                "same_text_as_first": same, "wer_vs_first": words, "cpu": cpu_model(),
             },
             indent=2,
         )

@@ -1,29 +1,42 @@
 """ONNX Runtime execution providers for the encoder: which NPU one is here, with which options.
 
-The vendors reach their NPUs through ONNX Runtime builds of their own (AMD: VitisAI in
-Ryzen AI Software; Intel: onnxruntime-openvino; Qualcomm: onnxruntime-qnn), each
-importable as `onnxruntime`. `onnxruntime.get_available_providers()` says which one is
-installed, so that is what `auto` asks. Options are the ones each vendor documents:
+Two kinds of vendor packages (see plugins.py): *plugin* EPs installed beside the PyPI
+onnxruntime (Qualcomm `onnxruntime-qnn` 2.x, Intel `onnxruntime-ep-openvino`), chosen by
+device; and *classic* builds that replace the `onnxruntime` module (AMD's VitisAI build
+in Ryzen AI Software, `onnxruntime-openvino`), chosen by name in `providers=`. `auto`
+asks both. Options are the ones each vendor documents:
 
 - VitisAI: `config_file`, `cache_dir`, `cache_key`, as AMD's Whisper demo passes them
   (amd/RyzenAI-SW Demos/ASR/Whisper/run_whisper.py, `load_provider_options`); onnxruntime's
   docs/execution-providers/Vitis-AI-ExecutionProvider.md: the compiled model is cached in
   `{cache_dir}/{cache_key}`, compiled when the session starts. Our config file is
   modelled on the demo's config/vitisai_config_whisper_encoder.json (see that file).
-- OpenVINO: `device_type` = "NPU" (docs/execution-providers/OpenVINO-ExecutionProvider.md).
-- QNN: `backend_path` = the HTP library, QnnHtp.dll on Windows, libQnnHtp.so elsewhere
-  (docs/execution-providers/QNN-ExecutionProvider.md).
+- OpenVINO: `device_type` (NPU, GPU, CPU, AUTO) and `precision`, stated explicitly
+  (FP32 unless asked: the CPU's default on AMX/avx512_bf16 CPUs is bf16, which changes
+  results). The classic build takes both as provider options
+  (docs/execution-providers/OpenVINO-ExecutionProvider.md); the plugin ignores them
+  ("Provider option precision is ignored. Please set it via the load_config"), so for it
+  `device_type` picks the OrtEpDevice whose `ov_device` matches and `precision` goes into
+  `load_config` as `{"<device>": {"INFERENCE_PRECISION_HINT": "f32"}}`.
+- QNN: `backend_path` = the HTP library, `QnnHtp.dll` on Windows, `libQnnHtp.so` on Linux
+  and Android (docs/execution-providers/QNN-ExecutionProvider.md; onnxruntime_qnn's
+  `_lib_name`), in the plugin package's folder when it is the plugin; float models run in
+  FP16 (`enable_htp_fp16_precision=1`), which off the device (x86, the emulated HTP) also
+  needs a target, `soc_model` with `htp_arch`. The graph is compiled ahead of time into an
+  EP context file, cached like VitisAI's (sessions.py).
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.models import cache_dir
+from . import plugins
 
 VITISAI = "VitisAIExecutionProvider"
 OPENVINO = "OpenVINOExecutionProvider"
@@ -45,12 +58,23 @@ def onnxruntime_version() -> str | None:
 
 
 def available_providers() -> list[str]:
-    """What the installed onnxruntime build offers; empty without onnxruntime."""
+    """What onnxruntime offers, plugin EPs registered first; empty without onnxruntime."""
     try:
         import onnxruntime
     except ImportError:
         return []
+    plugins.register_plugins()
     return list(onnxruntime.get_available_providers())
+
+
+def provider_devices(name: str) -> list[str] | None:
+    """Device kinds an available provider runs on (["CPU", "NPU"]), None when unknown."""
+    if plugins.is_plugin(name):
+        return plugins.device_summary(name)
+    if name == OPENVINO:
+        devices = openvino_devices()
+        return None if devices is None else sorted({d.split(".")[0] for d in devices})
+    return None
 
 
 def openvino_devices() -> list[str] | None:
@@ -77,12 +101,13 @@ def npu_provider() -> tuple[str | None, str]:
     for name in NPU_PROVIDERS:
         if name not in available:
             continue
-        if name == OPENVINO:
-            devices = openvino_devices()
-            if devices is not None and not any(d.startswith("NPU") for d in devices):
-                skipped.append(f"OpenVINO sees no NPU ({', '.join(devices) or 'no devices'})")
-                continue
-        return name, f"onnxruntime {version} offers {name}"
+        devices = provider_devices(name)
+        if devices is not None and "NPU" not in devices:
+            short = name.removesuffix("ExecutionProvider")
+            skipped.append(f"{short} sees no NPU ({', '.join(devices) or 'no devices'})")
+            continue
+        kind = "plugin" if plugins.is_plugin(name) else "build"
+        return name, f"onnxruntime {version} offers {name} ({kind}) with an NPU"
     why = f"onnxruntime {version} has no NPU execution provider"
     return None, "; ".join([why, *skipped])
 
@@ -111,10 +136,62 @@ def default_options(name: str, model_sha256: str, batch: int, export_format: str
             "cache_key": cache_key(model_sha256, batch, export_format),
         }
     if name == OPENVINO:
-        return {"device_type": "NPU"}
+        devices = provider_devices(OPENVINO)
+        device = "NPU" if devices is None or "NPU" in devices else "CPU"
+        return {"device_type": device, "precision": "FP32"}
     if name == QNN:
-        return {"backend_path": "QnnHtp.dll" if sys.platform == "win32" else "libQnnHtp.so"}
+        return qnn_options()
     return {}
+
+
+# The emulated HTP (x86) needs a target to compile for: a Snapdragon 8 Gen 2-class SoC
+# (QNN docs: `soc_model`, `htp_arch` v73). On the device itself the backend finds its own.
+QNN_EMULATION_TARGET = {"soc_model": "60", "htp_arch": "73"}
+
+
+def qnn_backend_library(system: str | None = None) -> str:
+    """The QNN HTP backend's file name on this platform (`sys.platform` values)."""
+    return "QnnHtp.dll" if (system or sys.platform) == "win32" else "libQnnHtp.so"
+
+
+def qnn_options(fp16: bool = True, target: dict[str, str] | None = None) -> dict[str, str]:
+    """QNN HTP provider options for our float export (see the module docstring)."""
+    library = qnn_backend_library()
+    plugin = plugins.registered().get(QNN)
+    if plugin is not None:  # the plugin package ships its backends beside its library
+        library = str(Path(plugin.library).with_name(library))
+    options = {"backend_path": library}
+    if fp16:
+        options["enable_htp_fp16_precision"] = "1"
+        if target is None and platform.machine().lower() in ("x86_64", "amd64"):
+            target = QNN_EMULATION_TARGET
+        options.update(target or {})
+    return options
+
+
+_OV_PRECISION = {"FP32": "f32", "F32": "f32", "FP16": "f16", "F16": "f16", "BF16": "bf16"}
+
+
+def openvino_plugin_options(options: dict, threads: int = 0) -> tuple[str, dict[str, str]]:
+    """(device, options) for the OpenVINO plugin from options in the classic form.
+
+    `device_type` chooses the device, `precision` becomes the load_config's precision
+    hint (f32 when not given), `threads` its INFERENCE_NUM_THREADS; other options pass
+    through as strings.
+    """
+    rest = {k: v for k, v in options.items() if k not in ("device_type", "precision")}
+    device = str(options.get("device_type", "CPU")).upper()
+    precision = str(options.get("precision", "FP32")).upper()
+    hint = _OV_PRECISION.get(precision)
+    if hint is None:
+        raise ValueError(f"OpenVINO precision {precision!r}: use FP32, FP16 or BF16")
+    config = json.loads(rest.get("load_config") or "{}")
+    target = config.setdefault(device.split(".")[0], {})
+    target.setdefault("INFERENCE_PRECISION_HINT", hint)
+    if threads > 0:
+        target.setdefault("INFERENCE_NUM_THREADS", str(threads))
+    rest["load_config"] = json.dumps(config)
+    return device.split(".")[0], {k: str(v) for k, v in rest.items()}
 
 
 def check_spec(spec: Sequence[ProviderSpec]) -> list[ProviderSpec]:
@@ -194,9 +271,15 @@ def describe() -> dict[str, Any]:
         "npu_provider": name or "none",
         "reason": reason,
     }
-    if OPENVINO in available_providers():
-        devices = openvino_devices()
-        info["openvino_devices"] = ", ".join(devices) if devices is not None else "unknown"
+    available = available_providers()
+    found = plugins.registered()
+    info["plugins"] = ", ".join(f"{n} ({p.package})" for n, p in found.items()) or "none"
+    for package, why in plugins.failed_plugins().items():
+        info[f"plugin_failed_{package}"] = why
+    for name in (*NPU_PROVIDERS, *sorted(found)):
+        if name in available and f"devices_{name}" not in info:
+            devices = provider_devices(name)
+            info[f"devices_{name}"] = ", ".join(devices) if devices is not None else "unknown"
     if name == VITISAI:
         info["vitisai_config"] = str(vitisai_config_file())
         info["vitisai_cache"] = str(provider_cache_dir())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ..core.routes import TORCH, EncoderRoute
 from ..messages import one_line
 from . import providers as eps
 from .export import EXPORT_FORMAT, INPUT_NAME, OUTPUT_NAME, ensure_export, exported_batches
+from .sessions import create_session
 
 logger = logging.getLogger("amanuensis_npu")
 
@@ -37,34 +37,6 @@ SessionFactory = Callable[[Path, list[tuple[str, dict]], int], Any]
 
 class SessionUnavailable(RuntimeError):
     """No session can run this batch size (creation failed earlier, reason inside)."""
-
-
-def create_session(path: Path, providers: list[tuple[str, dict]], threads: int) -> Any:
-    """An onnxruntime.InferenceSession that raises instead of printing and switching EPs.
-
-    ONNX Runtime's Python session, when an execution provider fails, prints to stdout
-    and retries on the CPU provider unless `enable_fallback=0`; we keep control so the
-    fallback is our torch encoder, logged once, counted.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # Errors reach us as exceptions and are logged once; ORT's own log only with --verbose.
-    options.log_severity_level = 1 if logger.isEnabledFor(logging.DEBUG) else 4
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    # Without its CPU arena a session hands each window's activations back after the run
-    # (measured: +24 MB instead of +275 MB held per batch-1 session, same speed).
-    options.enable_cpu_mem_arena = False
-    if providers and providers[0][0] == eps.OPENVINO:
-        # OpenVINO's documentation advises leaving graph optimization to OpenVINO.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    with warnings.catch_warnings():
-        # "Specified provider ... is not in available provider names": checked by the caller.
-        warnings.simplefilter("ignore")
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=providers, enable_fallback=0
-        )
 
 
 class OnnxRoute(EncoderRoute):
@@ -133,16 +105,21 @@ class OnnxRoute(EncoderRoute):
                     self._warn(f"{reason}; those windows run through smaller exports", False)
                 raise SessionUnavailable(reason) from None
             self._sessions[batch] = session
-        missing = [name for name, _ in providers if name not in got]
+        missing = self.missing([name for name, _ in providers], got)
         if missing:
+            notes = list(getattr(session, "notes", []))
+            why = "; ".join(notes) or f"onnxruntime could not use {', '.join(missing)}"
             self._warn(
-                f"onnxruntime could not use {', '.join(missing)}; the ONNX encoder runs on "
-                f"{got[0] if got else 'no provider'}",
+                f"{why}; the ONNX encoder runs on {got[0] if got else 'no provider'}",
                 fallback=False,
             )
         if batch == 1 and got:
             self._provider = got[0]
         return session
+
+    def missing(self, requested: list[str], got: list[str]) -> list[str]:
+        """Requested providers that did not run (the CPU one is a fallback, never missing)."""
+        return [name for name in requested if name not in got and name != eps.CPU]
 
     def _announce(self, providers: list[tuple[str, dict]], batch: int) -> None:
         if not providers:
@@ -214,5 +191,3 @@ class OnnxRoute(EncoderRoute):
             logger.warning("%s; the encoder runs on the CPU for those calls", reason)
         else:
             logger.warning("%s", reason)
-
-

@@ -1,0 +1,437 @@
+"""The vendors' runtimes, run for real: plugin EPs (OpenVINO, QNN), the OpenVINO route.
+
+CI installs onnxruntime-ep-openvino, onnxruntime-qnn and openvino (.ci/install-test-deps.sh,
+the `test` extra): a missing one fails here, it is never skipped. QNN's HTP backend on
+x86 is Qualcomm's emulation of the Hexagon NPU: it compiles exactly what the device
+would, and runs it (slowly) on the CPU.
+
+References: our torch encoder (float32, exact to CTranslate2), stock faster-whisper on
+the same machine, onnxruntime's own graph assignment, the vendor packages' documented
+library names and the file system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import faster_whisper
+import onnx
+import onnxruntime as ort
+import onnxruntime_ep_openvino
+import onnxruntime_qnn
+import openvino
+import pytest
+import torch
+from conftest import CLIPS, LECTURE, LIBRIVOX
+
+import amanuensis_npu
+from amanuensis_npu import encoder_routes
+from amanuensis_npu.attention import CPUAttention
+from amanuensis_npu.core.encoder import WhisperEncoder, cached_encoder_weights
+from amanuensis_npu.core.routes import collect_encoder_stats
+from amanuensis_npu.npu.fidelity import cosine
+from amanuensis_npu.onnx import export, plugins, providers, runner, sessions
+
+DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
+REAL_SESSION = runner.create_session
+
+
+@pytest.fixture(scope="module")
+def cache(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private package cache (the joined model linked in) with the batch 1 and 2 exports."""
+    from amanuensis_npu.core.models import cache_dir
+
+    shared = cache_dir()
+    root = tmp_path_factory.mktemp("vendor-cache")
+    (root / "models").symlink_to(shared / "models", target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AMANUENSIS_NPU_CACHE", str(root))
+        mp.delenv("AMANUENSIS_NPU_XRT", raising=False)
+        weights = cached_encoder_weights(base_dir)
+        sha = export.model_sha256(base_dir)
+        for batch in (1, 2):
+            export.ensure_export(weights, sha, batch)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def export_b1(cache: Path, base_dir: Path) -> Path:
+    return export.export_path(export.model_sha256(base_dir), 1)
+
+
+@pytest.fixture(scope="module")
+def torch_encoder(base_dir: Path) -> WhisperEncoder:
+    return WhisperEncoder.from_weights(cached_encoder_weights(base_dir), CPUAttention())
+
+
+@pytest.fixture(scope="module")
+def torch_text(base_dir: Path) -> dict[Path, str]:
+    """Our torch encoder's text (float32 decoder, temperature 0) on two short clips."""
+    model = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
+    return {clip: _transcribe(model, clip) for clip in LIBRIVOX[:2]}
+
+
+def _transcribe(model, clip: Path, batched: bool = False) -> str:  # noqa: ANN001
+    if batched:
+        pipeline = faster_whisper.BatchedInferencePipeline(model)
+        segments, _ = pipeline.transcribe(str(clip), batch_size=8, **DETERMINISTIC)
+    else:
+        segments, _ = model.transcribe(str(clip), **DETERMINISTIC)
+    return "".join(s.text for s in segments).strip()
+
+
+def _ours(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "amanuensis_npu" and r.levelno >= logging.WARNING
+    ]
+
+
+def _compare(session, encoder: WhisperEncoder, windows: list) -> dict:  # noqa: ANN001
+    worst = {"max_abs": 0.0, "mean_abs": 0.0, "cosine": 1.0}
+    for _, mel in windows:
+        with torch.inference_mode():
+            ref = encoder(torch.from_numpy(mel[None])).double()
+        got = torch.from_numpy(session.run(["encoder_out"], {"mel": mel[None]})[0]).double()
+        diff = (got - ref).abs()
+        worst["max_abs"] = max(worst["max_abs"], float(diff.max()))
+        worst["mean_abs"] = max(worst["mean_abs"], float(diff.mean()))
+        worst["cosine"] = min(worst["cosine"], cosine(got, ref))
+    return worst
+
+
+# --- plugin EPs: found, registered once, listed with their devices ---------------------------
+
+
+def test_plugins_are_registered_once_and_info_lists_them_with_devices(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from amanuensis_npu import cli
+
+    first = plugins.register_plugins()
+    assert plugins.register_plugins() == first  # a second registration would raise in ORT
+    assert first[providers.QNN].library == onnxruntime_qnn.get_library_path()
+    assert first[providers.OPENVINO].library == onnxruntime_ep_openvino.get_library_path()
+    available = providers.available_providers()
+    assert providers.QNN in available and providers.OPENVINO in available
+    # OpenVINO's devices as OpenVINO itself lists them (the openvino package, a reference
+    # independent of onnxruntime): the plugin offers the same kinds.
+    ov_kinds = sorted({d.split(".")[0] for d in openvino.Core().available_devices})
+    assert providers.provider_devices(providers.OPENVINO) == ov_kinds
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "QNNExecutionProvider (onnxruntime_qnn)" in out
+    assert "OpenVINOExecutionProvider (onnxruntime_ep_openvino)" in out
+    assert f"devices_OpenVINOExecutionProvider: {', '.join(ov_kinds)}" in out, out
+
+
+def test_qnn_backend_library_follows_the_platform(monkeypatch) -> None:  # noqa: ANN001
+    """Qualcomm's names: QnnHtp.dll on Windows, libQnnHtp.so on Linux (onnxruntime_qnn's own
+    `_lib_name`); with the plugin, the file its package ships."""
+    assert providers.qnn_backend_library("win32") == "QnnHtp.dll"
+    assert providers.qnn_backend_library("linux") == "libQnnHtp.so"
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert providers.qnn_backend_library() == "QnnHtp.dll"
+    monkeypatch.setattr(sys, "platform", "linux")
+    path = providers.qnn_options()["backend_path"]
+    assert path == onnxruntime_qnn.get_qnn_htp_path() and Path(path).is_file()
+    got = providers.session_providers([providers.QNN], "ab" * 32, 1, "1")
+    assert got[0][1]["backend_path"] == path and got[0][1]["enable_htp_fp16_precision"] == "1"
+
+
+def test_the_provider_that_ran_is_read_from_the_session(export_b1: Path) -> None:
+    """A QNN plugin handed Windows' library on Linux loads no backend: ONNX Runtime still
+    lists QNNExecutionProvider, but every node runs on its CPU provider."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    options.add_provider_for_devices(plugins.ep_devices(providers.QNN), {"backend_path": "x.dll"})
+    with plugins.quiet_native_output("test"):
+        inner = ort.InferenceSession(str(export_b1), options)
+    assert providers.QNN in inner.get_providers()  # what ONNX Runtime says
+    session = sessions.Session(inner, [providers.QNN], [])
+    assert session.get_providers() == [providers.CPU]  # what ran
+
+
+# --- OpenVINO through its plugin EP ----------------------------------------------------------
+
+
+def test_openvino_plugin_f32_matches_torch_encoder_on_several_windows(
+    export_b1: Path, torch_encoder: WhisperEncoder, windows: list
+) -> None:
+    options = providers.default_options(providers.OPENVINO, "ab" * 32, 1, "1")
+    assert options == {"device_type": "CPU", "precision": "FP32"}  # no NPU here: the CPU
+    device, plugin_options = providers.openvino_plugin_options(options)
+    assert json.loads(plugin_options["load_config"]) == {
+        "CPU": {"INFERENCE_PRECISION_HINT": "f32"}
+    }  # stated explicitly: this CPU's own default is bf16 where it has AMX
+    # A user's (name, options) pair that names only the device gets f32 too.
+    _, pair_options = providers.openvino_plugin_options({"device_type": "CPU"})
+    assert json.loads(pair_options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f32"
+    session = REAL_SESSION(export_b1, [(providers.OPENVINO, options)], 2)
+    # Every node ONNX Runtime assigned (after turning Constant nodes into initializers)
+    # went to OpenVINO, none to the CPU provider.
+    assert set(session.nodes) == {providers.OPENVINO} and session.nodes[providers.OPENVINO] > 150
+    picked = windows[:: max(1, len(windows) // 6)][:6]
+    worst = _compare(session, torch_encoder, picked)
+    print(f"OpenVINO plugin CPU f32 vs torch over {len(picked)} windows: {worst}")
+    # The ONNX route's thresholds (test_onnx_encoder: ONNX Runtime CPU vs torch).
+    assert worst["max_abs"] <= 5e-3 and worst["mean_abs"] <= 1e-5 and worst["cosine"] >= 0.99999
+
+
+def test_transcribe_with_the_openvino_provider_reports_it_and_gives_the_torch_text(
+    cache: Path, torch_text: dict
+) -> None:
+    clip = LIBRIVOX[0]
+    result = amanuensis_npu.transcribe(
+        clip, encoder="onnx", onnx_providers=["OpenVINOExecutionProvider"], temperature=0.0
+    )
+    assert result.encoder == "onnx:OpenVINOExecutionProvider"
+    assert result.stats["encoder_fallbacks"] == 0
+    assert result.text == torch_text[clip]
+
+
+def test_openvino_npu_where_there_is_none_is_one_line_and_no_native_output(
+    cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    spec = [("OpenVINOExecutionProvider", {"device_type": "NPU"}), "CPUExecutionProvider"]
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        model = amanuensis_npu.WhisperModel(base_dir, device="npu", onnx_providers=spec)
+    assert model.encoder_route.name == "onnx:CPUExecutionProvider"
+    (line,) = _ours(caplog)
+    assert "no NPU device" in line and "runs on CPUExecutionProvider" in line, line
+    assert len(line) < 100, line
+    out, err = capfd.readouterr()
+    assert "onnxruntime" not in out + err, out + err
+
+
+def test_a_provider_that_fails_natively_prints_nothing_and_warns_once(
+    cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    """A QNN backend that does not load: ONNX Runtime and QNN print errors of their own on
+    fd 2; the user sees our one line only, and the transcription runs on our CPU encoder."""
+    spec = [("QNNExecutionProvider", {"backend_path": "/nonexistent/libQnnHtp.so"})]
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        model = amanuensis_npu.WhisperModel(base_dir, device="cpu", onnx_providers=spec)
+        text = _transcribe(model, LIBRIVOX[1])
+    assert text
+    (line,) = _ours(caplog)
+    assert "no ONNX Runtime session for batch 1 (QNN" in line, line
+    out, err = capfd.readouterr()
+    assert "[E:onnxruntime" not in err and "QnnHtp" not in err and "QnnHtp" not in out, err
+
+
+# --- QNN HTP: strict ahead-of-time compile, cached context -----------------------------------
+
+
+def _single_op_model(path: Path, op: str) -> Path:
+    from onnx import helper
+
+    out_shape = [] if op == "Det" else [4, 4]
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])],
+        op,
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_qnn_strict_compile_fails_when_a_node_would_leave_the_htp(tmp_path: Path) -> None:
+    options = providers.qnn_options()
+    ok = sessions.compile_qnn_context(
+        _single_op_model(tmp_path / "relu.onnx", "Relu"), options, tmp_path / "relu-ctx.onnx"
+    )
+    assert dict(ok) == {providers.QNN: 1} and (tmp_path / "relu-ctx.onnx").is_file()
+    # Det has no HTP kernel (QNN op support table): strict mode refuses the CPU for it.
+    with pytest.raises(Exception, match="fallback to CPU EP has been explicitly disabled"):
+        sessions.compile_qnn_context(
+            _single_op_model(tmp_path / "det.onnx", "Det"), options, tmp_path / "det-ctx.onnx"
+        )
+    assert not (tmp_path / "det-ctx.onnx").exists()
+    assert not list(tmp_path.glob(".qnn-compile-*"))  # nothing half-written left behind
+
+
+def test_qnn_compiles_our_export_once_and_reuses_the_context(
+    export_b1: Path, monkeypatch, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    spec = providers.session_providers([providers.QNN], "ab" * 32, 1, "1")
+    target = sessions.qnn_context_path(export_b1, spec[0][1])
+    assert not target.exists()
+    compiles: list[Path] = []
+    real_compile = sessions.compile_qnn_context
+
+    def counting(export_path: Path, options: dict, out: Path, threads: int = 0):  # noqa: ANN202
+        compiles.append(out)
+        nodes = real_compile(export_path, options, out, threads)
+        assert set(nodes) == {providers.QNN} and nodes[providers.QNN] > 150  # all on the HTP
+        return nodes
+
+    monkeypatch.setattr(sessions, "compile_qnn_context", counting)
+    with caplog.at_level(logging.INFO, logger="amanuensis_npu"):
+        first = REAL_SESSION(export_b1, spec, 2)
+    assert compiles == [target] and target.is_file()
+    assert "QNN is compiling" in caplog.text
+    assert first.get_providers()[0] == providers.QNN
+    # Second start: the cached context, nothing compiled. The context model holds only
+    # EPContext nodes, so a session from it cannot have compiled the graph again.
+    assert {n.op_type for n in onnx.load(str(target)).graph.node} == {"EPContext"}
+    stamp = target.stat().st_mtime_ns
+    second = REAL_SESSION(export_b1, spec, 2)
+    assert compiles == [target] and target.stat().st_mtime_ns == stamp
+    assert second.get_providers() == [providers.QNN]
+
+
+@pytest.mark.slow
+def test_qnn_fp16_emulated_encoder_matches_torch(
+    export_b1: Path, torch_encoder: WhisperEncoder, windows: list
+) -> None:
+    """The emulated HTP runs our FP16 encoder at minutes per window: one real window."""
+    spec = providers.session_providers([providers.QNN], "ab" * 32, 1, "1")
+    session = REAL_SESSION(export_b1, spec, 2)
+    assert session.get_providers() == [providers.QNN]
+    start = time.perf_counter()
+    worst = _compare(session, torch_encoder, windows[:1])
+    print(f"QNN HTP emulated FP16 vs torch, one window in {time.perf_counter() - start:.0f} s:"
+          f" {worst}")  # fmt: skip
+    assert worst["cosine"] >= 0.9998, worst
+
+
+# --- the OpenVINO route (encoder="openvino") and what auto picks ------------------------------
+
+
+def test_openvino_encoder_matches_stock_on_every_clip(cache: Path, base_dir: Path) -> None:
+    stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+    ours = amanuensis_npu.WhisperModel(
+        base_dir, device="cpu", compute_type="float32", encoder="openvino", cpu_threads=2
+    )
+    assert ours.encoder_route.name == "openvino:CPU"
+    with collect_encoder_stats() as stats:
+        for clip in CLIPS:
+            assert _transcribe(ours, clip) == _transcribe(stock, clip), clip.name
+    counts = stats.snapshot()
+    assert counts["encoder_fallbacks"] == 0
+    assert counts["encoder_routes"] == {"openvino:CPU": counts["encoder_windows"]}
+
+
+def test_openvino_bf16_only_when_asked(cache: Path, base_dir: Path) -> None:
+    bf16 = amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:cpu:bf16")
+    assert bf16.encoder_route.name == "openvino:CPU:bf16"
+    assert bf16.encoder_route.precision == "bf16"
+    f32 = amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino")
+    assert f32.encoder_route.precision == "f32"
+    with pytest.raises(ValueError, match="OpenVINO device must be one of"):
+        amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:TPU")
+
+
+def test_auto_without_npu_picks_openvino_with_one_short_line(
+    cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(encoder_routes, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
+        amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
+    assert model.encoder_route.name == "openvino:CPU"
+    (line,) = _ours(caplog)
+    assert "CPU" in line and "amanuensis-npu info" in line and len(line) < 100, line
+
+
+def test_auto_says_nothing_when_the_user_switched_the_npu_off(
+    cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setenv("AMANUENSIS_NPU_XRT", "off")
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
+    assert model.encoder_route.name == "openvino:CPU"
+    assert _ours(caplog) == []
+
+
+# --- sessions are created once; a failing batch size does not stall ---------------------------
+
+
+def _failing_session(path: Path, eps: list, threads: int):  # noqa: ANN202
+    """A real onnxruntime failure: strict mode with a provider that is not here."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    return ort.InferenceSession(str(path), options, providers=["VitisAIExecutionProvider"])
+
+
+def test_a_session_that_fails_is_created_once(
+    cache: Path, base_dir: Path, monkeypatch, torch_text: dict  # noqa: ANN001
+) -> None:
+    created: list[Path] = []
+
+    def counting(path: Path, eps: list, threads: int):  # noqa: ANN202
+        created.append(path)
+        return _failing_session(path, eps, threads)
+
+    monkeypatch.setattr(runner, "create_session", counting)
+    model = amanuensis_npu.WhisperModel(
+        base_dir, device="cpu", compute_type="float32", encoder="onnx"
+    )
+    clip = LIBRIVOX[1]
+    with collect_encoder_stats() as stats:
+        texts = [_transcribe(model, clip) for _ in range(2)]
+    assert texts == [torch_text[clip]] * 2
+    assert stats.snapshot()["encoder_calls"] >= 4
+    assert [p.name.rsplit("-", 1)[-1] for p in created] == ["b1.onnx"]  # once, at load
+
+
+def test_batched_run_finishes_when_the_batch_2_session_fails(
+    cache: Path, base_dir: Path, monkeypatch  # noqa: ANN001
+) -> None:
+    created: list[str] = []
+
+    def b2_fails(path: Path, eps: list, threads: int):  # noqa: ANN202
+        created.append(path.name.rsplit("-", 1)[-1])
+        if path.name.endswith("-b2.onnx"):
+            return _failing_session(path, eps, threads)
+        return REAL_SESSION(path, eps, threads)
+
+    monkeypatch.setattr(runner, "create_session", b2_fails)
+    ours = amanuensis_npu.WhisperModel(
+        base_dir, device="cpu", compute_type="float32", encoder="onnx", cpu_threads=2
+    )
+    stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+    clip = LECTURE  # 3+ windows at once: the batch 2 export is asked for
+    result: list[str] = []
+    worker = threading.Thread(
+        target=lambda: result.append(_transcribe(ours, clip, True)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), "batched transcription did not finish"
+    assert result == [_transcribe(stock, clip, True)]
+    assert created.count("b2.onnx") == 1 and ours.encoder_route.batch_sizes == [1]
+
+
+def test_onnx_providers_with_the_default_encoder_is_the_onnx_route(
+    cache: Path, tmp_path: Path, torch_text: dict
+) -> None:
+    from amanuensis_npu import cli
+
+    clip = LIBRIVOX[0]
+    code = cli.main(
+        ["transcribe", str(clip), "--onnx_providers", "CPUExecutionProvider", "--temperature",
+         "0", "--compute_type", "float32", "--output_format", "json", "--output_dir",
+         str(tmp_path), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((tmp_path / f"{clip.stem}.json").read_text())
+    text = "".join(s["text"] for s in data["segments"]).strip()
+    assert text == torch_text[clip]
+    result = amanuensis_npu.transcribe(clip, onnx_providers=["CPUExecutionProvider"])
+    assert result.encoder == "onnx:CPUExecutionProvider"
+
