@@ -80,22 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     # The model and decoding groups are parents: `serve` takes them with the same defaults.
     model_group = argparse.ArgumentParser(add_help=False)
     decoding_group = argparse.ArgumentParser(add_help=False)
-    t = sub.add_parser(
-        "transcribe", parents=[common], formatter_class=defaults,
-        help="transcribe audio files, directories and manifests",
-        description=(
-            "Transcribe files, directories (recursively, audio found by extension) and "
-            "manifests. The job is resumable: a journal in --output_dir records every finished "
-            "input, so running the same command again transcribes only what is new, changed "
-            "or (with --retry-failed) failed. " + NAMING_HELP
-        ),
-    )
-    t.add_argument("audio", nargs="*", help="audio files and directories (anything PyAV decodes)")
-    t.add_argument(
-        "--manifest", action="append", default=[], metavar="FILE",
-        help="a file listing inputs: one path per line, or CSV with a 'path' column; "
-        "relative paths are from the manifest's folder (repeatable)",
-    )
     g = model_group.add_argument_group("model")
     g.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 model dir")
     g.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"],
@@ -163,8 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch_size", type=int, default=None,
                    help="use faster-whisper's batched pipeline with this many windows at once")
 
-    for parent in (model_group, decoding_group):  # what `parents=` does, after `t`'s own groups
-        t._add_container_actions(parent)
+    t = sub.add_parser(
+        "transcribe", parents=[common, model_group, decoding_group], formatter_class=defaults,
+        help="transcribe audio files, directories and manifests",
+        description=(
+            "Transcribe files, directories (recursively, audio found by extension) and "
+            "manifests. The job is resumable: a journal in --output_dir records every finished "
+            "input, so running the same command again transcribes only what is new, changed "
+            "or (with --retry-failed) failed. " + NAMING_HELP
+        ),
+    )
+    t.add_argument("audio", nargs="*", help="audio files and directories (anything PyAV decodes)")
+    t.add_argument(
+        "--manifest", action="append", default=[], metavar="FILE",
+        help="a file listing inputs: one path per line, or CSV with a 'path' column; "
+        "relative paths are from the manifest's folder (repeatable)",
+    )
+
     o = t.add_argument_group("outputs")
     o.add_argument("--output_format", "-f", default="all", choices=OUTPUT_FORMATS,
                    help="WhisperX's output files ('all': the five)")
