@@ -72,6 +72,28 @@ def base_dir() -> Path:
     return resolve_model("base")
 
 
+def private_onnx_cache(
+    base_dir: Path, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[Path]:
+    """A private package cache (the joined model linked in) holding the batch 1 and 2 exports,
+    in effect while the generator is open: a module fixture yields from it."""
+    from amanuensis_npu.core.encoder import cached_encoder_weights
+    from amanuensis_npu.core.models import cache_dir
+    from amanuensis_npu.onnx import export
+
+    shared = cache_dir()
+    root = tmp_path_factory.mktemp(name)
+    (root / "models").symlink_to(shared / "models", target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AMANUENSIS_NPU_CACHE", str(root))
+        mp.delenv("AMANUENSIS_NPU_XRT", raising=False)
+        weights = cached_encoder_weights(base_dir)
+        sha = export.model_sha256(base_dir)
+        for batch in (1, 2):
+            export.ensure_export(weights, sha, batch)
+        yield root
+
+
 @pytest.fixture(scope="session")
 def windows() -> list[tuple[str, np.ndarray]]:
     """Log-mel features of every 30 s window of every test clip, as the encoder gets them

@@ -26,7 +26,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import CARDS, CLIPS, LECTURE, LIBRIVOX, console_script
+from conftest import CARDS, CLIPS, LECTURE, LIBRIVOX, console_script, private_onnx_cache
 
 import amanuensis_npu
 import amanuensis_npu.integrations.whisperx  # noqa: F401  (see below)
@@ -50,19 +50,7 @@ REAL_SESSION = runner.create_session  # tests below substitute the module's fact
 @pytest.fixture(scope="module")
 def onnx_cache(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private package cache (the joined model linked in) holding exports for batch 1 and 2."""
-    from amanuensis_npu.core.models import cache_dir
-
-    shared = cache_dir()
-    cache = tmp_path_factory.mktemp("onnx-cache")
-    (cache / "models").symlink_to(shared / "models", target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AMANUENSIS_NPU_CACHE", str(cache))
-        mp.delenv("AMANUENSIS_NPU_XRT", raising=False)
-        weights = cached_encoder_weights(base_dir)
-        sha = export.model_sha256(base_dir)
-        for batch in (1, 2):
-            export.ensure_export(weights, sha, batch)
-        yield cache
+    yield from private_onnx_cache(base_dir, tmp_path_factory, "onnx-cache")
 
 
 @pytest.fixture(scope="module")

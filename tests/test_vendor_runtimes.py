@@ -28,7 +28,7 @@ import onnxruntime_qnn
 import openvino
 import pytest
 import torch
-from conftest import CLIPS, LECTURE, LIBRIVOX
+from conftest import CLIPS, LECTURE, LIBRIVOX, private_onnx_cache
 
 import amanuensis_npu
 from amanuensis_npu import encoder_routes
@@ -45,19 +45,7 @@ REAL_SESSION = runner.create_session
 @pytest.fixture(scope="module")
 def cache(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private package cache (the joined model linked in) with the batch 1 and 2 exports."""
-    from amanuensis_npu.core.models import cache_dir
-
-    shared = cache_dir()
-    root = tmp_path_factory.mktemp("vendor-cache")
-    (root / "models").symlink_to(shared / "models", target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AMANUENSIS_NPU_CACHE", str(root))
-        mp.delenv("AMANUENSIS_NPU_XRT", raising=False)
-        weights = cached_encoder_weights(base_dir)
-        sha = export.model_sha256(base_dir)
-        for batch in (1, 2):
-            export.ensure_export(weights, sha, batch)
-        yield root
+    yield from private_onnx_cache(base_dir, tmp_path_factory, "vendor-cache")
 
 
 @pytest.fixture(scope="module")
