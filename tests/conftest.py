@@ -72,6 +72,21 @@ def base_dir() -> Path:
     return resolve_model("base")
 
 
+DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
+
+
+def transcript(model, clip: Path, batched: bool = False) -> str:  # noqa: ANN001
+    """`model`'s text for `clip` at temperature 0, beam 5 (batched: faster-whisper's pipeline)."""
+    import faster_whisper
+
+    if batched:
+        pipeline = faster_whisper.BatchedInferencePipeline(model)
+        segments, _ = pipeline.transcribe(str(clip), batch_size=8, **DETERMINISTIC)
+    else:
+        segments, _ = model.transcribe(str(clip), **DETERMINISTIC)
+    return "".join(s.text for s in segments).strip()
+
+
 def private_onnx_cache(
     base_dir: Path, tmp_path_factory: pytest.TempPathFactory, name: str
 ) -> Iterator[Path]:

@@ -26,7 +26,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import CARDS, CLIPS, LECTURE, LIBRIVOX, console_script, private_onnx_cache
+from conftest import (
+    CARDS,
+    CLIPS,
+    LECTURE,
+    LIBRIVOX,
+    console_script,
+    private_onnx_cache,
+    transcript,
+)
 
 import amanuensis_npu
 import amanuensis_npu.integrations.whisperx  # noqa: F401  (see below)
@@ -43,7 +51,6 @@ from amanuensis_npu.onnx import export, providers, runner
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "amanuensis_npu" / "assets" / "demo.wav"
-DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
 REAL_SESSION = runner.create_session  # tests below substitute the module's factory
 
 
@@ -72,8 +79,8 @@ def stock(base_dir: Path) -> dict[tuple[Path, bool], str]:
 
     Texts, not the model: a model fixture would stay loaded for the whole module."""
     model = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
-    texts = {(clip, False): _transcribe(model, clip) for clip in CLIPS}
-    texts.update({(clip, True): _transcribe(model, clip, True) for clip in BATCHED_CLIPS})
+    texts = {(clip, False): transcript(model, clip) for clip in CLIPS}
+    texts.update({(clip, True): transcript(model, clip, True) for clip in BATCHED_CLIPS})
     return texts
 
 
@@ -81,7 +88,7 @@ def stock(base_dir: Path) -> dict[tuple[Path, bool], str]:
 def torch_cpu_text(base_dir: Path) -> dict[Path, str]:
     """Our torch encoder's text for the short clips the provider and fallback tests use."""
     model = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
-    return {clip: _transcribe(model, clip) for clip in (LIBRIVOX[0], LIBRIVOX[1])}
+    return {clip: transcript(model, clip) for clip in (LIBRIVOX[0], LIBRIVOX[1])}
 
 
 @pytest.fixture
@@ -92,17 +99,6 @@ def onnx_model(onnx_cache: Path, base_dir: Path) -> amanuensis_npu.WhisperModel:
     )
 
 
-def _text(segments) -> str:  # noqa: ANN001
-    return "".join(s.text for s in segments).strip()
-
-
-def _transcribe(model, clip: Path, batched: bool = False) -> str:  # noqa: ANN001
-    if batched:
-        pipeline = faster_whisper.BatchedInferencePipeline(model)
-        segments, _ = pipeline.transcribe(str(clip), batch_size=8, **DETERMINISTIC)
-    else:
-        segments, _ = model.transcribe(str(clip), **DETERMINISTIC)
-    return _text(segments)
 
 
 # --- export --------------------------------------------------------------------------------
@@ -200,7 +196,7 @@ def test_whisper_model_onnx_matches_stock_on_every_clip(onnx_model, stock: dict)
     assert onnx_model.encoder_route.name == "onnx:CPUExecutionProvider"
     before = onnx_model.encoder_route.stats.snapshot()
     for clip in CLIPS:
-        assert _transcribe(onnx_model, clip) == stock[clip, False], clip.name
+        assert transcript(onnx_model, clip) == stock[clip, False], clip.name
     after = onnx_model.encoder_route.stats.snapshot()
     assert after["encoder_windows"] - before["encoder_windows"] >= 2 * len(CLIPS)
     assert after["encoder_fallbacks"] == before["encoder_fallbacks"]
@@ -222,7 +218,7 @@ def test_batched_pipeline_runs_through_exported_sizes_and_matches_stock(
     route._run = spy
     try:
         for clip in BATCHED_CLIPS:
-            assert _transcribe(onnx_model, clip, True) == stock[clip, True], clip.name
+            assert transcript(onnx_model, clip, True) == stock[clip, True], clip.name
     finally:
         del route._run
     assert max(seen) >= 3  # the lecture sends 3+ windows at once: no export of its own
@@ -409,7 +405,7 @@ def test_auto_prefers_an_npu_provider_with_the_vendor_options(
     assert "could not use VitisAIExecutionProvider" in caplog.text
     assert model.encoder_route.name == "onnx:CPUExecutionProvider"
     clip = LIBRIVOX[0]
-    assert _transcribe(model, clip) == torch_cpu_text[clip]
+    assert transcript(model, clip) == torch_cpu_text[clip]
 
 
 def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa: ANN001
@@ -537,7 +533,7 @@ def test_failing_onnx_runs_on_the_torch_cpu_encoder(
         )
         clip = LIBRIVOX[1]
         with collect_encoder_stats() as stats:
-            got = [_transcribe(model, clip), _transcribe(model, clip)]
+            got = [transcript(model, clip), transcript(model, clip)]
     assert got == [torch_cpu_text[clip]] * 2
     counts = stats.snapshot()
     assert counts["encoder_calls"] >= 4

@@ -28,7 +28,7 @@ import onnxruntime_qnn
 import openvino
 import pytest
 import torch
-from conftest import CLIPS, LECTURE, LIBRIVOX, private_onnx_cache
+from conftest import CLIPS, LECTURE, LIBRIVOX, private_onnx_cache, transcript
 
 import amanuensis_npu
 from amanuensis_npu import encoder_routes
@@ -38,7 +38,6 @@ from amanuensis_npu.core.routes import collect_encoder_stats
 from amanuensis_npu.npu.fidelity import cosine
 from amanuensis_npu.onnx import export, plugins, providers, runner, sessions
 
-DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
 REAL_SESSION = runner.create_session
 
 
@@ -62,16 +61,9 @@ def torch_encoder(base_dir: Path) -> WhisperEncoder:
 def torch_text(base_dir: Path) -> dict[Path, str]:
     """Our torch encoder's text (float32 decoder, temperature 0) on two short clips."""
     model = amanuensis_npu.WhisperModel(base_dir, device="cpu", compute_type="float32")
-    return {clip: _transcribe(model, clip) for clip in LIBRIVOX[:2]}
+    return {clip: transcript(model, clip) for clip in LIBRIVOX[:2]}
 
 
-def _transcribe(model, clip: Path, batched: bool = False) -> str:  # noqa: ANN001
-    if batched:
-        pipeline = faster_whisper.BatchedInferencePipeline(model)
-        segments, _ = pipeline.transcribe(str(clip), batch_size=8, **DETERMINISTIC)
-    else:
-        segments, _ = model.transcribe(str(clip), **DETERMINISTIC)
-    return "".join(s.text for s in segments).strip()
 
 
 def _ours(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -208,7 +200,7 @@ def test_a_provider_that_fails_natively_prints_nothing_and_warns_once(
     spec = [("QNNExecutionProvider", {"backend_path": "/nonexistent/libQnnHtp.so"})]
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="cpu", onnx_providers=spec)
-        text = _transcribe(model, LIBRIVOX[1])
+        text = transcript(model, LIBRIVOX[1])
     assert text
     (line,) = _ours(caplog)
     assert "no ONNX Runtime session for batch 1 (QNN" in line, line
@@ -306,7 +298,7 @@ def test_openvino_encoder_matches_stock_on_every_clip(cache: Path, base_dir: Pat
     assert ours.encoder_route.name == "openvino:CPU"
     with collect_encoder_stats() as stats:
         for clip in CLIPS:
-            assert _transcribe(ours, clip) == _transcribe(stock, clip), clip.name
+            assert transcript(ours, clip) == transcript(stock, clip), clip.name
     counts = stats.snapshot()
     assert counts["encoder_fallbacks"] == 0
     assert counts["encoder_routes"] == {"openvino:CPU": counts["encoder_windows"]}
@@ -371,7 +363,7 @@ def test_a_session_that_fails_is_created_once(
     )
     clip = LIBRIVOX[1]
     with collect_encoder_stats() as stats:
-        texts = [_transcribe(model, clip) for _ in range(2)]
+        texts = [transcript(model, clip) for _ in range(2)]
     assert texts == [torch_text[clip]] * 2
     assert stats.snapshot()["encoder_calls"] >= 4
     assert [p.name.rsplit("-", 1)[-1] for p in created] == ["b1.onnx"]  # once, at load
@@ -396,12 +388,12 @@ def test_batched_run_finishes_when_the_batch_2_session_fails(
     clip = LECTURE  # 3+ windows at once: the batch 2 export is asked for
     result: list[str] = []
     worker = threading.Thread(
-        target=lambda: result.append(_transcribe(ours, clip, True)), daemon=True
+        target=lambda: result.append(transcript(ours, clip, True)), daemon=True
     )
     worker.start()
     worker.join(timeout=300)
     assert not worker.is_alive(), "batched transcription did not finish"
-    assert result == [_transcribe(stock, clip, True)]
+    assert result == [transcript(stock, clip, True)]
     assert created.count("b2.onnx") == 1 and ours.encoder_route.batch_sizes == [1]
 
 

@@ -268,6 +268,11 @@ def runtime_buffers(batch: int, heads: int = H) -> list[dict[str, Any]]:
         ("rowp", "int32", (batch, heads, ROWP_WORDS), "in"),
         ("out", "int16", (batch, heads, TP, D), "out"),
     ]
+    return buffer_table(specs)
+
+
+def buffer_table(specs: list[tuple[str, str, tuple[int, ...], str]]) -> list[dict[str, Any]]:
+    """(name, dtype, shape, direction) rows as the manifest records runtime arguments."""
     return [
         {
             "name": name,

@@ -70,16 +70,7 @@ def runtime_buffers(name: str) -> list[dict[str, Any]]:
         return design.runtime_buffers(1, 1 if name == "head" else design.H)
     else:
         raise ValueError(f"unknown design {name!r}; choose one of {DESIGNS}")
-    return [
-        {
-            "name": n,
-            "dtype": dt,
-            "shape": list(shape),
-            "nbytes": int(np.prod(shape)) * np.dtype(dt).itemsize,
-            "direction": d,
-        }
-        for n, dt, shape, d in specs
-    ]
+    return design.buffer_table(specs)
 
 
 def runtime_sequence(name: str, target: str) -> list:
