@@ -9,8 +9,10 @@
   GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/onnx/openvino_route.py).
 - "auto": with `device="npu"` and `attention="auto"`, an NPU execution provider if
   onnxruntime has one (it moves the whole encoder); else the torch encoder with our
-  NPU attention kernel when that is usable; else the CPU: OpenVINO's f32 encoder when
-  openvino is installed (faster than ours, same output), else our torch encoder, with
+  NPU attention kernel when that is usable; else the CPU: OpenVINO's encoder when
+  openvino is installed (faster than ours), in bf16 where the CPU computes bf16 natively
+  (closer to float32 than stock faster-whisper's int8 encoder, and twice as fast as it;
+  measured by benchmarks/cpu_precision.py), else f32; else our torch encoder, with
   one short warning that points at `amanuensis-npu info` for the reasons (none when the
   user switched the NPU off with AMANUENSIS_NPU_XRT=off). With `device="cpu"`, or an
   explicit `attention=`, the torch encoder.
@@ -79,12 +81,16 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     npu = backend_availability("npu")
     if npu.ok:
         return "torch:npu", f"{ort_reason}; attention: {npu.summary}"
-    from .onnx.openvino_route import installed
+    from .onnx.openvino_route import auto_precision, installed
 
     version = installed()
     if version is not None:
-        why = f"{ort_reason}; attention: {npu.summary}; openvino {version} on the CPU (f32)"
-        return "openvino:CPU:f32", why
+        precision, because = auto_precision()
+        why = (
+            f"{ort_reason}; attention: {npu.summary}; "
+            f"openvino {version} on the CPU in {precision} ({because})"
+        )
+        return f"openvino:CPU:{precision}", why
     return "torch:cpu", f"{ort_reason}; attention: {npu.summary}; openvino not installed"
 
 
@@ -128,7 +134,7 @@ def build_route(
                 encoder = "onnx"
             else:
                 encoder = choice if choice.startswith("openvino:") else TORCH
-                on_cpu = choice in ("torch:cpu", "openvino:CPU:f32")
+                on_cpu = choice == "torch:cpu" or choice.startswith("openvino:CPU:")
                 if on_cpu and device != "cpu" and _attention_is_auto(attention):
                     if not _npu_switched_off():  # the user's own choice needs no warning
                         _warn_once("auto", NO_NPU_LINE)

@@ -28,6 +28,21 @@ CONVERSATION = SPEECH / "conversation" / "sample.wav"
 LECTURE = SPEECH / "lecture" / "lecture.wav"
 CLIPS = sorted([*LIBRIVOX, *CARDS, CONVERSATION, LECTURE])
 
+# The suite runs its clip, window and speech-layer comparisons on a sample that reaches
+# every kind of test speech (read speech, one-word commands, a noisy conversation, a long
+# lecture; both paddings of a last window); `AMANUENSIS_NPU_TEST_SWEEP=1` runs them on
+# everything, as `python benchmarks/sweep.py` does.
+SWEEP = os.environ.get("AMANUENSIS_NPU_TEST_SWEEP") == "1"
+SAMPLE_CLIPS = CLIPS if SWEEP else sorted([CARDS[0], CONVERSATION, LIBRIVOX[0], LIBRIVOX[3]])
+BATCHED_CLIPS = [LIBRIVOX[0], LECTURE]  # the lecture sends 3+ windows at once
+SAMPLE_WINDOWS = (
+    "cards/001.wav@0s+audio-pad",
+    "conversation/sample.wav@0s",
+    "lecture/lecture.wav@30s+audio-pad",
+    "librivox/sense_and_sensibility_01_austen_64kb-0870.wav@0s",
+)
+SPEECH_LAYER_WINDOWS = SAMPLE_WINDOWS[1:3]  # every layer of these through the kernel paths
+
 
 def console_script(name: str) -> str | None:
     """The path of console script `name` of the Python running the tests, else from PATH.
@@ -109,13 +124,40 @@ def private_onnx_cache(
         yield root
 
 
-@pytest.fixture(scope="session")
-def windows() -> list[tuple[str, np.ndarray]]:
-    """Log-mel features of every 30 s window of every test clip, as the encoder gets them
-    (both paddings that reach the encoder in practice; see `speech_windows`)."""
+def sampled_windows(names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    """The windows named (all of them with AMANUENSIS_NPU_TEST_SWEEP=1), in their order."""
     from _numerics_helpers import speech_windows
 
-    return speech_windows(CLIPS)
+    every = speech_windows(CLIPS)
+    if SWEEP:
+        return every
+    picked = [w for w in every if w[0] in names]
+    assert [w[0] for w in picked] == sorted(names), "a sampled window is missing"
+    return picked
+
+
+@pytest.fixture(scope="session")
+def windows() -> list[tuple[str, np.ndarray]]:
+    """Log-mel features of sampled 30 s windows of the test clips (every window with
+    AMANUENSIS_NPU_TEST_SWEEP=1), as the encoder gets them: both paddings that reach the
+    encoder in practice (see `speech_windows`)."""
+    return sampled_windows(SAMPLE_WINDOWS)
+
+
+@pytest.fixture(scope="session")
+def stock_texts(base_dir: Path) -> dict[tuple[Path, bool], str]:
+    """Stock faster-whisper's text (float32, temperature 0, beam 5) per (clip, batched):
+    SAMPLE_CLIPS sequentially and BATCHED_CLIPS through its batched pipeline. The reference
+    every route's transcript test compares with, computed once for the session; the model
+    is released once they are."""
+    import faster_whisper
+
+    model = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+    texts = {(clip, False): transcript(model, clip) for clip in SAMPLE_CLIPS}
+    texts.update({(clip, True): transcript(model, clip, True) for clip in BATCHED_CLIPS})
+    del model
+    gc.collect()
+    return texts
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ def base_pair(base_dir: Path) -> tuple:
     return ct2, load_encoder(base_dir, attention="cpu")
 
 
-def test_base_parity_on_every_window_of_every_clip(base_pair: tuple, windows: list) -> None:
+def test_base_parity_on_the_sampled_windows(base_pair: tuple, windows: list) -> None:
     ct2, enc = base_pair
     report = []
     for name, mel in windows:

@@ -37,6 +37,7 @@ from _numerics_helpers import (
     make_buffers,
     require_tool,
 )
+from conftest import SPEECH_LAYER_WINDOWS, sampled_windows
 
 from amanuensis_npu.attention import get_backend
 from amanuensis_npu.npu import emulator as emu
@@ -65,9 +66,11 @@ def host_kernel():
 
 
 @pytest.fixture(scope="module")
-def speech_layers(windows):
-    """(window name, layer, q, k, v) for every encoder layer of every 30 s speech window."""
-    return SpeechLayers(windows)
+def speech_layers():
+    """(window name, layer, q, k, v) for every encoder layer of two speech windows (the
+    conversation, and the lecture's last window padded the whisperx way); of every window
+    with AMANUENSIS_NPU_TEST_SWEEP=1 (benchmarks/sweep.py)."""
+    return SpeechLayers(sampled_windows(SPEECH_LAYER_WINDOWS))
 
 
 @pytest.fixture(scope="session")

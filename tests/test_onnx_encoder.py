@@ -20,17 +20,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import faster_whisper
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from conftest import (
+    BATCHED_CLIPS,
     CARDS,
-    CLIPS,
-    LECTURE,
     LIBRIVOX,
+    SAMPLE_CLIPS,
     console_script,
     private_onnx_cache,
     transcript,
@@ -43,7 +42,7 @@ from amanuensis_npu.attention import CPUAttention
 from amanuensis_npu.core.encoder import WhisperEncoder, cached_encoder_weights
 from amanuensis_npu.core.routes import collect_encoder_stats
 from amanuensis_npu.npu.fidelity import cosine
-from amanuensis_npu.onnx import export, providers, runner
+from amanuensis_npu.onnx import export, openvino_route, providers, runner
 
 # The WhisperX stack is imported with the module, not inside a test: optuna (under
 # pyannote) keeps the traceback of an optional import that failed, and that traceback's
@@ -70,18 +69,10 @@ def sha(base_dir: Path) -> str:
     return hashlib.sha256((base_dir / "model.bin").read_bytes()).hexdigest()
 
 
-BATCHED_CLIPS = [LIBRIVOX[0], LECTURE]
-
-
 @pytest.fixture(scope="module")
-def stock(base_dir: Path) -> dict[tuple[Path, bool], str]:
-    """Stock faster-whisper's text per (clip, batched): every clip sequentially, two batched.
-
-    Texts, not the model: a model fixture would stay loaded for the whole module."""
-    model = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
-    texts = {(clip, False): transcript(model, clip) for clip in CLIPS}
-    texts.update({(clip, True): transcript(model, clip, True) for clip in BATCHED_CLIPS})
-    return texts
+def stock(stock_texts: dict) -> dict[tuple[Path, bool], str]:
+    """Stock faster-whisper's text per (clip, batched): the session's shared reference."""
+    return stock_texts
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +137,25 @@ def test_export_is_reused_when_valid_and_rebuilt_when_broken(
     assert "model_sha256" in export.check_export(path, sha, 1, (80, 1500, 512))
     export.ensure_export(weights, sha, 1, tmp_path)
     assert export.check_export(path, sha, 1, (80, 1500, 512)) is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary leftovers
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".checked"))
+    assert left == [path.name]  # no temporary leftovers
+
+
+def test_a_checked_export_is_not_checked_again_by_the_next_process(
+    weights: dict, sha: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking an 82 MB export costs seconds per start: a stamp beside it remembers the
+    check; a file written again is checked again."""
+    path = export.ensure_export(weights, sha, 1, tmp_path)
+    export.ensure_export(weights, sha, 1, tmp_path)  # checked once, stamped
+    checks: list[Path] = []
+    real = export.check_export
+    monkeypatch.setattr(export, "_VALID", set())  # as in a new process
+    monkeypatch.setattr(export, "check_export", lambda p, *a: checks.append(p) or real(p, *a))
+    assert export.ensure_export(weights, sha, 1, tmp_path) == path and checks == []
+    path.write_bytes(path.read_bytes())  # same bytes, written again: a new modification time
+    monkeypatch.setattr(export, "_VALID", set())
+    assert export.ensure_export(weights, sha, 1, tmp_path) == path and checks == [path]
 
 
 def test_export_of_a_corrupt_model_is_one_clear_error(tmp_path: Path, base_dir: Path) -> None:
@@ -165,7 +174,7 @@ def test_export_of_a_corrupt_model_is_one_clear_error(tmp_path: Path, base_dir: 
 # --- numerics: ONNX Runtime CPU vs our torch encoder -----------------------------------------
 
 
-def test_onnxruntime_cpu_matches_torch_encoder_on_every_window(
+def test_onnxruntime_cpu_matches_torch_encoder_on_sampled_windows(
     onnx_cache: Path, weights: dict, sha: str, windows: list
 ) -> None:
     torch_encoder = WhisperEncoder.from_weights(weights, CPUAttention())
@@ -192,13 +201,13 @@ def test_onnxruntime_cpu_matches_torch_encoder_on_every_window(
 # --- transcripts ---------------------------------------------------------------------------
 
 
-def test_whisper_model_onnx_matches_stock_on_every_clip(onnx_model, stock: dict) -> None:  # noqa: ANN001
+def test_whisper_model_onnx_matches_stock_on_the_sampled_clips(onnx_model, stock: dict) -> None:  # noqa: ANN001
     assert onnx_model.encoder_route.name == "onnx:CPUExecutionProvider"
     before = onnx_model.encoder_route.stats.snapshot()
-    for clip in CLIPS:
+    for clip in SAMPLE_CLIPS:
         assert transcript(onnx_model, clip) == stock[clip, False], clip.name
     after = onnx_model.encoder_route.stats.snapshot()
-    assert after["encoder_windows"] - before["encoder_windows"] >= 2 * len(CLIPS)
+    assert after["encoder_windows"] - before["encoder_windows"] >= 2 * len(SAMPLE_CLIPS)
     assert after["encoder_fallbacks"] == before["encoder_fallbacks"]
 
 
@@ -469,7 +478,8 @@ def test_info_lists_providers_and_what_auto_picks() -> None:
     report = info_report()
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]
     assert report["onnxruntime"]["version"] == ort.__version__
-    assert report["encoder_auto_picks"] == "openvino:CPU:f32"  # CI installs openvino
+    precision = openvino_route.auto_precision()[0]  # CI installs openvino
+    assert report["encoder_auto_picks"] == f"openvino:CPU:{precision}"
     assert "no NPU execution provider" in report["encoder_auto_reason"]
 
 

@@ -16,11 +16,11 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import faster_whisper
+import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxruntime_ep_openvino
@@ -28,7 +28,7 @@ import onnxruntime_qnn
 import openvino
 import pytest
 import torch
-from conftest import CLIPS, LECTURE, LIBRIVOX, private_onnx_cache, transcript
+from conftest import LECTURE, LIBRIVOX, SAMPLE_CLIPS, private_onnx_cache, transcript
 
 import amanuensis_npu
 from amanuensis_npu import encoder_routes
@@ -90,9 +90,33 @@ def _compare(session, encoder: WhisperEncoder, windows: list) -> dict:  # noqa: 
 # --- plugin EPs: found, registered once, listed with their devices ---------------------------
 
 
+def _plugin_cpu_devices() -> list:
+    """The OpenVINO plugin's CPU devices as ONNX Runtime itself lists them after registration
+    (the reference: onnxruntime's own `get_ep_devices`, not our summary of it)."""
+    plugins.register_plugins()
+    return [
+        d
+        for d in ort.get_ep_devices()
+        if d.ep_name == providers.OPENVINO and dict(d.ep_metadata).get("ov_device") == "CPU"
+    ]
+
+
+def _host_cpu_vendor_id() -> int:
+    """The host CPU's PCI vendor id as ONNX Runtime reads it (0x8086 Intel, 0x1022 AMD)."""
+    (cpu,) = [d for d in ort.get_ep_devices() if d.ep_name == providers.CPU]
+    return int(cpu.device.vendor_id)
+
+
+INTEL = 0x8086
+
+
 def test_plugins_are_registered_once_and_info_lists_them_with_devices(
     capsys: pytest.CaptureFixture,
 ) -> None:
+    """Both plugins register on any CPU. OpenVINO's plugin offers its devices on an Intel
+    CPU only: on an AMD one (Zen 4, seen here) `get_ep_devices` lists none for it and
+    onnxruntime leaves it out of the available providers, while the openvino package
+    itself still lists the CPU. Each branch asserts what that CPU gives."""
     from amanuensis_npu import cli
 
     first = plugins.register_plugins()
@@ -100,16 +124,51 @@ def test_plugins_are_registered_once_and_info_lists_them_with_devices(
     assert first[providers.QNN].library == onnxruntime_qnn.get_library_path()
     assert first[providers.OPENVINO].library == onnxruntime_ep_openvino.get_library_path()
     available = providers.available_providers()
-    assert providers.QNN in available and providers.OPENVINO in available
+    assert providers.QNN in available
     # OpenVINO's devices as OpenVINO itself lists them (the openvino package, a reference
-    # independent of onnxruntime): the plugin offers the same kinds.
+    # independent of onnxruntime): on Intel the plugin offers the same kinds, elsewhere none.
     ov_kinds = sorted({d.split(".")[0] for d in openvino.Core().available_devices})
-    assert providers.provider_devices(providers.OPENVINO) == ov_kinds
+    assert "CPU" in ov_kinds
+    expected = ov_kinds if _host_cpu_vendor_id() == INTEL else []
+    assert providers.provider_devices(providers.OPENVINO) == expected
+    assert (providers.OPENVINO in available) == bool(expected)
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "QNNExecutionProvider (onnxruntime_qnn)" in out
     assert "OpenVINOExecutionProvider (onnxruntime_ep_openvino)" in out
-    assert f"devices_OpenVINOExecutionProvider: {', '.join(ov_kinds)}" in out, out
+    assert f"devices_OpenVINOExecutionProvider: {', '.join(expected) or 'none'}" in out, out
+
+
+class _FakeEpDevice:
+    """What `get_ep_devices` gives for the OpenVINO plugin on an Intel CPU: its target in
+    ep_metadata `ov_device` (its entries all report the host's hardware type)."""
+
+    def __init__(self, ov_device: str) -> None:
+        self.ep_name = providers.OPENVINO
+        self.ep_metadata = {"ov_device": ov_device}
+
+
+@pytest.mark.parametrize(
+    "listed,chosen",
+    [(["CPU", "GPU.0"], ["CPU"]), (["GPU.0"], []), ([], [])],
+    ids=["intel-cpu", "intel-gpu-only", "amd-none"],
+)
+def test_openvino_plugin_device_choice_on_either_cpu(
+    monkeypatch: pytest.MonkeyPatch, listed: list, chosen: list
+) -> None:
+    """Both branches on any machine: with the device lists an Intel and an AMD CPU give,
+    the CPU entry is chosen when there is one, else the reason names what there is."""
+    fakes = [_FakeEpDevice(kind) for kind in listed]
+    monkeypatch.setattr(plugins, "ep_devices", lambda name: list(fakes))
+    options = providers.default_options(providers.OPENVINO, "ab" * 32, 1, "1")
+    devices, plugin_options, why = sessions.plugin_devices(providers.OPENVINO, options)
+    assert [d.ep_metadata["ov_device"] for d in devices] == chosen
+    assert json.loads(plugin_options["load_config"]) == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}
+    if chosen:
+        assert why is None
+    else:
+        have = ", ".join(sorted({k.split(".")[0] for k in listed})) or "none"
+        assert why == f"OpenVINO has no CPU device here ({have})"
 
 
 def test_qnn_backend_library_follows_the_platform(monkeypatch) -> None:  # noqa: ANN001
@@ -143,37 +202,53 @@ def test_the_provider_that_ran_is_read_from_the_session(export_b1: Path) -> None
 # --- OpenVINO through its plugin EP ----------------------------------------------------------
 
 
-def test_openvino_plugin_f32_matches_torch_encoder_on_several_windows(
+def test_openvino_plugin_f32_on_this_cpu_matches_torch_encoder(
     export_b1: Path, torch_encoder: WhisperEncoder, windows: list
 ) -> None:
+    """Where the plugin offers the CPU (Intel), every node goes to OpenVINO, in f32; where it
+    offers none (AMD), the session says why and every node runs on the CPU provider. Either
+    way the encoder output is our torch encoder's, within the ONNX route's bars."""
     options = providers.default_options(providers.OPENVINO, "ab" * 32, 1, "1")
     assert options == {"device_type": "CPU", "precision": "FP32"}  # no NPU here: the CPU
     device, plugin_options = providers.openvino_plugin_options(options)
     assert json.loads(plugin_options["load_config"]) == {
         "CPU": {"INFERENCE_PRECISION_HINT": "f32"}
-    }  # stated explicitly: this CPU's own default is bf16 where it has AMX
+    }  # stated explicitly: OpenVINO's own CPU default is bf16 where the CPU computes it
     # A user's (name, options) pair that names only the device gets f32 too.
     _, pair_options = providers.openvino_plugin_options({"device_type": "CPU"})
     assert json.loads(pair_options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f32"
     session = REAL_SESSION(export_b1, [(providers.OPENVINO, options)], 2)
     # Every node ONNX Runtime assigned (after turning Constant nodes into initializers)
-    # went to OpenVINO, none to the CPU provider.
-    assert set(session.nodes) == {providers.OPENVINO} and session.nodes[providers.OPENVINO] > 150
-    picked = windows[:: max(1, len(windows) // 6)][:6]
+    # went to one provider: OpenVINO where it offers the CPU, else ONNX Runtime's own.
+    ran = providers.OPENVINO if _plugin_cpu_devices() else providers.CPU
+    assert set(session.nodes) == {ran} and session.nodes[ran] > 150
+    if ran == providers.CPU:
+        assert session.notes == ["OpenVINO has no CPU device here (none)"]
+    picked = windows[:: max(1, len(windows) // 3)][:3]
     worst = _compare(session, torch_encoder, picked)
-    print(f"OpenVINO plugin CPU f32 vs torch over {len(picked)} windows: {worst}")
+    print(f"OpenVINO plugin requested, {ran} ran, vs torch over {len(picked)} windows: {worst}")
     # The ONNX route's thresholds (test_onnx_encoder: ONNX Runtime CPU vs torch).
     assert worst["max_abs"] <= 5e-3 and worst["mean_abs"] <= 1e-5 and worst["cosine"] >= 0.99999
 
 
-def test_transcribe_with_the_openvino_provider_reports_it_and_gives_the_torch_text(
-    cache: Path, torch_text: dict
+def test_transcribe_with_the_openvino_provider_reports_what_ran_and_gives_the_torch_text(
+    cache: Path, torch_text: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
     clip = LIBRIVOX[0]
-    result = amanuensis_npu.transcribe(
-        clip, encoder="onnx", onnx_providers=["OpenVINOExecutionProvider"], temperature=0.0
-    )
-    assert result.encoder == "onnx:OpenVINOExecutionProvider"
+    with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
+        result = amanuensis_npu.transcribe(
+            clip, encoder="onnx", onnx_providers=["OpenVINOExecutionProvider"], temperature=0.0
+        )
+    if _plugin_cpu_devices():
+        assert result.encoder == "onnx:OpenVINOExecutionProvider"
+        assert not _ours(caplog)
+    else:  # one line says what ran instead, and why
+        assert result.encoder == "onnx:CPUExecutionProvider"
+        (line,) = _ours(caplog)
+        assert line == (
+            "OpenVINO has no CPU device here (none); the ONNX encoder runs on "
+            "CPUExecutionProvider"
+        ), line
     assert result.stats["encoder_fallbacks"] == 0
     assert result.text == torch_text[clip]
 
@@ -272,36 +347,51 @@ def test_qnn_compiles_our_export_once_and_reuses_the_context(
     assert second.get_providers() == [providers.QNN]
 
 
-@pytest.mark.slow
-def test_qnn_fp16_emulated_encoder_matches_torch(
-    export_b1: Path, torch_encoder: WhisperEncoder, windows: list
-) -> None:
-    """The emulated HTP runs our FP16 encoder at minutes per window: one real window."""
-    spec = providers.session_providers([providers.QNN], "ab" * 32, 1, "1")
-    session = REAL_SESSION(export_b1, spec, 2)
-    assert session.get_providers() == [providers.QNN]
-    start = time.perf_counter()
-    worst = _compare(session, torch_encoder, windows[:1])
-    print(f"QNN HTP emulated FP16 vs torch, one window in {time.perf_counter() - start:.0f} s:"
-          f" {worst}")  # fmt: skip
-    assert worst["cosine"] >= 0.9998, worst
+# The emulated HTP's FP16 arithmetic on a real window (minutes per window on the CPU) is
+# measured by benchmarks/npu_numerics.py (QNN FP16 row), not here: what our code decides
+# for QNN (options, strict compile, the cached context) is tested above.
 
 
 # --- the OpenVINO route (encoder="openvino") and what auto picks ------------------------------
 
 
-def test_openvino_encoder_matches_stock_on_every_clip(cache: Path, base_dir: Path) -> None:
-    stock = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32")
+def test_openvino_encoder_matches_stock_on_the_sampled_clips(
+    cache: Path, base_dir: Path, stock_texts: dict
+) -> None:
     ours = amanuensis_npu.WhisperModel(
         base_dir, device="cpu", compute_type="float32", encoder="openvino", cpu_threads=2
     )
     assert ours.encoder_route.name == "openvino:CPU"
     with collect_encoder_stats() as stats:
-        for clip in CLIPS:
-            assert transcript(ours, clip) == transcript(stock, clip), clip.name
+        for clip in SAMPLE_CLIPS:
+            assert transcript(ours, clip) == stock_texts[clip, False], clip.name
     counts = stats.snapshot()
     assert counts["encoder_fallbacks"] == 0
     assert counts["encoder_routes"] == {"openvino:CPU": counts["encoder_windows"]}
+
+
+def test_openvino_compiles_once_and_recompiles_a_rewritten_export(
+    cache: Path, base_dir: Path, export_b1: Path
+) -> None:
+    """A second start reads the compiled encoder from OpenVINO's cache (its own
+    LOADED_FROM_CACHE says so); an export written again is compiled anew, its old cache
+    folder gone, since OpenVINO keys a file's compile by path and options only."""
+    from amanuensis_npu.onnx import openvino_route
+
+    spec = [("CPU", {"precision": "f32"})]
+    first = openvino_route.compile_encoder(export_b1, spec, 2)
+    folder = openvino_route.cache_dir_for(export_b1)
+    again = openvino_route.compile_encoder(export_b1, spec, 2)
+    assert (first.loaded_from_cache, again.loaded_from_cache) == (False, True)
+    assert any(folder.iterdir())
+    x = {"mel": np.zeros((1, 80, 3000), np.float32)}
+    np.testing.assert_array_equal(first.run(None, x)[0], again.run(None, x)[0])
+    data = export_b1.read_bytes()
+    export_b1.unlink()
+    export_b1.write_bytes(data)  # the same path, a new file (as ensure_export rebuilds it)
+    rebuilt = openvino_route.compile_encoder(export_b1, spec, 2)
+    assert not rebuilt.loaded_from_cache
+    assert not folder.exists() and openvino_route.cache_dir_for(export_b1).is_dir()
 
 
 def test_openvino_bf16_only_when_asked(cache: Path, base_dir: Path) -> None:
@@ -314,6 +404,71 @@ def test_openvino_bf16_only_when_asked(cache: Path, base_dir: Path) -> None:
         amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:TPU")
 
 
+def _cpu_flags() -> set[str]:
+    """The kernel's CPU flags (Linux): an independent record of what the CPU computes."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _auto_name() -> str:
+    """What auto must run on this CPU: bf16 where the kernel lists bf16 instructions."""
+    native = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return "openvino:CPU:bf16" if native else "openvino:CPU"
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads Linux's CPU flags")
+def test_openvino_says_bf16_is_native_exactly_where_the_cpu_has_bf16_instructions() -> None:
+    from amanuensis_npu.onnx import openvino_route
+
+    native, why = openvino_route.native_bf16()
+    assert native == bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()), why
+    assert openvino_route.auto_precision() == ("bf16" if native else "f32", why)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_auto_precision_follows_the_cpu_on_either_branch(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """Both branches on any machine: the reason names the precision and why."""
+    from amanuensis_npu.onnx import openvino_route
+
+    why = "the CPU computes bf16 natively" if native else "no native bf16 on this CPU"
+    monkeypatch.setattr(openvino_route, "native_bf16", lambda: (native, why))
+    monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
+    choice, reason = encoder_routes.resolve_auto("npu")
+    precision = "bf16" if native else "f32"
+    assert choice == f"openvino:CPU:{precision}"
+    assert f"on the CPU in {precision} ({why})" in reason
+
+
+def test_bf16_encoder_is_closer_to_float32_than_stock_int8(
+    cache: Path, base_dir: Path, windows: list
+) -> None:
+    """Why auto may run bf16: against CTranslate2's float32 encoder (the reference, same
+    machine), OpenVINO's bf16 encoder is closer than the int8 encoder stock faster-whisper
+    users run. Two windows here (speech and the conversation); every window of the test
+    speech in benchmarks/cpu_precision.py."""
+    import ctranslate2
+    import numpy as np
+
+    def ct2(compute_type: str):  # noqa: ANN202
+        model = ctranslate2.models.Whisper(str(base_dir), compute_type=compute_type)
+        return lambda x: np.array(model.encode(ctranslate2.StorageView.from_array(x), True))
+
+    reference, stock_int8 = ct2("float32"), ct2("int8")
+    bf16 = amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:CPU:bf16")
+    picked = [w for w in windows if "conversation" in w[0]][:1] + windows[:1]
+    for name, mel in picked:
+        x = mel[None].astype(np.float32)
+        ref = torch.from_numpy(reference(x)).double()
+        ours = cosine(torch.from_numpy(bf16.encoder_route(torch.from_numpy(x))).double(), ref)
+        stock = cosine(torch.from_numpy(stock_int8(x)).double(), ref)
+        print(f"{name}: cosine vs float32: openvino bf16 {ours:.6f}, stock int8 {stock:.6f}")
+        assert ours > stock, (name, ours, stock)
+
+
 def test_auto_without_npu_picks_openvino_with_one_short_line(
     cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch  # noqa: ANN001
 ) -> None:
@@ -321,7 +476,7 @@ def test_auto_without_npu_picks_openvino_with_one_short_line(
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
         amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
-    assert model.encoder_route.name == "openvino:CPU"
+    assert model.encoder_route.name == _auto_name()
     (line,) = _ours(caplog)
     assert "CPU" in line and "amanuensis-npu info" in line and len(line) < 100, line
 
@@ -333,7 +488,7 @@ def test_auto_says_nothing_when_the_user_switched_the_npu_off(
     monkeypatch.setenv("AMANUENSIS_NPU_XRT", "off")
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
-    assert model.encoder_route.name == "openvino:CPU"
+    assert model.encoder_route.name == _auto_name()
     assert _ours(caplog) == []
 
 

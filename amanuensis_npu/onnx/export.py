@@ -177,15 +177,42 @@ def ensure_export(
         if path.is_file():
             st = path.stat()
             key = (str(path), st.st_size, st.st_mtime_ns, model_sha256, batch)
-            if key in _VALID:
+            if key in _VALID or _stamp(path) == _stamp_text(key):
+                _VALID.add(key)
                 return path
             problem = check_export(path, model_sha256, batch, dims)
             if problem is None:
                 _VALID.add(key)
+                _write_stamp(path, key)
                 return path
             logger.warning("ONNX export %s is unusable (%s); exporting it again", path, problem)
         _build(weights, model_sha256, batch, path)
         return path
+
+
+# A checked export gets a stamp beside it (its size, modification time, model and batch),
+# so later processes skip the check: loading and checking an 82 MB export took 1.5-4 s of
+# every start. A file written again (new size or time) is checked again.
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.checked")
+
+
+def _stamp_text(key: tuple) -> str:
+    return f"{EXPORT_FORMAT} " + " ".join(str(part) for part in key[1:])
+
+
+def _stamp(path: Path) -> str | None:
+    try:
+        return _stamp_path(path).read_text()
+    except OSError:
+        return None
+
+
+def _write_stamp(path: Path, key: tuple) -> None:
+    try:
+        _stamp_path(path).write_text(_stamp_text(key))
+    except OSError:  # a read-only cache: the check runs again next time, nothing else
+        pass
 
 
 def _build(weights: dict[str, np.ndarray], model_sha256: str, batch: int, path: Path) -> None:

@@ -7,14 +7,27 @@ the OpenVINO plugin EP: both gave the same output and the same time on our expor
 abs difference between them 0), and the package is one wheel on Linux, Windows and
 macOS that does not depend on one onnxruntime version.
 
-Precision is always stated: f32 unless asked (OpenVINO's CPU default is bf16 on CPUs
-with AMX or avx512_bf16, which changes the transcript). Fallback, batch sizes and
-counters are the ONNX route's (runner.py): a device that cannot compile or run the
-model sends those calls to our torch encoder on the CPU, said once.
+Precision is always stated: f32 when `openvino[:DEVICE]` names none. What `auto` picks
+on the CPU is `auto_precision()`'s: bf16 where OpenVINO computes bf16 natively
+(avx512_bf16 or AMX: Zen 4, Zen 5, Sapphire Rapids and later), f32 elsewhere. Measured
+with benchmarks/cpu_precision.py on the test speech: bf16's encoder is closer to
+CTranslate2's float32 encoder than stock faster-whisper's int8 encoder is, on every
+window, and about twice as fast as it (README, "Precision on the CPU").
+
+Compiled models are cached (OpenVINO's CACHE_DIR) so a second start compiles nothing.
+OpenVINO keys a model compiled from a file by its path and options only (openvino
+src/inference/src/compilation_context.cpp, `ModelCache::compute_hash(model_path, ...)`),
+not by its content, so each export gets a cache folder named after the file's size and
+modification time: an export written again gets a new folder, and the old ones go.
+
+Fallback, batch sizes and counters are the ONNX route's (runner.py): a device that cannot
+compile or run the model sends those calls to our torch encoder on the CPU, said once.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +37,8 @@ from .runner import OnnxRoute
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 NAME = "openvino"
+
+logger = logging.getLogger("amanuensis_npu")
 
 
 def parse(encoder: str) -> tuple[str, str]:
@@ -59,12 +74,62 @@ def available_devices() -> list[str]:
         return []
 
 
+def native_bf16() -> tuple[bool, str]:
+    """Whether OpenVINO computes bf16 natively on this CPU, and what says so.
+
+    OpenVINO's CPU plugin lists BF16 among its OPTIMIZATION_CAPABILITIES and makes bf16
+    its default INFERENCE_PRECISION_HINT only where the CPU has bf16 instructions
+    (avx512_bf16 or AMX); a capability without that default would be emulated and slow.
+    """
+    try:
+        import openvino
+
+        core = openvino.Core()
+        caps = {str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+        default = core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    except Exception as exc:  # no openvino, or a CPU plugin that cannot say
+        return False, f"OpenVINO cannot tell ({type(exc).__name__})"
+    if "BF16" in caps and default == openvino.Type.bf16:
+        return True, "the CPU computes bf16 natively"
+    return False, "no native bf16 on this CPU"
+
+
+def auto_precision() -> tuple[str, str]:
+    """The precision `encoder="auto"` runs OpenVINO's CPU encoder in, and why."""
+    native, why = native_bf16()
+    return ("bf16", why) if native else ("f32", why)
+
+
 def describe() -> dict[str, str]:
     """What `amanuensis-npu info` shows about openvino."""
     version = installed()
     if version is None:
         return {"version": "not installed (pip install openvino: encoder=openvino)"}
-    return {"version": version, "devices": ", ".join(available_devices()) or "none"}
+    precision, why = auto_precision()
+    return {
+        "version": version,
+        "devices": ", ".join(available_devices()) or "none",
+        "auto_precision": f"{precision} ({why})",
+        "compile_cache": str(cache_root()),
+    }
+
+
+def cache_root() -> Path:
+    """Where OpenVINO's compiled models are kept (beside the other providers' compiles)."""
+    return eps.provider_cache_dir() / "openvino"
+
+
+def cache_dir_for(export: Path) -> Path:
+    """OpenVINO's CACHE_DIR for this export file as it is now (see the module docstring);
+    folders of earlier versions of the same export are removed."""
+    st = export.stat()
+    root = cache_root()
+    target = root / f"{export.stem}-{st.st_size}-{st.st_mtime_ns}"
+    if root.is_dir():
+        for old in root.glob(f"{export.stem}-*"):
+            if old != target and old.is_dir() and old.name.count("-") == target.name.count("-"):
+                shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 class CompiledEncoder:
@@ -78,6 +143,10 @@ class CompiledEncoder:
         except Exception:
             ran = [device]
         self.devices = ran or [device]
+        try:  # True when OpenVINO read the compiled model from CACHE_DIR: nothing compiled
+            self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:
+            self.loaded_from_cache = False
 
     def get_providers(self) -> list[str]:
         return list(self.devices)
@@ -97,10 +166,17 @@ def compile_encoder(path: Path, providers: list[tuple[str, dict]], threads: int)
         config["INFERENCE_PRECISION_HINT"] = options.get("precision", "f32")
     if threads > 0 and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
-    if device != "CPU":  # GPU/NPU compiles are slow: OpenVINO caches them here
-        config["CACHE_DIR"] = str(eps.provider_cache_dir() / "openvino")
+    try:
+        config["CACHE_DIR"] = str(cache_dir_for(path))
+    except OSError as exc:  # an unwritable cache costs a compile per start, nothing else
+        logger.info("OpenVINO compile cache unavailable (%s)", exc)
     core = openvino.Core()
-    return CompiledEncoder(core.compile_model(str(path), device, config), device)
+    compiled = CompiledEncoder(core.compile_model(str(path), device, config), device)
+    logger.info(
+        "OpenVINO %s encoder (batch file %s) %s", device, path.name,
+        "loaded from its compile cache" if compiled.loaded_from_cache else "compiled",
+    )  # fmt: skip
+    return compiled
 
 
 class OpenVinoRoute(OnnxRoute):

@@ -277,9 +277,13 @@ def describe() -> dict[str, Any]:
     for package, why in plugins.failed_plugins().items():
         info[f"plugin_failed_{package}"] = why
     for name in (*NPU_PROVIDERS, *sorted(found)):
-        if name in available and f"devices_{name}" not in info:
+        # A registered plugin is listed even when it offers no device: onnxruntime then
+        # leaves it out of its providers (OpenVINO's plugin on an AMD CPU), and "none"
+        # says why it is not used.
+        if (name in available or name in found) and f"devices_{name}" not in info:
             devices = provider_devices(name)
-            info[f"devices_{name}"] = ", ".join(devices) if devices is not None else "unknown"
+            listed = ", ".join(devices or ["none"]) if devices is not None else "unknown"
+            info[f"devices_{name}"] = listed
     if name == VITISAI:
         info["vitisai_config"] = str(vitisai_config_file())
         info["vitisai_cache"] = str(provider_cache_dir())
