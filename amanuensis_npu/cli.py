@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--encoder", default="auto", type=_encoder_setting,
                    help="encoder route: auto, torch (our encoder; 'attention' applies), onnx "
                    "(the export on ONNX Runtime) or openvino[:CPU|GPU|NPU|AUTO[:f32|bf16|f16]] "
-                   "('auto': an NPU, else OpenVINO's f32 CPU encoder when installed)")
+                   "('auto': an NPU, else OpenVINO's CPU encoder when installed, bf16 where "
+                   "the CPU computes bf16 natively, else f32)")
     g.add_argument("--onnx_providers", default=None,
                    help="ONNX Runtime execution providers, comma-separated or as a JSON list "
                    "(default: an NPU provider onnxruntime has, else the CPU)")

@@ -15,6 +15,10 @@ human transcripts, with stock int8's own distance as the bar:
 
     python benchmarks/cpu_precision.py                     # every clip of tests/data/speech
     python benchmarks/cpu_precision.py --data ../shared/data/speech --threads 2
+    python benchmarks/cpu_precision.py --rescore results.json   # score saved transcripts again
+
+Per clip as well as in total: one clip that falls into a repetition loop ("I'm sorry, I'm
+sorry, ...") under one encoder dominates a total, and a reader should see that it is one clip.
 
 The `auto` precision rule (amanuensis_npu.onnx.openvino_route.auto_precision) is bf16 only
 where OpenVINO computes bf16 natively; this script prints what it picks here and why.
@@ -187,6 +191,37 @@ def word_table(runs: dict[str, dict], paths: list[Path]) -> dict[str, dict]:
     return table
 
 
+def clip_table(runs: dict[str, dict], paths: list[Path]) -> list[str]:
+    """Markdown rows: words changed vs stock float32, per clip and encoder row."""
+    from amanuensis_npu.evaluation import word_counts
+
+    reference = runs["stock float32"]["texts"]
+    names = [r for r in runs if r != "stock float32"]
+    lines = ["| clip | words (stock f32) | " + " | ".join(names) + " |"]
+    lines.append("| --- " * (len(names) + 2) + "|")
+    for path in paths:
+        ref = reference[str(path)]
+        cells = [str(word_counts(ref, runs[r]["texts"][str(path)])[0]) for r in names]
+        name = f"{path.parent.name}/{path.stem}"
+        lines.append(f"| {name} | {len(ref.split())} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def print_transcripts(runs: dict[str, dict], paths: list[Path]) -> dict[str, dict]:
+    table = word_table(runs, paths)
+    print("\n| transcription | route | words changed vs stock float32 | WER vs human |")
+    print("| --- | --- | --- | --- |")
+    for row, t in table.items():
+        wer = "-" if t["wer_vs_human"] is None else f"{100 * t['wer_vs_human']:.2f}%"
+        print(
+            f"| {row} | {t['route']} | {t['words_changed_vs_stock_f32']} of {t['words']} "
+            f"| {wer} ({t['human_words']} words) |"
+        )
+    print("\nWords changed vs stock float32, per clip:\n")
+    print("\n".join(clip_table(runs, paths)))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -194,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--no-transcripts", action="store_true", help="encoder cosines only")
+    parser.add_argument("--rescore", help="score the transcripts saved in this --json file")
     args = parser.parse_args(argv)
+    if args.rescore:
+        saved = json.loads(Path(args.rescore).read_text())
+        print(f"CPU (of the saved run): {saved['cpu']}")
+        print_transcripts(saved["runs"], [Path(p) for p in saved["clips"]])
+        return 0
 
     from amanuensis_npu.core.models import resolve_model
     from amanuensis_npu.onnx.openvino_route import auto_precision
@@ -218,16 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"cpu": cpu_name(), "auto": [precision, why], "cosines": cos}
     if not args.no_transcripts:
         runs = transcripts(model_dir, paths, args.threads)
-        table = word_table(runs, paths)
-        print("\n| transcription | route | words changed vs stock float32 | WER vs human |")
-        print("| --- | --- | --- | --- |")
-        for row, t in table.items():
-            wer = "-" if t["wer_vs_human"] is None else f"{100 * t['wer_vs_human']:.2f}%"
-            print(
-                f"| {row} | {t['route']} | {t['words_changed_vs_stock_f32']} of {t['words']} "
-                f"| {wer} ({t['human_words']} words) |"
-            )
-        result["transcripts"] = table
+        result["transcripts"] = print_transcripts(runs, paths)
+        result["clips"] = [str(p) for p in paths]
+        result["runs"] = runs  # texts and scored hypotheses, for --rescore
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

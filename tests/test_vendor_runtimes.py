@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -371,13 +372,17 @@ def test_openvino_encoder_matches_stock_on_the_sampled_clips(
 
 
 def test_openvino_compiles_once_and_recompiles_a_rewritten_export(
-    cache: Path, base_dir: Path, export_b1: Path
+    cache: Path, base_dir: Path, export_b1: Path, tmp_path: Path
 ) -> None:
     """A second start reads the compiled encoder from OpenVINO's cache (its own
     LOADED_FROM_CACHE says so); an export written again is compiled anew, its old cache
     folder gone, since OpenVINO keys a file's compile by path and options only."""
     from amanuensis_npu.onnx import openvino_route
 
+    # A copy of its own, so that no other test's compile of the shared export is in the cache.
+    own = tmp_path / "own-encoder-b1.onnx"
+    shutil.copyfile(export_b1, own)
+    export_b1 = own
     spec = [("CPU", {"precision": "f32"})]
     first = openvino_route.compile_encoder(export_b1, spec, 2)
     folder = openvino_route.cache_dir_for(export_b1)
