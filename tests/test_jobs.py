@@ -218,7 +218,7 @@ def test_outputs_mirror_the_tree_and_match_stock(reference: tuple, archive: Path
     rows = journal_rows(out)
     assert len(rows) == N and {r[0] for r in rows.values()} == {"done"}
     assert f"done: {N} transcribed, 0 skipped, 0 failed" in proc.stderr
-    assert "route: encoder torch, attention cpu; 0 of " in proc.stderr
+    assert "route: encoder torch on CPU in f32, attention cpu; 0 of " in proc.stderr
 
 
 def test_progress_is_one_bar_in_audio_seconds(reference: tuple) -> None:
