@@ -8,12 +8,18 @@ normaliser (`normalize`) before jiwer aligns and scores them.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_NORMALIZER: Any = None
+
+@functools.cache
+def _whisper_normalizer() -> Any:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()  # reads its British/American spelling table once
 
 
 def normalize(text: str) -> str:
@@ -28,12 +34,7 @@ def normalize(text: str) -> str:
     "colour" -> "color"), so neither spelling counts as an error and our WERs compare with
     published ones.
     """
-    global _NORMALIZER
-    if _NORMALIZER is None:
-        from whisper_normalizer.english import EnglishTextNormalizer
-
-        _NORMALIZER = EnglishTextNormalizer()
-    return " ".join(_NORMALIZER(text).split())
+    return " ".join(_whisper_normalizer()(text).split())
 
 
 @dataclass
