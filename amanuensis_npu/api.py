@@ -33,10 +33,32 @@ class TranscriptionResult:
     text: str
     segments: list[Any]
     info: Any
+    # The attention backend that ran ("npu", "emulator", "cpu"), "none" when the whole
+    # encoder ran on ONNX Runtime or OpenVINO (no attention backend is called then).
     backend: str
     stats: dict[str, Any] = field(default_factory=dict)
     # The encoder route that encoded most windows: "torch", "onnx:CPUExecutionProvider", ...
     encoder: str = "torch"
+    encoder_device: str = "CPU"  # the ONNX provider / OpenVINO device / "CPU" that ran it
+    encoder_precision: str = "f32"
+    encoder_reason: str = ""  # why the route was picked (auto's reason, or the explicit choice)
+
+    def route(self) -> dict[str, Any]:
+        """What ran, as the server and `info` report it: the attention fields only when
+        an attention backend ran."""
+        out: dict[str, Any] = {
+            "encoder": self.encoder,
+            "encoder_device": self.encoder_device,
+            "encoder_precision": self.encoder_precision,
+            "encoder_reason": self.encoder_reason,
+            "attention": self.backend,
+        }
+        if self.backend != NO_BACKEND:
+            out["attention_calls"] = int(self.stats.get("attention_calls", 0))
+            out["attention_fallbacks"] = int(self.stats.get("fallbacks", 0))
+        if self.stats.get("encoder_fallbacks"):
+            out["encoder_fallbacks"] = int(self.stats["encoder_fallbacks"])
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The result dict whisperx's writers take, shaped as stock whisperx shapes it.
@@ -103,6 +125,57 @@ def whisperx_words(words: Sequence[Any], language: str | None) -> list[dict[str,
             }
         )
     return out
+
+
+NO_BACKEND = "none"  # `backend` when the whole encoder ran outside our torch encoder
+
+
+def route_fields(model: Any, main_route: str | None) -> dict[str, str]:
+    """The route fields of a result, from the model and the route that encoded most windows.
+
+    One builder for `transcribe()`, the server and jobs, so each says the same: a whole-
+    encoder route (ONNX Runtime, OpenVINO) has no attention backend, so `backend` is
+    "none" unless its calls fell back to our torch encoder for most windows.
+    """
+    route = model.encoder_route
+    name = main_route or route.name
+    whole = route.whole_encoder and not name.startswith("torch")
+    return {
+        "backend": NO_BACKEND if whole else model.attention_backend.name,
+        "encoder": name,
+        "encoder_device": route.device if whole else "CPU",
+        "encoder_precision": route.precision if whole else "f32",
+        "encoder_reason": route.reason,
+    }
+
+
+def route_line(
+    routes: Sequence[str], reasons: Sequence[str], attention_calls: int | None, fallbacks: int,
+    encoder_fallbacks: int = 0,
+) -> str:
+    """The one closing line about what ran: `routes` from `route_phrase`, the attention
+    counter only when an attention backend ran (`attention_calls` is None otherwise)."""
+    text = "route: " + (" | ".join(routes) if routes else "none")
+    if attention_calls is not None:
+        text += f"; {fallbacks} of {attention_calls} attention calls fell back to the CPU"
+    if encoder_fallbacks:
+        text += f"; {encoder_fallbacks} encoder calls fell back to our torch encoder on the CPU"
+    if reasons:
+        text += "; why: " + " | ".join(dict.fromkeys(r for r in reasons if r))
+    return text
+
+
+def route_phrase(fields: dict[str, str], attention_device: str | None = None) -> str:
+    """"encoder openvino:CPU:bf16 on CPU in bf16" or "encoder torch on CPU in f32,
+    attention npu on <device>" for one result's route fields."""
+    text = f"encoder {fields['encoder']} on {fields['encoder_device']} in " \
+        f"{fields['encoder_precision']}"
+    if fields["backend"] != NO_BACKEND:
+        attention = fields["backend"]
+        if attention_device:
+            attention += f" on {attention_device}"
+        text += f", attention {attention}"
+    return text
 
 
 _MODELS: dict[tuple, Any] = {}
@@ -210,9 +283,8 @@ def transcribe(
         text=text,
         segments=segments,
         info=info,
-        backend=whisper.attention_backend.name,
         stats={**stats.snapshot(), **encoder_stats.snapshot()},
-        encoder=encoder_stats.main_route() or whisper.encoder_route.name,
+        **route_fields(whisper, encoder_stats.main_route()),
     )
 
 

@@ -379,6 +379,10 @@ def info_report() -> dict[str, Any]:
 
     report["openvino"] = openvino_route.describe()
     report.update(encoder_routes.describe())
+    picked = report["encoder_auto_picks"]
+    if not picked.startswith("torch"):  # a whole-encoder route: no attention backend runs
+        report["auto_picks"] = "none"
+        report["auto_reason"] += f"; encoder auto picks {picked}, which runs the whole encoder"
     return report
 
 

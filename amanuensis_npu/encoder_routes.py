@@ -124,12 +124,15 @@ def build_route(
     from .core.encoder import WhisperEncoder
 
     encoder = check_encoder(encoder)
+    reason = f"encoder={encoder!r} chosen explicitly"
     if encoder == "auto":
         if onnx_providers is not None:
             encoder = "onnx"  # naming providers is asking for the ONNX route
+            reason = "auto: onnx_providers named"
         else:
-            choice, reason = resolve_auto(device, attention)
-            logger.info("encoder auto: %s (%s)", choice, reason)
+            choice, why = resolve_auto(device, attention)
+            reason = f"auto: {why}"
+            logger.info("encoder auto: %s (%s)", choice, why)
             if choice.startswith("onnx:"):
                 encoder = "onnx"
             else:
@@ -143,7 +146,9 @@ def build_route(
         if onnx_providers is not None:
             raise ValueError("onnx_providers applies to encoder='onnx' (or 'auto')")
         torch_encoder = WhisperEncoder.from_weights(weights, get_backend(attention))
-        return TorchRoute(torch_encoder), torch_encoder
+        torch_route = TorchRoute(torch_encoder)
+        torch_route.reason = reason
+        return torch_route, torch_encoder
     if not (_attention_is_auto(attention) or attention == "cpu"):
         raise ValueError(
             f"attention={attention!r} applies to encoder='torch'; the ONNX encoder computes "
@@ -159,6 +164,7 @@ def build_route(
         route = OpenVinoRoute(
             weights, model_sha256(), ov_device, precision, fallback, threads=threads
         )
+        route.reason = reason
         return route, fallback
     from .onnx.providers import CPU, check_spec, default_spec
     from .onnx.runner import OnnxRoute
@@ -172,6 +178,7 @@ def build_route(
         )
     fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
     route = OnnxRoute(weights, model_sha256(), spec, fallback, threads=threads)
+    route.reason = reason
     return route, fallback
 
 

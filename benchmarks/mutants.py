@@ -591,6 +591,24 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{SRV}test_client_leaving_the_queue_is_dropped_and_one_leaving_mid_run_breaks_nothing",),
         "a client that gave up still costs a whole transcription of the NPU's time",
     ),
+    # --- issue 26: honest route lines, OpenAI's published schema -----------------------------
+    Mutant(
+        "whole-encoder-route-claims-attention",
+        "amanuensis_npu/api.py",
+        (('        "backend": NO_BACKEND if whole else model.attention_backend.name,',
+          '        "backend": model.attention_backend.name,'),),
+        (f"{SRV}test_health_route_of_a_whole_encoder_route_names_no_attention",
+         f"{ONNX}test_transcribe_api_reports_the_route"),
+        "the OpenVINO/ONNX route line reports an attention backend and 0 of 0 calls",
+    ),
+    Mutant(
+        "translation-json-carries-usage",
+        "amanuensis_npu/server/formats.py",
+        (('        if task == "transcribe":  # CreateTranslationResponseJson is {"text"} only',
+          '        if True:'),),
+        ("tests/test_server_schema.py::test_translation_json_and_verbose_json",),
+        "translations answer fields OpenAI's published translation schema does not have",
+    ),
 )
 
 

@@ -7,7 +7,7 @@ and is compared with our float32 torch encoder (the reference row) two ways:
 - encoder output: cosine (float64, whole window) and max abs difference;
 - transcript: the window decoded by CTranslate2 float32 (beam 5, temperature 0,
   condition_on_previous_text False, no timestamps, language en) from that encoder's output, and the
-  words that differ from the reference row's transcript (jiwer, normalised).
+  words that differ from the reference row's transcript (jiwer, Whisper's English normaliser).
 
 Rows (`--routes`):
 - `emulator`: our own NPU kernel's arithmetic (attention="emulator": int8 Q/K/V,

@@ -78,10 +78,13 @@ def _env(**values: str | None):
 
 
 def _word_diff(a: str, b: str) -> float:
-    """Share of words that differ between two transcripts (edit operations / words)."""
+    """Share of words that differ between two transcripts (edit operations / words), both
+    through Whisper's English normaliser so that "ten"/"10" is no difference."""
     import difflib
 
-    wa, wb = a.lower().split(), b.lower().split()
+    from amanuensis_npu.evaluation import normalize
+
+    wa, wb = normalize(a).split(), normalize(b).split()
     sm = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
     same = sum(block.size for block in sm.get_matching_blocks())
     return (max(len(wa), len(wb)) - same) / max(1, len(wb))

@@ -240,7 +240,8 @@ def test_decoding_options_reach_faster_whisper_as_whisperx_means_them() -> None:
 
 
 ROUTE = re.compile(
-    r"^route: encoder (\w+), attention (.+); (\d+) of (\d+) attention calls fell back"
+    r"^route: encoder (\w+) on CPU in f32, attention (.+); (\d+) of (\d+) attention calls "
+    r"fell back to the CPU; why: (.+)$"
 )
 
 
@@ -255,20 +256,43 @@ def test_route_line_for_the_emulator_and_the_simulated_npu(tmp_path: Path) -> No
     common = ["transcribe", str(clip), *SAME, "-f", "txt", "--no-progress"]
     emulator = cli(*common, "--attention", "emulator", "-o", str(tmp_path / "emu"))
     assert emulator.returncode == 0, emulator.stderr
-    assert _route(emulator.stderr) == ("torch", "emulator", "0", "6")
+    assert _route(emulator.stderr)[:4] == ("torch", "emulator", "0", "6")
+    assert _route(emulator.stderr)[4] == "auto: attention='emulator' chosen explicitly"
 
     sim = {"AMANUENSIS_NPU_XRT": "sim"}
     npu = cli(*common, "--attention", "npu", "-o", str(tmp_path / "npu"), env=sim)
     assert npu.returncode == 0, npu.stderr
-    assert _route(npu.stderr) == ("torch", "npu on NPU Phoenix (simulated)", "0", "6")
+    assert _route(npu.stderr)[:4] == ("torch", "npu on NPU Phoenix (simulated)", "0", "6")
     # The simulated device runs the kernel the emulator models bit for bit.
     assert (tmp_path / "npu" / "001.txt").read_text() == (tmp_path / "emu" / "001.txt").read_text()
 
     faulty = cli(*common, "--attention", "npu", "-o", str(tmp_path / "faulty"),
                  env={**sim, "AMANUENSIS_NPU_SIM_FAULTS": "error@2"})
     assert faulty.returncode == 0, faulty.stderr
-    assert _route(faulty.stderr) == ("torch", "npu on NPU Phoenix (simulated)", "1", "6")
+    assert _route(faulty.stderr)[:4] == ("torch", "npu on NPU Phoenix (simulated)", "1", "6")
     assert "this call ran on the CPU" in faulty.stderr
+
+
+@pytest.mark.parametrize(
+    ("encoder", "name", "device", "precision"),
+    [("openvino:CPU:bf16", "openvino:CPU:bf16", "CPU", "bf16"),
+     ("onnx", "onnx:CPUExecutionProvider", "CPUExecutionProvider", "f32")],
+)
+def test_whole_encoder_route_line_names_no_attention(
+    tmp_path: Path, encoder: str, name: str, device: str, precision: str
+) -> None:
+    """OpenVINO and ONNX Runtime run the whole encoder: no attention backend and no
+    attention counter in the line, only the encoder, its device, precision and why."""
+    pytest.importorskip("openvino" if encoder.startswith("openvino") else "onnxruntime")
+    proc = cli("transcribe", str(CARDS[0]), *SAME, "-f", "txt", "--no-progress",
+               "--encoder", encoder, "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("route:"))
+    assert line == (
+        f"route: encoder {name} on {device} in {precision}; "
+        f"why: encoder={encoder!r} chosen explicitly"
+    ), line
+    assert "attention" not in line
 
 
 def test_inputs_are_checked_before_the_model_loads(tmp_path: Path) -> None:

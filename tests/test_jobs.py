@@ -218,7 +218,7 @@ def test_outputs_mirror_the_tree_and_match_stock(reference: tuple, archive: Path
     rows = journal_rows(out)
     assert len(rows) == N and {r[0] for r in rows.values()} == {"done"}
     assert f"done: {N} transcribed, 0 skipped, 0 failed" in proc.stderr
-    assert "route: encoder torch, attention cpu; 0 of " in proc.stderr
+    assert "route: encoder torch on CPU in f32, attention cpu; 0 of " in proc.stderr
 
 
 def test_progress_is_one_bar_in_audio_seconds(reference: tuple) -> None:
@@ -581,3 +581,19 @@ def test_ray_address_before_the_inputs_is_the_address(
     assert [str(w.message) for w in shown] == []  # our one line says it; not Ray's two more
     assert [c.get("address") for c in calls] == [address], calls
     assert f"cannot start or reach Ray at {address}" in err and "no such file" not in err, err
+
+
+def test_route_line_counts_attention_only_where_it_ran() -> None:
+    """A whole-encoder route (OpenVINO, ONNX Runtime) has no attention calls to count."""
+    from amanuensis_npu.jobs.runner import JobSummary
+
+    whole = JobSummary()
+    whole.routes["encoder openvino:CPU:bf16 on CPU in bf16"] += 1
+    whole.reasons["auto: bf16 native"] += 1
+    assert whole.route_line() == (
+        "route: encoder openvino:CPU:bf16 on CPU in bf16; why: auto: bf16 native")
+    torch = JobSummary(attention_ran=True, attention_calls=6, fallbacks=1)
+    torch.routes["encoder torch on CPU in f32, attention npu"] += 1
+    assert torch.route_line() == (
+        "route: encoder torch on CPU in f32, attention npu; 1 of 6 attention calls fell back "
+        "to the CPU")

@@ -245,6 +245,15 @@ def test_transcribe_api_reports_the_route(onnx_cache: Path) -> None:
     assert stats["encoder_calls"] >= 2 and stats["encoder_fallbacks"] == 0
     assert stats["attention_calls"] == 0  # attention ran inside ONNX Runtime
     assert torch_result.stats["attention_calls"] == 6 * torch_result.stats["encoder_windows"]
+    # ONNX Runtime ran the whole encoder: no attention backend, no attention counter
+    assert onnx_result.backend == "none"
+    assert onnx_result.route() == {
+        "encoder": "onnx:CPUExecutionProvider", "encoder_device": "CPUExecutionProvider",
+        "encoder_precision": "f32", "encoder_reason": "encoder='onnx' chosen explicitly",
+        "attention": "none",
+    }
+    assert torch_result.backend == "cpu"
+    assert torch_result.route()["attention_calls"] == torch_result.stats["attention_calls"]
 
 
 def test_cli_encoder_option_and_export_command(

@@ -600,3 +600,27 @@ def test_page_in_chromium(server: Server, refs: dict, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_health_route_of_a_whole_encoder_route_names_no_attention() -> None:
+    """With OpenVINO or ONNX Runtime running the whole encoder, /health's route has the
+    encoder, its device, precision and why, and no attention backend or counters."""
+    from types import SimpleNamespace
+
+    from amanuensis_npu.core.routes import EncoderRoute
+    from amanuensis_npu.server.engine import Engine
+
+    class WholeEncoder(EncoderRoute):
+        name, whole_encoder, reason = "openvino:CPU:bf16", True, "auto: the CPU has bf16"
+        precision = "bf16"
+
+    backend = SimpleNamespace(name="cpu", route="cpu")
+    engine = Engine({"model": "base", "encoder": "auto"}, {})
+    engine.transcriber = SimpleNamespace(
+        model=SimpleNamespace(encoder_route=WholeEncoder(), attention_backend=backend))
+    route = engine.route()
+    assert {k: route[k] for k in ("encoder", "encoder_device", "encoder_precision",
+                                  "encoder_reason", "attention")} == {
+        "encoder": "openvino:CPU:bf16", "encoder_device": "CPU", "encoder_precision": "bf16",
+        "encoder_reason": "auto: the CPU has bf16", "attention": "none"}
+    assert not {"npu", "attention_calls", "attention_fallbacks", "npu_dispatches"} & set(route)

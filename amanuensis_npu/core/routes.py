@@ -81,9 +81,24 @@ class EncoderRoute:
     """Log-mel `[B, n_mels, 3000]` -> encoder states `[B, 1500, d_model]` float32 numpy."""
 
     name: str = "abstract"
+    # Why this route was picked (encoder_routes.build_route sets it): the route line says it.
+    reason: str = ""
+    # True for routes that run the whole encoder (ONNX Runtime, OpenVINO): no attention
+    # backend runs, so there are no attention calls to count or fall back.
+    whole_encoder: bool = False
 
     def __init__(self) -> None:
         self.stats = EncoderStats()
+
+    @property
+    def device(self) -> str:
+        """Where the encoder runs (an ONNX provider, an OpenVINO device, "CPU")."""
+        return "CPU"
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the encoder computes in ("f32", "bf16", ...)."""
+        return "f32"
 
     def __call__(self, mel: torch.Tensor) -> np.ndarray:
         raise NotImplementedError

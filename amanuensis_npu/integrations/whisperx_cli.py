@@ -102,20 +102,15 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
         for model in models:
             stats = model.attention_backend.stats.snapshot()
             route = model.encoder_route.stats.snapshot()
-            logger.info(
-                "encoder route %s: %d windows %s, %d fallbacks %s; attention backend %r: "
-                "%d calls, %d fallbacks %s",
-                model.encoder_route.name,
-                route["encoder_windows"],
-                route["encoder_routes"],
-                route["encoder_fallbacks"],
-                route["encoder_fallback_reasons"] or "",
-                model.attention_backend.name,
-                stats["attention_calls"],
-                stats["fallbacks"],
-                stats["fallback_reasons"] or "",
-            )
-
+            line = "encoder route %s (%s): %d windows %s, %d fallbacks %s"
+            args = [model.encoder_route.name, model.encoder_route.reason,
+                    route["encoder_windows"], route["encoder_routes"],
+                    route["encoder_fallbacks"], route["encoder_fallback_reasons"] or ""]
+            if not model.encoder_route.whole_encoder:  # an attention backend ran
+                line += "; attention backend %r: %d calls, %d fallbacks %s"
+                args += [model.attention_backend.name, stats["attention_calls"],
+                         stats["fallbacks"], stats["fallback_reasons"] or ""]
+            logger.info(line, *args)
 
 class _Run:
     """One `whisperx-npu` run: what was asked, what is preloaded, what is finished.

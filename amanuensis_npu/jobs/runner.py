@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..api import AudioError
+from ..api import NO_BACKEND, AudioError, route_line, route_phrase
 from ..messages import one_line
 from .inputs import Input, assign_names, probe_duration
 from .journal import Journal
@@ -43,8 +43,11 @@ class JobSummary:
     wall_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     routes: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)  # why each route was picked
+    attention_ran: bool = False  # some file ran an attention backend (the torch encoder)
     attention_calls: int = 0
     fallbacks: int = 0
+    encoder_fallbacks: int = 0
 
     @property
     def exit_status(self) -> int:
@@ -69,10 +72,11 @@ class JobSummary:
         return text
 
     def route_line(self) -> str:
-        routes = " | ".join(self.routes) if self.routes else "none"
-        return (
-            f"route: {routes}; {self.fallbacks} of {self.attention_calls} attention calls "
-            "fell back to the CPU"
+        """What ran, and the attention fallback counter only where an attention backend ran."""
+        return route_line(
+            list(self.routes), list(self.reasons),
+            self.attention_calls if self.attention_ran else None, self.fallbacks,
+            self.encoder_fallbacks,
         )
 
 
@@ -277,6 +281,9 @@ def _transcribe(
                 summary.transcribed += 1
                 summary.audio_seconds += outcome.duration
                 summary.routes[route] += 1
+                summary.reasons[outcome.route.get("encoder_reason", "")] += 1
+                summary.attention_ran |= outcome.backend != NO_BACKEND
+                summary.encoder_fallbacks += outcome.stats.get("encoder_fallbacks", 0)
                 summary.attention_calls += outcome.stats.get("attention_calls", 0)
                 summary.fallbacks += outcome.stats.get("fallbacks", 0)
                 _print_segments(task, outcome, len(tasks) > 1, bar, out)
@@ -347,10 +354,11 @@ def _run_here(
 
 
 def _route(result: FileResult) -> str:
-    attention = result.backend
-    if result.device:
-        attention += f" on {result.device}"
-    return f"encoder {result.encoder}, attention {attention}"
+    fields = result.route or {
+        "backend": result.backend, "encoder": result.encoder,
+        "encoder_device": "CPU", "encoder_precision": "f32",
+    }
+    return route_phrase(fields, result.device)
 
 
 def _print_segments(task: Task, result: FileResult, several: bool, bar: _Bar, out: TextIO) -> None:

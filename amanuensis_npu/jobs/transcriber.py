@@ -14,6 +14,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+ROUTE_KEYS = ("backend", "encoder", "encoder_device", "encoder_precision", "encoder_reason")
+
 
 @dataclass
 class FileResult:
@@ -22,11 +24,13 @@ class FileResult:
     result: dict[str, Any]  # the whisper/whisperx result dict the writers take
     segments: list[tuple[float, float, str]]
     duration: float
-    backend: str  # attention backend that ran ("npu", "emulator", "cpu")
+    backend: str  # attention backend that ran ("npu", "emulator", "cpu"; "none": whole encoder)
     encoder: str  # encoder route ("torch" unless another was chosen)
     device: str | None  # the NPU device's name when one ran, e.g. "NPU Phoenix (simulated)"
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of this transcription
+    # api.route_fields: encoder, its device, precision and why it was picked
+    route: dict[str, str] = field(default_factory=dict)
 
 
 class Transcriber:
@@ -99,4 +103,5 @@ class Transcriber:
             device=state.get("device_name"),
             stats=result.stats,
             seconds=time.perf_counter() - start,
+            route={k: getattr(result, k) for k in ROUTE_KEYS},
         )

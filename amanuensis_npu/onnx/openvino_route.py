@@ -193,7 +193,7 @@ class OpenVinoRoute(OnnxRoute):
         threads: int = 0,
         export_dir: Path | None = None,
     ) -> None:
-        self.device, self.precision = device, precision
+        self.requested_device, self._precision = device, precision
         super().__init__(
             weights,
             model_sha256,
@@ -203,6 +203,11 @@ class OpenVinoRoute(OnnxRoute):
             session_factory=compile_encoder,
             export_dir=export_dir,
         )
+
+    @property
+    def precision(self) -> str:
+        """The inference precision hint OpenVINO compiled the encoder with."""
+        return self._precision
 
     @property
     def name(self) -> str:

@@ -78,6 +78,13 @@ class OnnxRoute(EncoderRoute):
     def name(self) -> str:
         return f"onnx:{self._provider}"
 
+    whole_encoder = True
+
+    @property
+    def device(self) -> str:
+        """The execution provider that runs the exported (float32) encoder."""
+        return self._provider
+
     @property
     def fallback_encoder(self) -> Any:
         return self._fallback

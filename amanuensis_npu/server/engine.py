@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..api import TranscriptionResult, transcribe
+from ..api import NO_BACKEND, TranscriptionResult, route_fields, transcribe
 from ..attention import collect_stats
 from ..core.routes import collect_encoder_stats
 from ..jobs.transcriber import Transcriber
@@ -110,9 +110,8 @@ class Engine:
             text="".join(s.text for s in segments).strip(),
             segments=segments,
             info=info,
-            backend=model.attention_backend.name,
             stats={**stats.snapshot(), **encoder_stats.snapshot()},
-            encoder=encoder_stats.main_route() or model.encoder_route.name,
+            **route_fields(model, encoder_stats.main_route()),
         )
         self._count(result)
         return result
@@ -149,17 +148,27 @@ class Engine:
         with self._lock:
             totals = dict(self._totals)
             reasons = dict(self._reasons)
-        return {
+        fields = route_fields(model, None)
+        out: dict[str, Any] = {
             "model": self.model_id,
-            "encoder": model.encoder_route.name,
-            "attention": getattr(backend, "route", None) or backend.name,
-            "npu": npu,
+            "encoder": fields["encoder"],
+            "encoder_device": fields["encoder_device"],
+            "encoder_precision": fields["encoder_precision"],
+            "encoder_reason": fields["encoder_reason"],
             "transcriptions": totals.get("transcriptions", 0),
             "audio_seconds": round(totals.get("audio_seconds", 0.0), 3),
-            "attention_calls": totals.get("attention_calls", 0),
-            "attention_fallbacks": totals.get("fallbacks", 0),
-            "npu_dispatches": totals.get("dispatches", 0),
             "encoder_calls": totals.get("encoder_calls", 0),
             "encoder_fallbacks": totals.get("encoder_fallbacks", 0),
             "fallback_reasons": reasons,
         }
+        if fields["backend"] == NO_BACKEND:  # the whole encoder ran: no attention to report
+            out["attention"] = NO_BACKEND
+            return out
+        out.update({
+            "attention": getattr(backend, "route", None) or backend.name,
+            "npu": npu,
+            "attention_calls": totals.get("attention_calls", 0),
+            "attention_fallbacks": totals.get("fallbacks", 0),
+            "npu_dispatches": totals.get("dispatches", 0),
+        })
+        return out

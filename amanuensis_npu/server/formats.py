@@ -79,7 +79,8 @@ def verbose(
             for s in result.segments
             for w in whisperx_words(s.words or [], result.info.language)
         ]
-    body["usage"] = usage(result)
+    if task == "transcribe":  # OpenAI's translation responses carry no usage
+        body["usage"] = usage(result)
     return body
 
 
@@ -88,7 +89,10 @@ def render(
 ) -> tuple[str, str]:
     """(body, media type) of a finished transcription."""
     if response_format == "json":
-        return json.dumps({"text": result.text, "usage": usage(result)}), "application/json"
+        body: dict[str, Any] = {"text": result.text}
+        if task == "transcribe":  # CreateTranslationResponseJson is {"text"} only
+            body["usage"] = usage(result)
+        return json.dumps(body), "application/json"
     if response_format == "verbose_json":
         return json.dumps(verbose(result, task, granularities)), "application/json"
     if response_format == "text":

@@ -5,7 +5,9 @@ Field names and values are those of the `openai` client (openai-python,
 temperature arrives as a string, repeated fields carry brackets
 (`timestamp_granularities[]`, `lib/_qs.py`), `stream` is "true"/"false". Anything else is
 refused with a 400 that names it, rather than ignored: a client asking for diarization
-or chunking must learn that it does not get it.
+or token logprobs must learn that it does not get it. The published schema is
+openai/openai-openapi's `CreateTranscriptionRequest` (a copy with its source in
+tests/data/openai/); tests/test_server_schema.py checks each field family against it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ MODEL_ALIASES = ("whisper-1",)  # what OpenAI's clients send unless told otherwi
 
 TRANSCRIPTION_FIELDS = {
     "file", "model", "language", "prompt", "response_format", "temperature",
-    "timestamp_granularities[]", "timestamp_granularities", "stream",
+    "timestamp_granularities[]", "timestamp_granularities", "stream", "chunking_strategy",
+    "chunking_strategy[type]", "chunking_strategy[threshold]",
+    "chunking_strategy[prefix_padding_ms]", "chunking_strategy[silence_duration_ms]",
 }
 TRANSLATION_FIELDS = {"file", "model", "prompt", "response_format", "temperature", "language"}
 NOT_SUPPORTED = {
     "include[]": "include[] (token logprobs) is not supported",
-    "chunking_strategy": "chunking_strategy is not supported (the audio is cut in 30 s windows)",
+    "languages[]": "languages[] (several candidate languages) is not supported: "
+    "send one 'language'",
+    "keywords[]": "keywords[] is not supported: put the words in 'prompt'",
     "known_speaker_names[]": "speaker names need diarization, which this server does not do",
     "known_speaker_references[]": "speaker references need diarization, "
     "which this server does not do",
@@ -97,6 +103,46 @@ def _language(value: str, supported: list[str]) -> str:
                    param="language", code="unsupported_language")
 
 
+VAD_FIELDS = {  # OpenAI's VadConfig name -> faster-whisper's VadOptions name, type
+    "threshold": ("threshold", float),
+    "prefix_padding_ms": ("speech_pad_ms", int),
+    "silence_duration_ms": ("min_silence_duration_ms", int),
+}
+
+
+def _chunking(form: FormData) -> dict[str, Any]:
+    """`chunking_strategy` as faster-whisper's VAD: "auto" is its VAD with its defaults;
+    `server_vad` (sent by the openai client as `chunking_strategy[type]` and friends) sets
+    the VAD's threshold, padding and silence. Unset: no VAD, the server's own setting."""
+    strategy = _text(form, "chunking_strategy")
+    kind = _text(form, "chunking_strategy[type]")
+    if strategy is None and kind is None:
+        if any(k.startswith("chunking_strategy[") for k in form.keys()):
+            raise APIError(400, "chunking_strategy[type] is required (server_vad)",
+                           param="chunking_strategy[type]")
+        return {}
+    if strategy is not None:
+        if strategy != "auto":
+            raise APIError(400, f"chunking_strategy must be 'auto' or a server_vad object, "
+                           f"got '{strategy}'", param="chunking_strategy")
+        return {"vad_filter": True}
+    if kind != "server_vad":
+        raise APIError(400, f"chunking_strategy[type] must be 'server_vad', got '{kind}'",
+                       param="chunking_strategy[type]")
+    vad: dict[str, Any] = {}
+    for name, (ours, kind_of) in VAD_FIELDS.items():
+        key = f"chunking_strategy[{name}]"
+        value = _text(form, key)
+        if value is None:
+            continue
+        try:
+            vad[ours] = kind_of(value)
+        except ValueError:
+            raise APIError(400, f"{key} must be a {kind_of.__name__} number, got '{value}'",
+                           param=key) from None
+    return {"vad_filter": True, "vad_parameters": vad}
+
+
 async def parse(
     form: FormData, task: str, model_id: str, languages: list[str]
 ) -> AudioRequest:
@@ -104,6 +150,10 @@ async def parse(
     _unknown(form, TRANSCRIPTION_FIELDS if task == "transcribe" else TRANSLATION_FIELDS)
     check_model(_text(form, "model"), model_id)
     response_format = _text(form, "response_format") or "json"
+    if response_format == "diarized_json":
+        raise APIError(400, "response_format 'diarized_json' needs diarization, which this "
+                       "server does not do", param="response_format",
+                       code="unsupported_parameter")
     if response_format not in RESPONSE_FORMATS:
         raise APIError(
             400, f"unknown response_format '{response_format}': use one of "
@@ -136,6 +186,7 @@ async def parse(
                            param="timestamp_granularities[]")
     if "word" in granularities:
         overrides["word_timestamps"] = True
+    overrides.update(_chunking(form))
     stream_text = (_text(form, "stream") or "false").lower()
     if stream_text not in ("true", "false"):
         raise APIError(400, f"stream must be true or false, got '{stream_text}'", param="stream")

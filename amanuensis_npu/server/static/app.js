@@ -25,7 +25,7 @@ async function refreshRoute() {
       return;
     }
     const route = body.route;
-    $("route").textContent = `${route.model} · encoder ${route.encoder} · attention ${route.attention} · NPU: ${route.npu}`;
+    $("route").textContent = `${route.model} · ${routeText(route)}`;
   } catch (e) {
     $("route").textContent = "server unreachable";
   }
@@ -127,12 +127,18 @@ $("form").addEventListener("submit", async (ev) => {
   }
 });
 
+// What ran: the attention part only when an attention backend ran (not for a whole-encoder
+// route such as OpenVINO or ONNX Runtime).
+function routeText(route) {
+  const encoder = `encoder ${route.encoder} on ${route.encoder_device} in ${route.encoder_precision}`;
+  return route.attention === "none" ? encoder : `${encoder} · attention ${route.attention} · NPU: ${route.npu}`;
+}
 function render() {
   const v = result.verbose;
   $("player").src = URL.createObjectURL(audioBlob);
   const speed = result.seconds > 0 ? (v.duration / result.seconds).toFixed(1) : "–";
   $("speed").textContent = `${v.duration.toFixed(1)} s of ${v.language} audio in ${result.seconds.toFixed(1)} s ` +
-    `(${speed}× real time) · encoder ${result.route.encoder} · attention ${result.route.attention}`;
+    `(${speed}× real time) · ${routeText(result.route)}`;
   const list = $("segments");
   list.replaceChildren();
   for (const s of v.segments || []) {
