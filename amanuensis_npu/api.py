@@ -161,8 +161,16 @@ def route_line(
     if encoder_fallbacks:
         text += f"; {encoder_fallbacks} encoder calls fell back to our torch encoder on the CPU"
     if reasons:
-        text += "; why: " + " | ".join(dict.fromkeys(r for r in reasons if r))
+        text += "; why: " + " | ".join(dict.fromkeys(brief_reason(r) for r in reasons if r))
     return text
+
+
+def brief_reason(reason: str) -> str:
+    """A route's reason for the closing line: its deciding clause only (the last one), since
+    the whole chain of what was tried is long and already in `info` and `encoder_reason`."""
+    auto = reason.startswith("auto: ")
+    last = reason.removeprefix("auto: ").rsplit("; ", 1)[-1]
+    return f"auto, {last}" if auto else last
 
 
 def route_phrase(fields: dict[str, str], attention_device: str | None = None) -> str:

@@ -88,7 +88,7 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
         precision, because = auto_precision()
         why = (
             f"{ort_reason}; attention: {npu.summary}; "
-            f"openvino {version} on the CPU in {precision} ({because})"
+            f"openvino {version} on the CPU in {precision}; {because}"
         )
         return f"openvino:CPU:{precision}", why
     return "torch:cpu", f"{ort_reason}; attention: {npu.summary}; openvino not installed"

@@ -77,15 +77,15 @@ def count_insts_words(path: Path) -> int:
     return len(raw) // 4
 
 
-def buffer_entries(batch: int) -> list[dict[str, Any]]:
+def buffer_entries(batch: int, heads: int | None = None) -> list[dict[str, Any]]:
     """The kernel's data buffers in argument order, straight from the adapters' layout."""
     _import_repo_package()
     import numpy as np
 
-    from amanuensis_npu.npu.quantization import buffer_layout
+    from amanuensis_npu.npu.quantization import HEADS, buffer_layout
 
     entries = []
-    for index, spec in enumerate(buffer_layout(batch)):
+    for index, spec in enumerate(buffer_layout(batch, heads=heads or HEADS)):
         entries.append(
             {
                 "index": index,
@@ -132,19 +132,22 @@ def build_manifest(
     insts: str = INSTS_FILE,
     design: ModuleType | None = None,
     extra: dict[str, Any] | None = None,
+    heads: int | None = None,
 ) -> dict[str, Any]:
-    """The manifest for the artifacts in `directory`; raises if one is missing or empty."""
+    """The manifest for the artifacts in `directory` (built for `heads` heads, default
+    design.H); raises if one is missing or empty."""
     design = design or load_design()
-    config = design.design_config(target, batch)
+    heads = heads or design.H
+    config = design.design_config(target, batch, heads)
     files = {name: directory / name for name in (xclbin, insts)}
     for path in files.values():
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: build it first (make -C kernels)")
         if path.stat().st_size == 0:
             raise ValueError(f"{path} is empty")
-    buffers = buffer_entries(batch)
+    buffers = buffer_entries(batch, heads)
     declared = [(b["name"], b["nbytes"]) for b in buffers]
-    designed = [(b["name"], b["nbytes"]) for b in design.runtime_buffers(batch)]
+    designed = [(b["name"], b["nbytes"]) for b in design.runtime_buffers(batch, heads)]
     if declared != designed:
         raise ValueError(
             f"design.py's runtime sequence {designed} differs from buffer_layout({batch}) "
@@ -161,6 +164,7 @@ def build_manifest(
         "kernel_name": KERNEL_NAME,
         "batch": batch,
         "batch_generic": False,
+        "heads": heads,
         "xclbin": xclbin,
         "insts": insts,
         "insts_words": count_insts_words(files[insts]),
@@ -187,13 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", required=True, choices=["npu1", "npu2"])
     p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--heads", type=int, help="heads per layer the design was built for (8)")
     p.add_argument("--dir", type=Path, required=True, help="folder holding the artifacts")
     p.add_argument("--xclbin", default=XCLBIN_FILE)
     p.add_argument("--insts", default=INSTS_FILE)
     args = p.parse_args(argv)
     try:
         manifest = build_manifest(
-            args.target, args.batch, args.dir, xclbin=args.xclbin, insts=args.insts
+            args.target,
+            args.batch,
+            args.dir,
+            xclbin=args.xclbin,
+            insts=args.insts,
+            heads=args.heads,
         )
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"make_manifest: {exc}", file=sys.stderr)

@@ -26,8 +26,11 @@ def _set(spec: object, name: str, value: np.ndarray) -> None:
     setattr(obj, parts[-1], value)
 
 
-def whisper_variables(d: int, heads: int, layers: int, vocab: int, seed: int) -> dict:
-    """Random float32 variables named as CTranslate2 names them."""
+def whisper_variables(
+    d: int, heads: int, layers: int, vocab: int, seed: int, n_mels: int = 80
+) -> dict:
+    """Random float32 variables named as CTranslate2 names them (`n_mels` 128 for
+    large-v3 and turbo; the converter takes it from conv1's weight)."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int, scale: float = 0.05) -> np.ndarray:
@@ -40,7 +43,7 @@ def whisper_variables(d: int, heads: int, layers: int, vocab: int, seed: int) ->
         }
 
     v: dict[str, np.ndarray] = {
-        "encoder/conv1/weight": w(d, 80, 3, scale=0.2),
+        "encoder/conv1/weight": w(d, n_mels, 3, scale=0.2),
         "encoder/conv1/bias": w(d),
         "encoder/conv2/weight": w(d, d, 3, scale=0.1),
         "encoder/conv2/bias": w(d),
@@ -94,9 +97,10 @@ def build_whisper_model(
     layers: int = 2,
     vocab: int = 64,
     seed: int = 0,
+    n_mels: int = 80,
 ) -> tuple[Path, dict[str, np.ndarray]]:
     """Write a CT2 Whisper model dir; returns it and the float32 variables it was made from."""
-    variables = whisper_variables(d, heads, layers, vocab, seed)
+    variables = whisper_variables(d, heads, layers, vocab, seed, n_mels)
     spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
     for name, value in variables.items():
         _set(spec, name, value.copy())

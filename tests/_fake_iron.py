@@ -127,6 +127,7 @@ class Runtime:
 
     @contextmanager
     def sequence(self, *types_: Any):
+        self.arg_types = types_
         yield tuple(Value(f"runtime arg {i}") for i in range(len(types_)))
         if self.open_groups:
             raise IronRuleBroken(f"task groups left open: {self.open_groups}")

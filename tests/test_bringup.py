@@ -52,6 +52,15 @@ def test_bringup_reports_garbage_and_error_states_as_fail():
     assert error.returncode == 1 and "ended in ERT_CMD_STATE_ERROR" in error.stdout
 
 
+def test_bringup_layer_takes_the_models_head_count():
+    """The layer design for tiny.en's 6 heads, on the simulated device: every value of
+    the 6-head output equals the emulator's (6 x 1536 x 64 of them)."""
+    cmd = [sys.executable, str(BRINGUP / "test.py"), "--design", "layer", "--heads", "6"]
+    proc = _run(cmd, {"AMANUENSIS_NPU_XRT": "sim"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"PASS layer (npu1, simulated): {6 * 1536 * 64} values")
+
+
 def test_make_bringup_runs_in_order_and_stops_at_the_first_failure():
     # One command runs the four designs end to end on the simulated device, in order, each
     # PASS against the emulator; a device returning garbage stops it at the first design.

@@ -257,7 +257,7 @@ def test_route_line_for_the_emulator_and_the_simulated_npu(tmp_path: Path) -> No
     emulator = cli(*common, "--attention", "emulator", "-o", str(tmp_path / "emu"))
     assert emulator.returncode == 0, emulator.stderr
     assert _route(emulator.stderr)[:4] == ("torch", "emulator", "0", "6")
-    assert _route(emulator.stderr)[4] == "auto: attention='emulator' chosen explicitly"
+    assert _route(emulator.stderr)[4] == "auto, attention='emulator' chosen explicitly"
 
     sim = {"AMANUENSIS_NPU_XRT": "sim"}
     npu = cli(*common, "--attention", "npu", "-o", str(tmp_path / "npu"), env=sim)
@@ -293,6 +293,25 @@ def test_whole_encoder_route_line_names_no_attention(
         f"why: encoder={encoder!r} chosen explicitly"
     ), line
     assert "attention" not in line
+
+
+def test_tiny_en_on_the_simulated_npu_gives_the_emulators_text(
+    tmp_path: Path, tiny_en_dir: Path
+) -> None:
+    """tiny.en has 6 heads, not Base's 8: the simulated NPU must serve it with no fallback
+    (4 layers, one encoder pass with --language) and write the emulator's text."""
+    clip = CARDS[0]
+    common = ["transcribe", str(clip), "--model", str(tiny_en_dir), *SAME, "-f", "txt",
+              "--no-progress"]
+    emulator = cli(*common, "--attention", "emulator", "-o", str(tmp_path / "emu"))
+    assert emulator.returncode == 0, emulator.stderr
+    assert _route(emulator.stderr)[:4] == ("torch", "emulator", "0", "4")
+    npu = cli(*common, "--attention", "npu", "-o", str(tmp_path / "npu"),
+              env={"AMANUENSIS_NPU_XRT": "sim"})
+    assert npu.returncode == 0, npu.stderr
+    assert _route(npu.stderr)[:4] == ("torch", "npu on NPU Phoenix (simulated)", "0", "4")
+    text = (tmp_path / "npu" / "001.txt").read_text()
+    assert text == (tmp_path / "emu" / "001.txt").read_text() and text.strip()
 
 
 def test_inputs_are_checked_before_the_model_loads(tmp_path: Path) -> None:

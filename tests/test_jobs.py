@@ -591,7 +591,7 @@ def test_route_line_counts_attention_only_where_it_ran() -> None:
     whole.routes["encoder openvino:CPU:bf16 on CPU in bf16"] += 1
     whole.reasons["auto: bf16 native"] += 1
     assert whole.route_line() == (
-        "route: encoder openvino:CPU:bf16 on CPU in bf16; why: auto: bf16 native")
+        "route: encoder openvino:CPU:bf16 on CPU in bf16; why: auto, bf16 native")
     torch = JobSummary(attention_ran=True, attention_calls=6, fallbacks=1)
     torch.routes["encoder torch on CPU in f32, attention npu"] += 1
     assert torch.route_line() == (

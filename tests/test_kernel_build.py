@@ -267,6 +267,22 @@ def test_spec_quotes_the_cycle_estimate_design_computes():
         assert e["matmul_per_step_high"] > e["matmul_per_step_low"]
 
 
+
+def test_spec_quotes_the_estimate_per_whisper_size_and_target():
+    """SPEC §6.4's per-size rows are cycle_estimate's for each size's heads, times its
+    layers; work per layer grows in proportion to the heads (compute over fixed cores)."""
+    text = SPEC_MD.read_text()
+    section = text[text.index("### 6.4") : text.index("## 7.")]
+    assert "Per Whisper size (estimates, not measurements)" in section
+    for row in design.size_estimate_rows():
+        assert row in section, row
+    for target in ("npu1", "npu2"):
+        base = design.cycle_estimate(target, heads=8)["compute_cycles_low"]
+        for heads in (6, 12, 16, 20):
+            got = design.cycle_estimate(target, heads=heads)["compute_cycles_low"]
+            assert abs(got / base - heads / 8) < 1e-3, (target, heads)
+
+
 # -------------------------------------------------------- runtime sequence (finding 1)
 
 
@@ -346,14 +362,76 @@ def test_check_plan_catches_an_overflowing_or_deadlocking_sequence():
     assert any("deadlock" in p for p in bad.problems)
 
 
-def test_check_plan_command_prints_the_largest_queue_per_target():
+WHISPER_HEADS = (6, 8, 12, 16, 20)  # tiny, base, small, medium, large (issue 24's list)
+
+
+def test_check_plan_command_prints_the_largest_queue_per_target_and_size():
     cmd = [sys.executable, str(DESIGN_PY), "--check-plan"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    for target in ("npu1", "npu2"):
-        line = next(ln for ln in lines if ln.startswith(f"{target}:"))
-        assert "at most 4 outstanding pushes per shim channel (limit 4, ok)" in line
+    for heads in WHISPER_HEADS:
+        for target in ("npu1", "npu2"):
+            (line,) = [ln for ln in lines if ln.startswith(f"{target} {heads} heads:")]
+            assert "at most 4 outstanding pushes per shim channel (limit 4)" in line, line
+            assert line.endswith(": ok"), line
+
+
+@pytest.mark.parametrize("target", ["npu1", "npu2"])
+@pytest.mark.parametrize("heads", [*WHISPER_HEADS, 7])
+def test_every_size_keeps_the_queues_and_moves_each_byte_as_the_spec_says(target, heads):
+    """For every Whisper size (and an odd count, where npu2's second group idles in the
+    last step): the replay stays within the 4-deep shim queues, and the plan fills every
+    query byte and row word once, K in both passes of every round, V once per round, and
+    drains every output element once, judged against the adapters' buffer sizes."""
+    batch = 2
+    seq = design.runtime_sequence(target, batch, heads)
+    result = design.check_plan(seq)
+    assert result.ok, result.problems[:5]
+    assert result.max_outstanding == design.QUEUE_DEPTH == 4
+    assert result.max_bds <= design.SHIM_BDS
+    layout = {s.name: s for s in qz.buffer_layout(batch, heads=heads)}
+    counts = {name: np.zeros(int(np.prod(s.shape)), np.int64) for name, s in layout.items()}
+    for t in (op for op in seq if isinstance(op, design.Transfer)):
+        np.add.at(counts[t.buffer], _indices(t), 1)
+    per_bh = design.ROWP_WORDS
+    rowp_rows = np.arange(counts["rowp"].size) % per_bh >= design.HEADER_WORDS
+    assert (counts["rowp"][rowp_rows] == 1).all() and (counts["rowp"][~rowp_rows] == 0).all()
+    assert (counts["q"] == 1).all() and (counts["out"] == 1).all()
+    # 48 query tiles per head over a group's 16 cores: 3 rounds, each streaming every key
+    # record in both passes (pass 1 keys only) and every value record in pass 2.
+    rounds = (qz.padded_frames(qz.FRAMES) // qz.Q_TILE) // 16
+    assert (counts["k"] == 2 * rounds).all() and (counts["v"] == rounds).all()
+    config = design.design_config(target, batch, heads)
+    assert config["tiles"]["heads"] == heads
+    g = min(design.groups(target), heads)
+    assert config["placement"]["rounds_per_core_per_dispatch"] == batch * -(-heads // g) * 3
+
+
+@pytest.mark.parametrize("heads", [6, 20])
+def test_manifest_for_another_size_is_found_by_its_shape(tmp_path, monkeypatch, heads):
+    """make_manifest --heads records the shape; the runtime finds the set under
+    <target>/h<H>/ for that head count only, and names the build command for another."""
+    from amanuensis_npu.npu import artifacts
+
+    out = tmp_path / "npu1" / f"h{heads}" / "b1"
+    _dummy_artifacts(out, n_words=64, seed=heads)
+    rc = make_manifest.main(
+        ["--target", "npu1", "--batch", "1", "--heads", str(heads), "--dir", str(out)]
+    )
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["heads"] == heads == manifest["tiles"]["heads"]
+    layout = qz.buffer_layout(1, heads=heads)
+    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in layout]
+    monkeypatch.setenv("AMANUENSIS_NPU_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("AMANUENSIS_NPU_CACHE", str(tmp_path / "cache"))
+    found = artifacts.find_artifacts("npu1", simulated=False, heads=heads)
+    assert found.by_batch[1].directory == out and found.by_batch[1].heads == heads
+    # `info` and availability see every shape a machine built (heads 0: any).
+    assert artifacts.find_artifacts("npu1", simulated=False, heads=0).by_batch[1].heads == heads
+    with pytest.raises(artifacts.NoArtifact, match="make -C kernels HEADS=12 TARGETS=npu1"):
+        artifacts.find_artifacts("npu1", simulated=False, heads=12)
 
 
 def test_pass_one_streams_keys_only():
@@ -618,8 +696,9 @@ def test_transfer_plan_replay_through_the_aie_path(aie_lib):
 # ------------------------------------------------------------ IRON usage (finding 4)
 
 
+@pytest.mark.parametrize("heads", [8, 6, 20])
 @pytest.mark.parametrize("target", ["npu1", "npu2"])
-def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, target):
+def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, target, heads):
     # design.build_program() against a recording stand-in of IRON's API (mlir-aie
     # python/iron/): per-core buffers are LocalBuffers created in the core body, kernel
     # operands are MLIR values (acquired elements, LocalBuffers, ints), and the runtime
@@ -628,7 +707,7 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
 
     fake.install(monkeypatch)
     assert design.iron_status()[0]
-    design.build_program(target, 1)
+    design.build_program(target, 1, heads)
     rt = fake.Program.last.rt
     cores = design.TARGETS[target]["columns"] * design.ROWS
     assert len(rt.workers) == cores
@@ -647,7 +726,10 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
         cores,
     )
     assert {c[6] for c in pass1.calls} == {design.TK, design.LAST_VALID}
-    seq = design.runtime_sequence(target, 1)
+    # the runtime sequence's arguments are the adapters' buffers for this head count
+    sizes = [t.__args__[0][0] for t in rt.arg_types]  # np.ndarray[(n,), dtype]
+    assert sizes == [int(np.prod(b.shape)) for b in qz.buffer_layout(1, heads=heads)]
+    seq = design.runtime_sequence(target, 1, heads)
     assert len(rt.ops) == len(seq)
     handles: dict[int, int] = {}
     for got, want in zip(rt.ops, seq, strict=True):
@@ -977,6 +1059,24 @@ def test_make_host_check_runs_and_reports(tmp_path, exp, limit):
     assert f"scalar vs emulator: {total} cases byte-identical" in proc.stdout
     line = f"aie-path vs scalar: {total} cases byte-identical (aie2), {total} (aie2p)"
     assert line in proc.stdout
+
+
+def test_host_check_covers_every_whisper_head_count():
+    """tiny 6, base 8, small 12 and large 20 heads: the scalar path equals the emulator,
+    and the AIE path of both targets equals the scalar path, byte for byte. Each head has
+    its own statistics, so a head computed at another's offset cannot pass."""
+    require_tool(os.environ.get("CXX", "g++"), "cannot build the AIE path on the host")
+    hc = _host_check()
+    cases = list(hc.head_count_cases())
+    assert [bufs[0].shape[1] for _, bufs in cases] == [6, 8, 12, 20]
+    for _, bufs in cases:
+        from amanuensis_npu.npu import emulator as emu
+
+        out = emu.emulate_layer(bufs[:4])
+        assert not np.array_equal(out[0, 0], out[0, 1]) and np.abs(out[0, -1]).max() > 0
+    result = hc.check(iter(cases), ["aie2", "aie2p"], log=lambda _line: None)
+    assert result["failures"] == []
+    assert result["scalar_vs_emulator"] == 4 and result["same"] == {"aie2": 4, "aie2p": 4}
 
 
 def test_host_check_reports_a_difference():

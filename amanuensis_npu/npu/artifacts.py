@@ -4,7 +4,10 @@ Search order, first hit per batch size wins: ``$AMANUENSIS_NPU_ARTIFACTS``, then
 ``$AMANUENSIS_NPU_CACHE/artifacts`` (default ``~/.cache/amanuensis-npu/artifacts``,
 where ``make -C kernels install`` puts builds), then the package's
 ``amanuensis_npu/artifacts``. In each root a set is ``<target>/`` or ``<target>/b<N>/``
-(one per batch size an instruction stream was built for), or the root itself.
+(one per batch size an instruction stream was built for), the same under
+``<target>/h<H>/`` for a model of H heads other than Base's 8 (a design's runtime
+sequence is fixed per head count), or the root itself. The manifest's ``heads`` decides
+the shape (absent: 8, as manifests were before other sizes).
 ``<target>`` is ``npu1`` (Phoenix, Hawk Point) or ``npu2`` (Strix, Krackan, Gorgon
 Point); simulated sets live in ``<target>-sim*/`` and are generated in the cache.
 
@@ -49,11 +52,29 @@ def spec_version() -> str:
     return str(quantization.SPEC_VERSION)
 
 
-def buffer_layout(batch: int) -> list[Any]:
-    """The kernel's buffers for `batch`, as `quantization` lays them out (the runtime follows)."""
+def buffer_layout(batch: int, heads: int | None = None) -> list[Any]:
+    """The kernel's buffers for `batch` and `heads` (default Base's), as `quantization` lays
+    them out (the runtime follows)."""
     from . import quantization
 
-    return list(quantization.buffer_layout(batch))
+    return list(quantization.buffer_layout(batch, heads=heads or quantization.HEADS))
+
+
+def base_heads() -> int:
+    from . import quantization
+
+    return quantization.HEADS
+
+
+def build_command(target: str, heads: int) -> str:
+    """The command that builds and installs the kernel for `heads` on `target`
+    (kernels/Makefile)."""
+    return f"make -C kernels HEADS={heads} TARGETS={target} install"
+
+
+class NoArtifact(NPUError):
+    """No artifact is built for this model's shape: its calls run on the CPU, the NPU
+    stays on for the shapes that have one (not a device failure)."""
 
 
 @dataclass
@@ -85,6 +106,11 @@ class Artifact:
     @property
     def sha256(self) -> dict[str, str]:
         return manifest_hashes(self.manifest)
+
+    @property
+    def heads(self) -> int:
+        """Attention heads per layer the runtime sequence was built for."""
+        return manifest_heads(self.manifest)
 
 
 @dataclass
@@ -122,8 +148,25 @@ class ArtifactSet:
 
     def summary(self) -> str:
         if self.generic is not None:
-            return f"{self.generic.directory} (any batch)"
-        return ", ".join(f"{a.directory} (batch {b})" for b, a in sorted(self.by_batch.items()))
+            return f"{self.generic.directory} (any batch, {self.generic.heads} heads)"
+        return ", ".join(
+            f"{a.directory} (batch {b}, {a.heads} heads)" for b, a in sorted(self.by_batch.items())
+        )
+
+
+def manifest_heads(manifest: dict[str, Any]) -> int:
+    """The manifest's head count: `heads`, else `tiles.heads`, else Base's 8 (older builds)."""
+    tiles = manifest.get("tiles")
+    raw = manifest.get("heads", tiles.get("heads") if isinstance(tiles, dict) else None)
+    if raw is None:
+        return base_heads()
+    try:
+        heads = int(raw)
+    except (TypeError, ValueError):
+        raise NPUError(f"manifest heads {raw!r} is not an integer") from None
+    if heads < 1:
+        raise NPUError(f"manifest heads {heads} is not positive")
+    return heads
 
 
 def manifest_batch(manifest: dict[str, Any]) -> int:
@@ -185,7 +228,7 @@ def _check_layout(manifest: dict[str, Any], directory: Path) -> None:
     listed = manifest.get("buffers")
     if not isinstance(listed, list) or not listed:
         raise NPUError(f"{directory}: manifest lists no buffers")
-    layout = buffer_layout(manifest_batch(manifest))
+    layout = buffer_layout(manifest_batch(manifest), manifest_heads(manifest))
     if len(listed) != len(layout):
         raise NPUError(
             f"{directory}: manifest lists {len(listed)} buffers, the adapters produce {len(layout)}"
@@ -199,23 +242,29 @@ def _check_layout(manifest: dict[str, Any], directory: Path) -> None:
 
 
 def _candidate_dirs(root: Path, subdir: str) -> list[Path]:
-    """`root/<target>/`, its per-batch `b<N>/` folders, and `root` itself (a set given directly)."""
+    """`root/<target>/`, its `h<H>/` shapes, their per-batch `b<N>/` folders, and `root`
+    itself (a set given directly)."""
     out: list[Path] = []
-    for base in (root / subdir, root):
+    shapes = sorted(p for p in (root / subdir).glob("h*") if p.is_dir())
+    for base in (root / subdir, *shapes, root):
         if base.is_dir():
             out.append(base)
             out.extend(sorted(p for p in base.glob("b*") if p.is_dir()))
     return [p for p in out if (p / MANIFEST_FILE).is_file()]
 
 
-def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
-    """All valid artifacts for `target`; earlier roots win per batch size.
+def find_artifacts(target: str, simulated: bool, heads: int | None = None) -> ArtifactSet:
+    """Every valid artifact for `target` and `heads` (default Base's 8; 0 for any shape,
+    as `info` lists them); earlier roots win per batch size.
 
-    Raises NPUError listing what was rejected and where it looked when none is usable
+    Raises NoArtifact (naming the build command) when nothing of this shape is built, and
+    NPUError listing what was rejected and where it looked when nothing is usable
     (`sim_artifacts.artifacts_for` generates a simulated set instead).
     """
+    want = base_heads() if heads is None else heads
     subdir = sim_subdir(target) if simulated else target
     found = ArtifactSet(target, simulated)
+    other_shapes: set[int] = set()
     rejected: list[str] = []
     seen: set[Path] = set()
     for root in artifact_roots():
@@ -228,12 +277,21 @@ def find_artifacts(target: str, simulated: bool) -> ArtifactSet:
             except NPUError as exc:
                 rejected.append(str(exc))
                 continue
+            if want and art.heads != want:
+                other_shapes.add(art.heads)
+                continue
             if art.batch is None:
                 found.generic = found.generic or art
             else:
                 found.by_batch.setdefault(art.batch, art)
     if found.generic is not None or found.by_batch:
         return found
+    if other_shapes:
+        built = ", ".join(map(str, sorted(other_shapes)))
+        raise NoArtifact(
+            f"no {target} kernel for {want} heads (built: {built}); "
+            f"build it: {build_command(target, want)}"
+        )
     if rejected:
         raise NPUError("no usable kernel artifact: " + "; ".join(rejected))
     where = ", ".join(str(r / subdir) for r in artifact_roots())

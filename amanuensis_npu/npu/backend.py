@@ -30,7 +30,7 @@ import torch
 
 from ..attention import AttentionBackend, Availability, cpu_attention, cpu_fallback_message
 from . import quantization
-from .artifacts import Artifact, buffer_layout
+from .artifacts import Artifact, NoArtifact, buffer_layout
 from .config import DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT_MS, max_failures, timeout_ms
 from .errors import NPUError, RunTimedOut
 from .session import DispatchTiming, Session
@@ -122,6 +122,8 @@ class NPUAttention(AttentionBackend):
             return self._cpu(q, k, v, self._disabled, warn=False)
         try:
             return self._npu(q, k, v, layer)
+        except NoArtifact as exc:  # a model shape not built: not a device failure
+            return self._cpu(q, k, v, str(exc), warn=True, note="its calls run on the CPU")
         except _Disabled as exc:
             return self._cpu(q, k, v, str(exc), warn=False)
         except RunTimedOut as exc:
@@ -142,20 +144,23 @@ class NPUAttention(AttentionBackend):
     def _npu(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int | None
     ) -> torch.Tensor:
-        kernel_shape = (quantization.HEADS, quantization.FRAMES, quantization.HEAD_DIM)
-        if q.dim() != 4 or tuple(q.shape[1:]) != kernel_shape:
+        # Every Whisper size has heads of 64 over 1500 frames; the head count is the
+        # model's, and selects the artifact (its runtime sequence is built per count).
+        kernel_shape = (quantization.FRAMES, quantization.HEAD_DIM)
+        if q.dim() != 4 or tuple(q.shape[2:]) != kernel_shape:
             raise NPUError(
-                f"the NPU kernel is built for attention of shape [batch, {kernel_shape[0]}, "
-                f"{kernel_shape[1]}, {kernel_shape[2]}] (Whisper Base), got {list(q.shape)}"
+                f"the NPU kernel is built for attention of shape [batch, heads, "
+                f"{kernel_shape[0]}, {kernel_shape[1]}], got {list(q.shape)}"
             )
-        batch = int(q.shape[0])
+        batch, heads = int(q.shape[0]), int(q.shape[1])
         with self._device_lock:
             session = self._open_session()
-            plan = session.artifacts.plan(batch)
+            artifacts = session.artifact_set(heads)
+            plan = artifacts.plan(batch)
             loaded = set(session.loaded)
         if not plan:
             raise NPUError(
-                f"no kernel artifact covers batch {batch} (built: {session.artifacts.summary()})"
+                f"no kernel artifact covers batch {batch} (built: {artifacts.summary()})"
             )
         chunks, start = [], 0
         for artifact, size in plan:
@@ -183,7 +188,7 @@ class NPUAttention(AttentionBackend):
         inputs = [np.ascontiguousarray(a) for a in packed.inputs]
         template = packed.output
         sizes = [int(a.nbytes) for a in inputs] + [int(template.nbytes)]
-        expected = [int(spec.nbytes) for spec in buffer_layout(batch)]
+        expected = [int(spec.nbytes) for spec in buffer_layout(batch, artifact.heads)]
         if sizes != expected:
             raise NPUError(f"packed buffers {sizes} do not match the kernel layout {expected}")
         moved = {"dispatches": 0, "to_device": 0, "from_device": 0}
@@ -258,13 +263,22 @@ class NPUAttention(AttentionBackend):
         return result
 
     def _cpu(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, reason: str, *, warn: bool
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        reason: str,
+        *,
+        warn: bool,
+        note: str | None = None,
     ) -> torch.Tensor:
         if warn:
             with self._state_lock:
                 first = reason not in self._warned
                 self._warned.add(reason)
-            if first:
+            if first and note:
+                logger.warning("NPU attention: %s; %s.", reason, note)
+            elif first:
                 logger.warning("NPU attention failed (%s); this call ran on the CPU.", reason)
         self.stats.add(fallback_reason=reason)
         return cpu_attention(q, k, v)

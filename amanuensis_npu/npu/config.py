@@ -15,6 +15,9 @@ which the backend turns into its fallback line while attention runs on the CPU.
   600000 in the simulation, whose "device" is a scalar host build of the kernel).
 - ``AMANUENSIS_NPU_SIM_BATCHES``: batch sizes to generate simulated artifacts for,
   one per size as real builds are (e.g. ``1,8``); unset, one serves any batch.
+- ``AMANUENSIS_NPU_SIM_HEADS``: head counts the simulation has "built" (e.g. ``8``);
+  unset, it generates a set for any model's shape. Set, it rehearses a machine where
+  only those shapes are built.
   ``AMANUENSIS_NPU_SIM_DEVICE`` and ``AMANUENSIS_NPU_SIM_FAULTS`` belong to `xrt_sim`.
 """
 
@@ -78,20 +81,27 @@ def artifacts_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def simulated_batches() -> list[int] | None:
-    """Batch sizes from AMANUENSIS_NPU_SIM_BATCHES, or None for one any-batch artifact."""
-    raw = os.environ.get("AMANUENSIS_NPU_SIM_BATCHES", "").strip()
+def _positive_list(name: str, what: str) -> list[int] | None:
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
         sizes = sorted({int(x) for x in raw.replace(" ", ",").split(",") if x})
     except ValueError:
-        raise SettingError(
-            f"AMANUENSIS_NPU_SIM_BATCHES must list batch sizes, got {raw!r}"
-        ) from None
+        raise SettingError(f"{name} must list {what}, got {raw!r}") from None
     if not sizes or sizes[0] < 1:
-        raise SettingError(f"AMANUENSIS_NPU_SIM_BATCHES must list positive sizes, got {raw!r}")
+        raise SettingError(f"{name} must list positive {what}, got {raw!r}")
     return sizes
+
+
+def simulated_batches() -> list[int] | None:
+    """Batch sizes from AMANUENSIS_NPU_SIM_BATCHES, or None for one any-batch artifact."""
+    return _positive_list("AMANUENSIS_NPU_SIM_BATCHES", "batch sizes")
+
+
+def simulated_heads() -> list[int] | None:
+    """Head counts from AMANUENSIS_NPU_SIM_HEADS, or None: the simulation builds any shape."""
+    return _positive_list("AMANUENSIS_NPU_SIM_HEADS", "head counts")
 
 
 def check() -> None:
@@ -101,3 +111,4 @@ def check() -> None:
     timeout_ms()
     if xrt_mode() == "sim":
         simulated_batches()
+        simulated_heads()

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import FIRST_DATA_ARG, Artifact, read_insts
+from .artifacts import FIRST_DATA_ARG, Artifact, ArtifactSet, base_heads, read_insts
 from .errors import NPUError, RunTimedOut
 from .sim_artifacts import artifacts_for
 from .xrt import is_simulated, target_from_name, target_from_sysfs
@@ -106,9 +106,22 @@ class Session:
         if target is None:
             raise NPUError(f"device {self.device_name!r} is not a supported NPU (npu1/npu2)")
         self.target = target
-        self.artifacts = artifacts_for(target, is_simulated(xrt))
+        self._sets: dict[int, ArtifactSet] = {}
         self.loaded: dict[Path, Loaded] = {}
         self.context_switches = 0
+
+    @property
+    def artifacts(self) -> ArtifactSet:
+        """The artifacts for Whisper Base's shape (the default model)."""
+        return self.artifact_set(base_heads())
+
+    def artifact_set(self, heads: int) -> ArtifactSet:
+        """The artifacts built for models of `heads` heads, looked up once per shape
+        (NoArtifact, naming the build command, when none is)."""
+        found = self._sets.get(heads)
+        if found is None:
+            found = self._sets[heads] = artifacts_for(self.target, is_simulated(self.xrt), heads)
+        return found
 
     @property
     def single_context(self) -> bool:

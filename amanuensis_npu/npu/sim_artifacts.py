@@ -25,42 +25,59 @@ from .artifacts import (
     XCLBIN_FILE,
     Artifact,
     ArtifactSet,
+    NoArtifact,
+    base_heads,
     buffer_layout,
     check_artifact,
     find_artifacts,
     sim_subdir,
     spec_version,
 )
-from .config import simulated_batches
+from .config import simulated_batches, simulated_heads
 from .errors import NPUError
 
 logger = logging.getLogger("amanuensis_npu")
 _lock = threading.Lock()
 
 
-def artifacts_for(target: str, simulated: bool) -> ArtifactSet:
-    """`find_artifacts`, and in simulation a generated set when the search finds none."""
+def artifacts_for(target: str, simulated: bool, heads: int | None = None) -> ArtifactSet:
+    """`find_artifacts` for `heads` (default Base's), and in simulation a generated set when
+    the search finds none and AMANUENSIS_NPU_SIM_HEADS allows the shape."""
+    want = heads or base_heads()
     try:
-        return find_artifacts(target, simulated)
-    except NPUError:
+        return find_artifacts(target, simulated, want)
+    except NPUError as exc:
         if not simulated:
             raise
-    return generate(target)
+        allowed = simulated_heads()
+        if allowed is not None and want not in allowed:
+            if isinstance(exc, NoArtifact):
+                raise
+            raise NoArtifact(
+                f"no simulated {target} kernel for {want} heads (AMANUENSIS_NPU_SIM_HEADS="
+                f"{','.join(map(str, allowed))}); on hardware: make -C kernels HEADS={want} "
+                f"TARGETS={target} install"
+            ) from None
+    return generate(target, want)
 
 
-def generate(target: str) -> ArtifactSet:
-    """Write the simulated sets AMANUENSIS_NPU_SIM_BATCHES asks for (or one any-batch set)."""
+def generate(target: str, heads: int | None = None) -> ArtifactSet:
+    """Write the simulated sets AMANUENSIS_NPU_SIM_BATCHES asks for (or one any-batch set),
+    for `heads` (Base's in `<target>-sim*/`, others in its `h<H>/`)."""
+    heads = heads or base_heads()
     sizes = simulated_batches()
     root = cache_dir() / "artifacts" / sim_subdir(target)
+    if heads != base_heads():
+        root = root / f"h{heads}"
     found = ArtifactSet(target, True)
     if sizes is None:
-        found.generic = _artifact(root, target, None)
+        found.generic = _artifact(root, target, None, heads)
     for size in sizes or []:
-        found.by_batch[size] = _artifact(root / f"b{size}", target, size)
+        found.by_batch[size] = _artifact(root / f"b{size}", target, size, heads)
     return found
 
 
-def _artifact(directory: Path, target: str, batch: int | None) -> Artifact:
+def _artifact(directory: Path, target: str, batch: int | None, heads: int) -> Artifact:
     from . import xrt_sim
 
     with _lock:
@@ -68,7 +85,7 @@ def _artifact(directory: Path, target: str, batch: int | None) -> Artifact:
             return check_artifact(directory, target, True)
         except NPUError:
             pass  # absent or stale (e.g. after a SPEC change): write a fresh one
-        layout = buffer_layout(batch or 1)
+        layout = buffer_layout(batch or 1, heads)
         tmp = directory / f".tmp-{os.getpid()}-{threading.get_ident()}"
         tmp.mkdir(parents=True, exist_ok=True)
         uuid = xrt_sim.write_simulated_xclbin(
@@ -83,6 +100,7 @@ def _artifact(directory: Path, target: str, batch: int | None) -> Artifact:
                 for s in layout
             ],
             spec_version=spec_version(),
+            heads=heads,
         )
         n_words = xrt_sim.write_simulated_insts(tmp / INSTS_FILE, uuid, len(layout), batch)
         manifest = {
@@ -95,6 +113,7 @@ def _artifact(directory: Path, target: str, batch: int | None) -> Artifact:
             "kernel_name": KERNEL_NAME,
             "batch": batch or 1,
             "batch_generic": batch is None,
+            "heads": heads,
             "xclbin": XCLBIN_FILE,
             "insts": INSTS_FILE,
             "insts_words": n_words,

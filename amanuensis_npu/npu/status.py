@@ -12,13 +12,19 @@ import os
 from typing import Any
 
 from ..attention import Availability, live_backend
-from .artifacts import artifact_roots
+from .artifacts import ArtifactSet, artifact_roots, find_artifacts
 from .config import SettingError, check, max_failures, timeout_ms, xrt_mode
 from .errors import NPUError
 from .sim_artifacts import artifacts_for
 from .xrt import device_nodes, device_target, is_simulated, load_xrt, target_from_name
 
 NOT_FOUND = "NPU not found"
+
+
+def _any_shape(target: str, simulated: bool) -> ArtifactSet:
+    """The artifacts of every model shape on hardware (a machine may have built only the
+    sizes it serves); in simulation Base's set, which is generated when absent."""
+    return artifacts_for(target, True) if simulated else find_artifacts(target, False, 0)
 
 
 def availability() -> Availability:
@@ -34,7 +40,7 @@ def availability() -> Availability:
             return Availability(False, summary, detail)
         simulated = is_simulated(xrt)
         try:
-            arts = artifacts_for(target, simulated)
+            arts = _any_shape(target, simulated)
         except NPUError as exc:
             return Availability(False, f"no usable NPU kernel for {target}", str(exc))
     except ValueError as exc:  # a bad AMANUENSIS_NPU_* setting: its message is the summary
@@ -113,11 +119,12 @@ def describe() -> dict[str, Any]:
         target = info["target"] or device_target(xrt)[0]
         if target is not None:
             try:
-                arts = artifacts_for(target, is_simulated(xrt))
+                arts = _any_shape(target, is_simulated(xrt))
                 info["artifacts"] = [
                     {
                         "directory": str(a.directory),
                         "batch": a.batch if a.batch is not None else "any",
+                        "heads": a.heads,
                         "simulated": a.simulated,
                         "spec_version": a.manifest.get("spec_version"),
                         "target": a.target,

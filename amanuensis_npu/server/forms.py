@@ -152,7 +152,7 @@ async def parse(
     response_format = _text(form, "response_format") or "json"
     if response_format == "diarized_json":
         raise APIError(400, "response_format 'diarized_json' needs diarization, which this "
-                       "server does not do", param="response_format",
+                       "server does not do; verbose_json has the segments", param="response_format",
                        code="unsupported_parameter")
     if response_format not in RESPONSE_FORMATS:
         raise APIError(

@@ -3,14 +3,18 @@
 
 Prints (or writes with -o) the MLIR that `aiecc.py` turns into final.xclbin and
 insts.bin. One kernel invocation computes one encoder layer for a whole batch:
-every batch element, all 8 heads, all 48 query tiles (TQ = 32) of the 1536
+every batch element, all H heads (6 for tiny to 20 for large; 8 for Base, the
+default), all 48 query tiles (TQ = 32) of the 1536
 padded frames, each query tile reading all 24 key tiles (TK = 64) in both
 passes of SPEC §4, so there is no block-diagonal shortcut anywhere.
 
 Data flow (the reasons are hardware limits, see kernels/README.md):
 
 - A *group* is 4 columns x 4 compute rows = 16 cores working on one head at a
-  time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...).
+  time (npu1 has one group, npu2 two; group g takes heads h = g, g + G, ...; with
+  an odd head count on npu2 the last step has one head, and group 1 idles in it).
+  The head count only changes how many steps the runtime sequence has: per core
+  the objects, their sizes and the core program are the same for every H.
   Each head takes 3 rounds; in round `rd` the core in column c, row r handles
   query tile `16 rd + 4 c + r`.
 - `qr<col>`: shim -> the 4 cores of a column (broadcast), one 8,704-byte object
@@ -56,7 +60,11 @@ import numpy as np
 # --------------------------------------------------------------------- SPEC.md §1-§2
 SPEC_VERSION = 5
 D = 64  # head dim
-H = 8  # heads
+H = 8  # heads of Whisper Base, the default shape; every size differs only in H
+# The encoder shapes Whisper ships (heads per layer; every head is 64 wide over 1500
+# frames): tiny 6, base 8, small 12, medium 16, large-v1/v2/v3 and turbo 20.
+WHISPER_HEADS = {"tiny": 6, "base": 8, "small": 12, "medium": 16, "large": 20}
+WHISPER_LAYERS = {"tiny": 4, "base": 6, "small": 12, "medium": 24, "large": 32}  # dispatches
 FRAMES = 1500  # frames per 30 s window (n_frames in the rowp header)
 TK = 64  # key tile
 TQ = 32  # query tile
@@ -285,20 +293,29 @@ def buffer_table(specs: list[tuple[str, str, tuple[int, ...], str]]) -> list[dic
     ]
 
 
-def design_config(target: str, batch: int) -> dict[str, Any]:
-    """Tiling and placement, as recorded in the manifest."""
+def steps(target: str, heads: int) -> int:
+    """Heads one group takes in turn per batch element: ceil(heads / groups)."""
+    if heads < 1:
+        raise ValueError(f"heads must be >= 1, got {heads}")
+    g_count = min(groups(target), heads)
+    return -(-heads // g_count)
+
+
+def design_config(target: str, batch: int, heads: int = H) -> dict[str, Any]:
+    """Tiling and placement for `heads` heads per layer, as recorded in the manifest."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose npu1 or npu2")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     t = TARGETS[target]
-    g = groups(target)
+    g = min(groups(target), heads)
+    n_steps = steps(target, heads)
     return {
         "device_class": t["device_class"],
         "arch": t["arch"],
         "tiles": {
             "head_dim": D,
-            "heads": H,
+            "heads": heads,
             "frames": FRAMES,
             "padded_frames": TP,
             "query_tile": TQ,
@@ -325,8 +342,10 @@ def design_config(target: str, batch: int) -> dict[str, Any]:
             "groups": g,
             "cores_per_group": CORES_PER_GROUP,
             "rounds_per_head": ROUNDS,
-            "rounds_per_core_per_dispatch": batch * (H // g) * ROUNDS,
-            "head_of_group": "h = g + G * step (G groups)",
+            "head_steps_per_batch_element": n_steps,
+            "idle_group_steps_per_batch_element": n_steps * g - heads,
+            "rounds_per_core_per_dispatch": batch * n_steps * ROUNDS,
+            "head_of_group": "h = g + G * step (G groups; skipped when h >= heads)",
             "query_tile_of_core": "16 * round + 4 * column_in_group + row",
             "core_memory_bytes": sum(CORE_MEMORY.values()),
             "kernel_object": KERNEL_OBJECT,
@@ -389,16 +408,16 @@ def runtime_sequence(target: str, batch: int, heads: int = H) -> list[Transfer |
     out channel, one drain.
     """
     g_count = min(groups(target), heads)  # one head (the bring-up) uses one group
-    if heads % g_count:
-        raise ValueError(f"{heads} heads do not divide among {g_count} groups")
     seq: list[Transfer | Finish] = []
     head_bytes = NKT * REC_BYTES  # a head's 24 records
     half_rec = REC_BYTES // 2  # 2176 bytes = 544 words: every DMA dimension stays < 1024 words
     group = 0
     for b in range(batch):
-        for step in range(heads // g_count):
+        for step in range(steps(target, heads)):
             for rd in range(ROUNDS):
                 for g in range(g_count):
+                    if step * g_count + g >= heads:
+                        continue  # an odd head count: this group idles in the last step
                     bh = _bh(b, step * g_count + g, heads)
                     col_k, col_v = COLS_PER_GROUP * g, COLS_PER_GROUP * g + 1
                     base = bh * head_bytes
@@ -570,29 +589,51 @@ CLOCK_MHZ = {"npu1": 1600, "npu2": 1800}
 STREAM_BYTES_PER_CYCLE = 4
 
 
-def cycle_estimate(target: str, batch: int = 1) -> dict[str, Any]:
-    """SPEC §6.4's per-layer estimate for `target`: compute and stream cycles, ms."""
+def cycle_estimate(target: str, batch: int = 1, heads: int = H) -> dict[str, Any]:
+    """SPEC §6.4's per-layer estimate for `target` and `heads`: compute and stream cycles,
+    ms. An idle group (odd heads on npu2) counts: the layer takes as long as the busiest
+    group, so compute divides by the cores of `groups x steps`, not by the heads."""
     macs = TQ * TK * D  # one 32 x 64 x 64 product
-    cores = TARGETS[target]["columns"] * ROWS
-    steps = batch * H * NQT * NKT
-    tiles = batch * H * NQT
-    out: dict[str, Any] = {"target": target, "cores": cores, "steps": steps}
+    g_count = min(groups(target), heads)
+    cores = g_count * CORES_PER_GROUP
+    head_slots = steps(target, heads) * g_count  # heads, plus idle slots of the last step
+    n_steps = batch * head_slots * NQT * NKT
+    tiles = batch * head_slots * NQT
+    out: dict[str, Any] = {"target": target, "heads": heads, "cores": cores, "steps": n_steps}
     for end, u in zip(("low", "high"), MMUL_UTILISATION, strict=True):
         i = 0 if end == "low" else 1
         matmul = 2 * macs / PEAK_MACS[target]["qk"] / u + macs / PEAK_MACS[target]["pv"] / u
         vector = sum(v[i] for v in VECTOR_CYCLES.values())
         step = matmul + vector
-        layer = (steps * step + tiles * FINISH_CYCLES[i]) / cores
+        layer = (n_steps * step + tiles * FINISH_CYCLES[i]) / cores
         out[f"matmul_per_step_{end}"] = round(matmul)
         out[f"vector_per_step_{end}"] = vector
         out[f"compute_cycles_{end}"] = round(layer)
         out[f"compute_ms_{end}"] = layer / (CLOCK_MHZ[target] * 1e3)
-    rounds_per_group = batch * (H // groups(target)) * ROUNDS
+    rounds_per_group = batch * steps(target, heads) * ROUNDS
     stream = rounds_per_group * (PAIRS + NKT) * KV_BYTES / STREAM_BYTES_PER_CYCLE
     out["stream_cycles"] = round(stream)
     out["stream_ms"] = stream / (CLOCK_MHZ[target] * 1e3)
     out["bound"] = "compute" if out["compute_cycles_low"] > stream else "stream"
     return out
+
+
+def size_estimate_rows() -> list[str]:
+    """SPEC §6.4's per-size table rows (markdown), from `cycle_estimate`: compute per
+    layer and per 30 s window (one dispatch per layer), per target. Estimates."""
+    rows = []
+    for name, heads in WHISPER_HEADS.items():
+        layers = WHISPER_LAYERS[name]
+        cells = [f"{name} ({heads} heads x {layers} layers)"]
+        for target in sorted(TARGETS):
+            e = cycle_estimate(target, heads=heads)
+            lo, hi = e["compute_ms_low"], e["compute_ms_high"]
+            cells.append(
+                f"{lo:.1f}-{hi:.1f} ms per layer, {lo * layers:.0f}-{hi * layers:.0f} ms "
+                f"per window ({e['bound']} bound)"
+            )
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 # ---------------------------------------------------------------------- IRON part
@@ -817,6 +858,12 @@ def _parser() -> argparse.ArgumentParser:
         help="npu1 (Phoenix, Hawk Point) or npu2 (Strix, Krackan)",
     )
     p.add_argument("--batch", type=int, default=1, help="30 s windows per dispatch")
+    p.add_argument(
+        "--heads",
+        type=int,
+        help=f"attention heads per layer: the model's size ({_sizes_text()}; default {H}); "
+        "--check-plan without it replays every size",
+    )
     p.add_argument("-o", "--output", type=Path, help="write the MLIR here (default: stdout)")
     p.add_argument(
         "--config",
@@ -834,64 +881,81 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-plan",
         action="store_true",
-        help="replay the runtime sequence of npu1 and npu2 (batch 1 and 8) against the "
-        f"shim DMA task queue ({QUEUE_DEPTH} deep); exit 1 if a channel ever holds more",
+        help="replay the runtime sequence of npu1 and npu2 (batch 1 and 8, every Whisper "
+        f"size) against the shim DMA task queue ({QUEUE_DEPTH} deep); exit 1 if a channel "
+        "ever holds more",
     )
     return p
 
 
-def print_plan_check(batches: tuple[int, ...] = (1, 8)) -> int:
-    """`--check-plan`: one line per target, the largest number of outstanding pushes."""
+def _sizes_text() -> str:
+    return ", ".join(f"{name} {h}" for name, h in WHISPER_HEADS.items())
+
+
+def print_plan_check(
+    batches: tuple[int, ...] = (1, 8), heads: tuple[int, ...] | None = None
+) -> int:
+    """`--check-plan`: one line per target and head count, the most outstanding pushes.
+
+    Without `heads`, every Whisper size (WHISPER_HEADS): the queue depth is a property of
+    the sequence's shape per round, and an odd count on npu2 changes that shape.
+    """
     status = 0
-    for target in sorted(TARGETS):
-        worst = None
-        for batch in batches:
-            result = check_plan(runtime_sequence(target, batch))
-            if worst is None or result.max_outstanding > worst[1].max_outstanding:
-                worst = (batch, result)
-            for problem in result.problems[:5]:
-                print(f"{target} batch {batch}: {problem}")
-            if not result.ok:
+    for h in heads or tuple(sorted(set(WHISPER_HEADS.values()))):
+        for target in sorted(TARGETS):
+            worst = None
+            for batch in batches:
+                result = check_plan(runtime_sequence(target, batch, h))
+                if worst is None or result.max_outstanding > worst[1].max_outstanding:
+                    worst = (batch, result)
+                for problem in result.problems[:5]:
+                    print(f"{target} {h} heads batch {batch}: {problem}")
+                if not result.ok:
+                    status = 1
+            batch, result = worst
+            verdict = "ok" if result.max_outstanding <= QUEUE_DEPTH and result.ok else "FAILED"
+            print(
+                f"{target} {h} heads: at most {result.max_outstanding} outstanding pushes per "
+                f"shim channel (limit {QUEUE_DEPTH}); at most {result.max_bds} of {SHIM_BDS} "
+                f"buffer descriptors per shim tile; batches {', '.join(map(str, batches))}: "
+                f"{verdict}"
+            )
+            if result.max_outstanding > QUEUE_DEPTH:
                 status = 1
-        batch, result = worst
-        verdict = "ok" if result.max_outstanding <= QUEUE_DEPTH else "OVER THE LIMIT"
-        print(
-            f"{target}: at most {result.max_outstanding} outstanding pushes per shim channel "
-            f"(limit {QUEUE_DEPTH}, {verdict}); at most {result.max_bds} of {SHIM_BDS} buffer "
-            f"descriptors per shim tile; batches {', '.join(map(str, batches))}"
-        )
-        if result.max_outstanding > QUEUE_DEPTH:
-            status = 1
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.batch < 1:
-        print("design.py: --batch must be >= 1", file=sys.stderr)
+    if args.batch < 1 or (args.heads is not None and args.heads < 1):
+        print("design.py: --batch and --heads must be >= 1", file=sys.stderr)
         return 2
     if args.check_plan:
-        return print_plan_check()
+        return print_plan_check(heads=(args.heads,) if args.heads else None)
+    heads = args.heads or H
     if args.estimate:
         for target in sorted(TARGETS):
-            e = cycle_estimate(target)
+            e = cycle_estimate(target, heads=heads)
             print(
-                f"{target} (estimate): compute {e['compute_cycles_low'] / 1e6:.2f}-"
+                f"{target} {heads} heads (estimate): compute {e['compute_cycles_low'] / 1e6:.2f}-"
                 f"{e['compute_cycles_high'] / 1e6:.2f} M cycles per layer = "
                 f"{e['compute_ms_low']:.1f}-{e['compute_ms_high']:.1f} ms at "
                 f"{CLOCK_MHZ[target]} MHz; kv stream {e['stream_cycles'] / 1e6:.2f} M cycles "
                 f"= {e['stream_ms']:.2f} ms; bound: {e['bound']}"
             )
+        if args.heads is None:
+            print("per Whisper size (estimate; SPEC §6.4):")
+            print("\n".join(size_estimate_rows()))
         return 0
     if args.config:
-        print(json.dumps(design_config(args.target, args.batch), indent=2))
+        print(json.dumps(design_config(args.target, args.batch, heads), indent=2))
         return 0
     if args.plan:
-        for t in transfer_plan(args.target, args.batch):
+        for t in transfer_plan(args.target, args.batch, heads):
             print(json.dumps(asdict(t)))
         return 0
     try:
-        module = build_program(args.target, args.batch)
+        module = build_program(args.target, args.batch, heads)
     except IronMissing as exc:
         print(f"design.py: {exc}", file=sys.stderr)
         return 2

@@ -56,7 +56,12 @@ def _load_design():
 design = _load_design()
 
 
-def runtime_buffers(name: str) -> list[dict[str, Any]]:
+def _heads(name: str, heads: int | None) -> int:
+    """`head` is one head; `layer` the model's count (default Base's 8)."""
+    return 1 if name == "head" else (heads or design.H)
+
+
+def runtime_buffers(name: str, heads: int | None = None) -> list[dict[str, Any]]:
     """The runtime sequence's arguments of design `name`, in order (batch 1)."""
     if name == "exp2n":
         specs = [("t", "int32", (EXP_WORDS,), "in"), ("p", "int32", (EXP_WORDS,), "out")]
@@ -67,16 +72,16 @@ def runtime_buffers(name: str) -> list[dict[str, Any]]:
             ("s", "int32", (S_WORDS,), "out"),
         ]
     elif name in ("head", "layer"):
-        return design.runtime_buffers(1, 1 if name == "head" else design.H)
+        return design.runtime_buffers(1, _heads(name, heads))
     else:
         raise ValueError(f"unknown design {name!r}; choose one of {DESIGNS}")
     return design.buffer_table(specs)
 
 
-def runtime_sequence(name: str, target: str) -> list:
+def runtime_sequence(name: str, target: str, heads: int | None = None) -> list:
     """Every shim transfer and task-group finish of one dispatch of design `name`."""
     if name in ("head", "layer"):
-        return design.runtime_sequence(target, 1, 1 if name == "head" else design.H)
+        return design.runtime_sequence(target, 1, _heads(name, heads))
     t = design.Transfer
     if name == "exp2n":
         blocks = (1, 1, EXP_BLOCKS, EXP_BLOCK)  # every DMA dimension below 1024 words
@@ -96,10 +101,10 @@ def runtime_sequence(name: str, target: str) -> list:
     return [*seq, design.Finish(0)]
 
 
-def build_program(name: str, target: str) -> Any:
+def build_program(name: str, target: str, heads: int | None = None) -> Any:
     """The IRON program of design `name` for `target`, resolved to an MLIR module."""
     if name in ("head", "layer"):
-        return design.build_program(target, 1, 1 if name == "head" else design.H)
+        return design.build_program(target, 1, _heads(name, heads))
     ok, reason = design.iron_status()
     if not ok:
         raise design.IronMissing(reason)
@@ -202,11 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=sorted(design.TARGETS), default="npu1")
     p.add_argument("-o", "--output", type=Path, help="write the MLIR here (default: stdout)")
     p.add_argument("--check-plan", action="store_true", help="check every design's plan; exit")
+    p.add_argument("--heads", type=int, help="heads of the layer design (the model's; default 8)")
     args = p.parse_args(argv)
     if args.check_plan:
         return print_plan_check()
     try:
-        module = build_program(args.design, args.target)
+        module = build_program(args.design, args.target, args.heads)
     except design.IronMissing as exc:
         print(f"designs.py: {exc}", file=sys.stderr)
         return 2

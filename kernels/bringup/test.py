@@ -3,6 +3,7 @@
 
     python kernels/bringup/test.py --design exp2n --dir kernels/build/bringup/npu1/exp2n
     AMANUENSIS_NPU_XRT=sim python kernels/bringup/test.py --design layer   # no NPU needed
+    python kernels/bringup/test.py --design layer --heads 20 --dir ...     # a large model's layer
 
 Prints one line, `PASS <design> (<target>): ...` or `FAIL <design> (<target>): ...`, then
 what the result tells; exits 0 on PASS, 1 on FAIL, 2 when it cannot run (no device, no
@@ -69,8 +70,9 @@ def _unblock(tile: np.ndarray, rows: int) -> np.ndarray:
     return tile.reshape(rows // 8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(rows, 64)
 
 
-def case(name: str) -> tuple[list[np.ndarray], list[int], np.ndarray]:
-    """(buffers in argument order, indices of the outputs, the expected output)."""
+def case(name: str, heads: int | None = None) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """(buffers in argument order, indices of the outputs, the expected output); `heads`
+    is the layer design's head count (default Base's)."""
     from amanuensis_npu.npu import emulator as emu
     from amanuensis_npu.npu import quantization as qz
 
@@ -88,8 +90,7 @@ def case(name: str) -> tuple[list[np.ndarray], list[int], np.ndarray]:
         want = ((q8 @ kt) * kq + (1 << 13)) >> 14  # SPEC §4 step 0
         out = np.full(designs.S_WORDS, -1, np.int32)
         return [q_tile, krec, out], [2], want.reshape(-1).astype(np.int32)
-    heads = 1 if name == "head" else qz.HEADS
-    packed = qz.pack_layer(*_rng_qkv(heads))
+    packed = qz.pack_layer(*_rng_qkv(1 if name == "head" else heads or qz.HEADS))
     bufs = [np.ascontiguousarray(b) for b in packed.buffers[:4]]
     want = emu.emulate_layer(bufs)
     return [*bufs, np.full_like(want, 0x5A5A)], [4], want
@@ -128,11 +129,13 @@ def run(xrt, xclbin: Path, insts_path: Path, buffers: list[np.ndarray], outputs:
     return "ERT_CMD_STATE_COMPLETED", got
 
 
-def simulated_artifacts(name: str, target: str, directory: Path) -> tuple[Path, Path]:
+def simulated_artifacts(
+    name: str, target: str, directory: Path, heads: int | None = None
+) -> tuple[Path, Path]:
     """Simulated xclbin and insts for design `name` (AMANUENSIS_NPU_XRT=sim only)."""
     from amanuensis_npu.npu import xrt_sim
 
-    layout = designs.runtime_buffers(name)
+    layout = designs.runtime_buffers(name, heads)
     u = xrt_sim.write_simulated_xclbin(
         directory / "final.xclbin",
         target=target,
@@ -142,7 +145,7 @@ def simulated_artifacts(name: str, target: str, directory: Path) -> tuple[Path, 
         ],
         spec_version=str(designs.design.SPEC_VERSION),
         design=name,
-        heads=1 if name == "head" else 8,
+        heads=1 if name == "head" else heads or designs.design.H,
     )
     xrt_sim.write_simulated_insts(directory / "insts.bin", u, len(layout))
     return directory / "final.xclbin", directory / "insts.bin"
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--design", choices=designs.DESIGNS, required=True)
     p.add_argument("--dir", type=Path, help="directory with final.xclbin and insts.bin")
+    p.add_argument(
+        "--heads", type=int, help="heads of the layer design, as it was built (default 8)"
+    )
     args = p.parse_args(argv)
     from amanuensis_npu.npu import xrt as xrt_loader
 
@@ -163,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if target is None:
         print(f"CANNOT RUN {args.design}: {where}")
         return 2
-    buffers, outputs, want = case(args.design)
+    buffers, outputs, want = case(args.design, args.heads)
     with tempfile.TemporaryDirectory(prefix="bringup-") as tmp:
         if xrt_loader.is_simulated(xrt):
-            xclbin, insts = simulated_artifacts(args.design, target, Path(tmp))
+            xclbin, insts = simulated_artifacts(args.design, target, Path(tmp), args.heads)
         else:
             if args.dir is None:
                 print(f"CANNOT RUN {args.design}: give --dir with the built artifacts")

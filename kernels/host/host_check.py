@@ -147,6 +147,34 @@ def synthetic_cases() -> Iterator[tuple[str, list[np.ndarray]]]:
         )
 
 
+WHISPER_HEADS = (6, 8, 12, 20)  # tiny, base, small, large: the head counts the check covers
+HEAD_CASE_FRAMES = 200  # 4 key tiles, the last one partial: cheap for 20 heads
+
+
+def head_count_cases(
+    heads: tuple[int, ...] = WHISPER_HEADS, frames: int = HEAD_CASE_FRAMES
+) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """One layer per Whisper head count, each head with its own scale and key offset.
+
+    The head count only changes how the layer driver walks (batch, head) pairs, so the
+    frames are few (the per-head arithmetic is covered at 1500 frames by the other
+    cases); distinct heads make a head read or written at another's offset show.
+    """
+    _paths()
+    import torch
+
+    from amanuensis_npu.npu import quantization as qz
+
+    for h in heads:
+        g = torch.Generator().manual_seed(2400 + h)
+        scale = torch.linspace(0.3, 4.0, h).reshape(1, h, 1, 1)
+        q = torch.randn(1, h, frames, 64, generator=g) * scale
+        offset = torch.randn(1, h, 1, 64, generator=g)
+        k = torch.randn(1, h, frames, 64, generator=g) * scale + offset
+        v = torch.randn(1, h, frames, 64, generator=g)
+        yield f"{h} heads frames {frames}", qz.pack_layer(q, k, v).buffers
+
+
 def speech_cases() -> Iterator[tuple[str, list[np.ndarray]]]:
     """Every encoder layer of every 30 s window of the shared speech, packed."""
     _paths()
@@ -225,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="aie2,aie2p", help="comma-separated: aie2, aie2p")
     p.add_argument("--limit", type=int, default=0, help="only the first N cases (a smoke run)")
     p.add_argument(
+        "--heads",
+        default=",".join(map(str, WHISPER_HEADS)),
+        help="head counts of the per-size cases, comma-separated ('' for none)",
+    )
+    p.add_argument(
         "--exp", choices=EXPONENTS, default="lut", help="the exponent build (kernels/Makefile EXP)"
     )
     args = p.parse_args(argv)
@@ -236,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for arch in targets:
             build(arch, exp=args.exp)
-        cases = synthetic_cases()
+        heads = tuple(int(h) for h in args.heads.split(",") if h)
+        cases = _chain(head_count_cases(heads), synthetic_cases())
         if not args.no_speech:
             cases = _chain(cases, speech_cases())
         if args.limit > 0:
