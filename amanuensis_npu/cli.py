@@ -51,7 +51,7 @@ class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _encoder_setting(text: str) -> str:
-    from .encoder_routes import check_encoder
+    from .routing import check_encoder
 
     try:
         return check_encoder(text)
@@ -371,14 +371,14 @@ def info_report() -> dict[str, Any]:
         report["auto_picks"] = "cpu"
         why = npu.summary if npu is not None else "no NPU backend registered"
         report["auto_reason"] = f"{why} (npu: reason above)"
-    from . import encoder_routes
+    from . import routing
     from .onnx import providers as onnx_providers
 
     report["onnxruntime"] = onnx_providers.describe()
-    from .onnx import openvino_route
+    from .openvino import route as openvino_route
 
     report["openvino"] = openvino_route.describe()
-    report.update(encoder_routes.describe())
+    report.update(routing.describe())
     picked = report["encoder_auto_picks"]
     if not picked.startswith("torch"):  # a whole-encoder route: no attention backend runs
         report["auto_picks"] = "none"

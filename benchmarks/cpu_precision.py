@@ -20,7 +20,7 @@ human transcripts, with stock int8's own distance as the bar:
 Per clip as well as in total: one clip that falls into a repetition loop ("I'm sorry, I'm
 sorry, ...") under one encoder dominates a total, and a reader should see that it is one clip.
 
-The `auto` precision rule (amanuensis_npu.onnx.openvino_route.auto_precision) is bf16 only
+The `auto` precision rule (amanuensis_npu.openvino.route.auto_precision) is bf16 only
 where OpenVINO computes bf16 natively; this script prints what it picks here and why.
 """
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from amanuensis_npu.core.models import resolve_model
-    from amanuensis_npu.onnx.openvino_route import auto_precision
+    from amanuensis_npu.openvino.route import auto_precision
 
     model_dir = resolve_model(args.model)
     paths = clips(Path(args.data))

@@ -442,7 +442,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "routes-no-npu-said-nothing",
-        "amanuensis_npu/encoder_routes.py",
+        "amanuensis_npu/routing.py",
         (('                        _warn_once("auto", NO_NPU_LINE)\n',
           "                        pass\n"),),
         (f"{ONNX}test_auto_without_npu_provider_uses_torch_cpu_with_one_warning",),
@@ -474,7 +474,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "onnx-providers-refused-with-auto",
-        "amanuensis_npu/encoder_routes.py",
+        "amanuensis_npu/routing.py",
         (('            encoder = "onnx"  # naming providers is asking for the ONNX route\n',
           '            raise ValueError("onnx_providers applies to encoder=\'onnx\'")\n'),),
         (f"{VR}test_onnx_providers_with_the_default_encoder_is_the_onnx_route",),

@@ -108,11 +108,11 @@ def test_wer_librivox_and_conversation(word_runs: dict) -> None:
 def test_auto_without_npu_warns_once_and_uses_cpu(
     base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from amanuensis_npu import attention, encoder_routes
+    from amanuensis_npu import attention, routing
 
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     monkeypatch.setattr(attention, "_warned_auto", False)
-    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setattr(routing, "_warned", set())
     found = attention.backend_availability("npu")
     assert not found.ok and found.summary
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
@@ -124,7 +124,7 @@ def test_auto_without_npu_warns_once_and_uses_cpu(
     # One short line; the reasons (what was tried) are `info`'s.
     assert "runs on the CPU" in warnings[0] and "amanuensis-npu info" in warnings[0]
     assert len(warnings[0]) < 100, warnings[0]
-    assert found.summary in encoder_routes.describe()["encoder_auto_reason"]
+    assert found.summary in routing.describe()["encoder_auto_reason"]
 
 
 def test_bad_device_is_rejected(base_dir: Path) -> None:

@@ -37,12 +37,13 @@ from conftest import (
 
 import amanuensis_npu
 import amanuensis_npu.integrations.whisperx  # noqa: F401  (see below)
-from amanuensis_npu import encoder_routes
+from amanuensis_npu import routing
 from amanuensis_npu.attention import CPUAttention
 from amanuensis_npu.core.encoder import WhisperEncoder, cached_encoder_weights
 from amanuensis_npu.core.routes import collect_encoder_stats
 from amanuensis_npu.npu.fidelity import cosine
-from amanuensis_npu.onnx import export, openvino_route, providers, runner
+from amanuensis_npu.onnx import export, providers, runner
+from amanuensis_npu.openvino import route as openvino_route
 
 # The WhisperX stack is imported with the module, not inside a test: optuna (under
 # pyannote) keeps the traceback of an optional import that failed, and that traceback's
@@ -369,9 +370,9 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
     """Without openvino (auto's CPU choice when installed: test_vendor_runtimes), our torch
     encoder; one short line, the reasons in `info`."""
     from amanuensis_npu import attention
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import route as openvino_route
 
-    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setattr(routing, "_warned", set())
     monkeypatch.setattr(attention, "_warned_auto", False)
     monkeypatch.setattr(openvino_route, "installed", lambda: None)
     assert providers.npu_provider()[0] is None
@@ -383,7 +384,7 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
     assert len(logged) == 1, logged
     assert "runs on the CPU" in logged[0] and "amanuensis-npu info" in logged[0]
     assert len(logged[0]) < 100, logged[0]
-    assert "openvino not installed" in encoder_routes.describe()["encoder_auto_reason"]
+    assert "openvino not installed" in routing.describe()["encoder_auto_reason"]
 
 
 def test_auto_prefers_an_npu_provider_with_the_vendor_options(
@@ -460,7 +461,7 @@ def test_provider_defaults_follow_the_vendor_docs(monkeypatch) -> None:  # noqa:
 def test_onnx_on_device_npu_without_npu_provider_says_so_once(
     onnx_cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:  # noqa: ANN001
-    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setattr(routing, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         for _ in range(2):
             model = amanuensis_npu.WhisperModel(base_dir, device="npu", encoder="onnx")

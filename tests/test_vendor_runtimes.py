@@ -32,7 +32,7 @@ import torch
 from conftest import LECTURE, LIBRIVOX, SAMPLE_CLIPS, private_onnx_cache, transcript
 
 import amanuensis_npu
-from amanuensis_npu import encoder_routes
+from amanuensis_npu import routing
 from amanuensis_npu.attention import CPUAttention
 from amanuensis_npu.core.encoder import WhisperEncoder, cached_encoder_weights
 from amanuensis_npu.core.routes import collect_encoder_stats
@@ -377,7 +377,7 @@ def test_openvino_compiles_once_and_recompiles_a_rewritten_export(
     """A second start reads the compiled encoder from OpenVINO's cache (its own
     LOADED_FROM_CACHE says so); an export written again is compiled anew, its old cache
     folder gone, since OpenVINO keys a file's compile by path and options only."""
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import route as openvino_route
 
     # A copy of its own, so that no other test's compile of the shared export is in the cache.
     own = tmp_path / "own-encoder-b1.onnx"
@@ -425,7 +425,7 @@ def _auto_name() -> str:
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads Linux's CPU flags")
 def test_openvino_says_bf16_is_native_exactly_where_the_cpu_has_bf16_instructions() -> None:
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import route as openvino_route
 
     native, why = openvino_route.native_bf16()
     assert native == bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()), why
@@ -437,12 +437,12 @@ def test_auto_precision_follows_the_cpu_on_either_branch(
     monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
     """Both branches on any machine: the reason names the precision and why."""
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import route as openvino_route
 
     why = "the CPU computes bf16 natively" if native else "no native bf16 on this CPU"
     monkeypatch.setattr(openvino_route, "native_bf16", lambda: (native, why))
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
-    choice, reason = encoder_routes.resolve_auto("npu")
+    choice, reason = routing.resolve_auto("npu")
     precision = "bf16" if native else "f32"
     assert choice == f"openvino:CPU:{precision}"
     assert f"on the CPU in {precision} ({why})" in reason
@@ -477,7 +477,7 @@ def test_bf16_encoder_is_closer_to_float32_than_stock_int8(
 def test_auto_without_npu_picks_openvino_with_one_short_line(
     cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch  # noqa: ANN001
 ) -> None:
-    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setattr(routing, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
         amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
@@ -489,7 +489,7 @@ def test_auto_without_npu_picks_openvino_with_one_short_line(
 def test_auto_says_nothing_when_the_user_switched_the_npu_off(
     cache: Path, base_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch  # noqa: ANN001
 ) -> None:
-    monkeypatch.setattr(encoder_routes, "_warned", set())
+    monkeypatch.setattr(routing, "_warned", set())
     monkeypatch.setenv("AMANUENSIS_NPU_XRT", "off")
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")

@@ -3,7 +3,7 @@
 Routes ("torch": our PyTorch encoder; "onnx": ONNX Runtime, amanuensis_npu/onnx/)
 share this base and its counters, so a transcription can say which route encoded
 its windows and why a call fell back, whatever the route. Choosing a route is
-amanuensis_npu/encoder_routes.py's job.
+amanuensis_npu/routing.py's job.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class EncoderRoute:
     """Log-mel `[B, n_mels, 3000]` -> encoder states `[B, 1500, d_model]` float32 numpy."""
 
     name: str = "abstract"
-    # Why this route was picked (encoder_routes.build_route sets it): the route line says it.
+    # Why this route was picked (routing.build_route sets it): the route line says it.
     reason: str = ""
     # True for routes that run the whole encoder (ONNX Runtime, OpenVINO): no attention
     # backend runs, so there are no attention calls to count or fall back.

@@ -22,7 +22,7 @@ from ..core.encoder import WhisperEncoder, cached_encoder_weights
 from ..core.models import resolve_model
 from ..core.routes import EncoderRoute
 from ..core.weights import ModelFormatError, read_encoder_weights, saved_compute_type
-from ..encoder_routes import build_route, check_encoder
+from ..routing import build_route, check_encoder
 
 DEVICES = ("npu", "cpu", "auto")
 
@@ -123,7 +123,7 @@ class NPUEncoderMixin:
 class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
     """faster-whisper's WhisperModel whose encoder runs on the NPU (or a stand-in).
 
-    `encoder` picks the route (amanuensis_npu.encoder_routes): "torch" is our
+    `encoder` picks the route (amanuensis_npu.routing): "torch" is our
     PyTorch encoder with attention on `attention`; "onnx" is the exported encoder on
     ONNX Runtime, on `onnx_providers` (None: an NPU execution provider onnxruntime
     has, else the CPU); "auto" (default) prefers an NPU execution provider, then our

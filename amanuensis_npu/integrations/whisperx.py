@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without whisperx
 from ..attention import AttentionBackend
 from ..core.models import resolve_model
 from ..core.weights import ModelFormatError
-from ..encoder_routes import check_encoder
+from ..routing import check_encoder
 from .faster_whisper import NPUEncoderMixin
 
 logger = logging.getLogger("amanuensis_npu")

@@ -43,8 +43,8 @@ def _transcribe_task(args: dict[str, Any], parser: argparse.ArgumentParser) -> N
     import whisperx.transcribe as stock
 
     from ..core.weights import ModelFormatError
-    from ..encoder_routes import check_encoder
     from ..onnx.providers import parse_providers
+    from ..routing import check_encoder
     from . import whisperx as wxn
     from .quiet import quiet_checkpoint_upgrade
 

@@ -129,7 +129,7 @@ class Engine:
 
     def route(self) -> dict[str, Any]:
         """What runs (encoder, attention, NPU device or why not) and what fell back so far."""
-        from ..encoder_routes import resolve_auto
+        from ..routing import resolve_auto
 
         assert self.transcriber is not None
         model = self.transcriber.model

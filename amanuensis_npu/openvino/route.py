@@ -31,8 +31,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import providers as eps
-from .runner import OnnxRoute
+from ..onnx import providers as eps
+from ..onnx.runner import OnnxRoute
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}

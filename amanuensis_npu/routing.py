@@ -6,7 +6,7 @@
   provider: the vendors' own NPU route (VitisAI, OpenVINO, QNN), or the CPU. Any call
   it cannot run goes to our torch encoder on the CPU (amanuensis_npu/onnx/runner.py).
 - "openvino[:DEVICE[:PRECISION]]": the ONNX export compiled by OpenVINO for CPU (default),
-  GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/onnx/openvino_route.py).
+  GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/openvino/route.py).
 - "auto": with `device="npu"` and `attention="auto"`, an NPU execution provider if
   onnxruntime has one (it moves the whole encoder); else the torch encoder with our
   NPU attention kernel when that is usable; else the CPU: OpenVINO's encoder when
@@ -41,7 +41,7 @@ NO_NPU_LINE = "No NPU found; the encoder runs on the CPU (details: amanuensis-np
 def check_encoder(encoder: str) -> str:
     """The encoder setting normalised ("openvino:npu" -> "openvino:NPU:f32"), or ValueError."""
     if isinstance(encoder, str) and encoder.split(":")[0].lower() == "openvino":
-        from .onnx.openvino_route import parse
+        from .openvino.route import parse
 
         device, precision = parse(encoder)
         return f"openvino:{device}:{precision}"
@@ -81,7 +81,7 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     npu = backend_availability("npu")
     if npu.ok:
         return "torch:npu", f"{ort_reason}; attention: {npu.summary}"
-    from .onnx.openvino_route import auto_precision, installed
+    from .openvino.route import auto_precision, installed
 
     version = installed()
     if version is not None:
@@ -157,7 +157,7 @@ def build_route(
     if encoder.startswith("openvino:"):
         if onnx_providers is not None:
             raise ValueError("onnx_providers applies to encoder='onnx' (or 'auto')")
-        from .onnx.openvino_route import OpenVinoRoute
+        from .openvino.route import OpenVinoRoute
 
         _, ov_device, precision = encoder.split(":")
         fallback = WhisperEncoder.from_weights(weights, get_backend("cpu"))
