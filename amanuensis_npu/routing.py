@@ -6,7 +6,7 @@
   provider: the vendors' own NPU route (VitisAI, OpenVINO, QNN), or the CPU. Any call
   it cannot run goes to our torch encoder on the CPU (amanuensis_npu/onnx/runner.py).
 - "openvino[:DEVICE[:PRECISION]]": the ONNX export compiled by OpenVINO for CPU (default),
-  GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/openvino/route.py).
+  GPU, NPU or AUTO, in f32 unless bf16/f16 is asked (amanuensis_npu/openvino/).
 - "auto": with `device="npu"` and `attention="auto"`, an NPU execution provider if
   onnxruntime has one (it moves the whole encoder); else the torch encoder with our
   NPU attention kernel when that is usable; else the CPU: OpenVINO's encoder when
@@ -41,7 +41,7 @@ NO_NPU_LINE = "No NPU found; the encoder runs on the CPU (details: amanuensis-np
 def check_encoder(encoder: str) -> str:
     """The encoder setting normalised ("openvino:npu" -> "openvino:NPU:f32"), or ValueError."""
     if isinstance(encoder, str) and encoder.split(":")[0].lower() == "openvino":
-        from .openvino.route import parse
+        from .openvino.devices import parse
 
         device, precision = parse(encoder)
         return f"openvino:{device}:{precision}"
@@ -81,7 +81,7 @@ def resolve_auto(device: str, attention: str | AttentionBackend = "auto") -> tup
     npu = backend_availability("npu")
     if npu.ok:
         return "torch:npu", f"{ort_reason}; attention: {npu.summary}"
-    from .openvino.route import auto_precision, installed
+    from .openvino.devices import auto_precision, installed
 
     version = installed()
     if version is not None:

@@ -43,7 +43,7 @@ from amanuensis_npu.core.encoder import WhisperEncoder, cached_encoder_weights
 from amanuensis_npu.core.routes import collect_encoder_stats
 from amanuensis_npu.npu.fidelity import cosine
 from amanuensis_npu.onnx import export, providers, runner
-from amanuensis_npu.openvino import route as openvino_route
+from amanuensis_npu.openvino import devices as openvino_devices
 
 # The WhisperX stack is imported with the module, not inside a test: optuna (under
 # pyannote) keeps the traceback of an optional import that failed, and that traceback's
@@ -370,11 +370,10 @@ def test_auto_without_npu_provider_uses_torch_cpu_with_one_warning(
     """Without openvino (auto's CPU choice when installed: test_vendor_runtimes), our torch
     encoder; one short line, the reasons in `info`."""
     from amanuensis_npu import attention
-    from amanuensis_npu.openvino import route as openvino_route
 
     monkeypatch.setattr(routing, "_warned", set())
     monkeypatch.setattr(attention, "_warned_auto", False)
-    monkeypatch.setattr(openvino_route, "installed", lambda: None)
+    monkeypatch.setattr(openvino_devices, "installed", lambda: None)
     assert providers.npu_provider()[0] is None
     with caplog.at_level(logging.WARNING, logger="amanuensis_npu"):
         model = amanuensis_npu.WhisperModel(base_dir, device="npu", compute_type="int8")
@@ -488,7 +487,7 @@ def test_info_lists_providers_and_what_auto_picks() -> None:
     report = info_report()
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]
     assert report["onnxruntime"]["version"] == ort.__version__
-    precision = openvino_route.auto_precision()[0]  # CI installs openvino
+    precision = openvino_devices.auto_precision()[0]  # CI installs openvino
     assert report["encoder_auto_picks"] == f"openvino:CPU:{precision}"
     assert "no NPU execution provider" in report["encoder_auto_reason"]
 

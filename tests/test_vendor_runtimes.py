@@ -425,11 +425,11 @@ def _auto_name() -> str:
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads Linux's CPU flags")
 def test_openvino_says_bf16_is_native_exactly_where_the_cpu_has_bf16_instructions() -> None:
-    from amanuensis_npu.openvino import route as openvino_route
+    from amanuensis_npu.openvino import devices
 
-    native, why = openvino_route.native_bf16()
+    native, why = devices.native_bf16()
     assert native == bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()), why
-    assert openvino_route.auto_precision() == ("bf16" if native else "f32", why)
+    assert devices.auto_precision() == ("bf16" if native else "f32", why)
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
@@ -437,10 +437,10 @@ def test_auto_precision_follows_the_cpu_on_either_branch(
     monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
     """Both branches on any machine: the reason names the precision and why."""
-    from amanuensis_npu.openvino import route as openvino_route
+    from amanuensis_npu.openvino import devices
 
     why = "the CPU computes bf16 natively" if native else "no native bf16 on this CPU"
-    monkeypatch.setattr(openvino_route, "native_bf16", lambda: (native, why))
+    monkeypatch.setattr(devices, "native_bf16", lambda: (native, why))
     monkeypatch.delenv("AMANUENSIS_NPU_XRT", raising=False)
     choice, reason = routing.resolve_auto("npu")
     precision = "bf16" if native else "f32"
