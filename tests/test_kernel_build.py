@@ -53,7 +53,11 @@ def _load(name: str, path: Path):
     return module
 
 
-design = _load("kb_design", DESIGN_PY)
+design = _load("kb_design", DESIGN_PY)  # the IRON program; it puts its siblings on the path
+import estimate  # noqa: E402 - the cycle estimate, as design.py imports it
+import layout  # noqa: E402 - shapes, core memory, runtime buffers
+import plan  # noqa: E402 - the runtime sequence and its queue check
+
 make_manifest = _load("kb_make_manifest", KERNELS / "make_manifest.py")
 
 IRON_OK, IRON_REASON = design.iron_status()
@@ -87,12 +91,12 @@ def test_manifest_matches_adapters_and_hashes(tmp_path, target, batch):
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
 
-    layout = qz.buffer_layout(batch)
-    assert [b["name"] for b in manifest["buffers"]] == [s.name for s in layout]
-    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in layout]
-    assert [tuple(b["shape"]) for b in manifest["buffers"]] == [s.shape for s in layout]
-    assert [b["dtype"] for b in manifest["buffers"]] == [s.dtype for s in layout]
-    assert [b["direction"] for b in manifest["buffers"]] == [s.direction for s in layout]
+    adapters = qz.buffer_layout(batch)
+    assert [b["name"] for b in manifest["buffers"]] == [s.name for s in adapters]
+    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in adapters]
+    assert [tuple(b["shape"]) for b in manifest["buffers"]] == [s.shape for s in adapters]
+    assert [b["dtype"] for b in manifest["buffers"]] == [s.dtype for s in adapters]
+    assert [b["direction"] for b in manifest["buffers"]] == [s.direction for s in adapters]
     assert [b["group_id"] for b in manifest["buffers"]] == [3, 4, 5, 6, 7]
     # SPEC.md §2 states the bytes per batch element; nothing else depends on the batch.
     stated = re.search(r"Per batch element ([\d,]+) bytes", SPEC_MD.read_text())
@@ -155,7 +159,7 @@ def test_insts_word_count_binary_and_hex_text(tmp_path):
 
 @pytest.mark.parametrize("batch", [1, 2, 8])
 def test_design_runtime_sequence_equals_buffer_layout(batch):
-    got = design.runtime_buffers(batch)
+    got = layout.runtime_buffers(batch)
     want = qz.buffer_layout(batch)
     assert [
         (b["name"], b["dtype"], tuple(b["shape"]), b["nbytes"], b["direction"]) for b in got
@@ -163,20 +167,20 @@ def test_design_runtime_sequence_equals_buffer_layout(batch):
 
 
 def test_design_constants_agree_with_the_adapters():
-    assert design.SPEC_VERSION == qz.SPEC_VERSION
-    assert (design.D, design.H, design.FRAMES, design.TK, design.TQ) == (
+    assert layout.SPEC_VERSION == qz.SPEC_VERSION
+    assert (layout.D, layout.H, layout.FRAMES, layout.TK, layout.TQ) == (
         qz.HEAD_DIM,
         qz.HEADS,
         qz.FRAMES,
         qz.KEY_TILE,
         qz.Q_TILE,
     )
-    assert design.TP == qz.padded_frames(qz.FRAMES) == 1536
-    assert design.HEADER_WORDS == qz.HEADER_WORDS
-    assert design.REC_BYTES == qz.RECORD_BYTES == 4352
-    assert design.ROWP_WORDS == qz.rowp_words(design.TP)
+    assert layout.TP == qz.padded_frames(qz.FRAMES) == 1536
+    assert layout.HEADER_WORDS == qz.HEADER_WORDS
+    assert layout.REC_BYTES == qz.RECORD_BYTES == 4352
+    assert layout.ROWP_WORDS == qz.rowp_words(layout.TP)
     # 1500 frames: 23 full key tiles and 28 valid keys in the last one.
-    assert (design.NKT, design.LAST_VALID) == (24, 28)
+    assert (layout.NKT, layout.LAST_VALID) == (24, 28)
 
 
 # ------------------------------------------------------- core data memory (finding 5)
@@ -191,51 +195,51 @@ def _spec_core_memory_total() -> int:
 
 @pytest.mark.parametrize("target", ["npu1", "npu2"])
 def test_core_memory_counts_everything_and_fits(target):
-    total = sum(design.CORE_MEMORY.values())
-    assert total <= design.CORE_MEMORY_LIMIT == 64 * 1024
-    assert _spec_core_memory_total() == total, "SPEC §6.2 and design.CORE_MEMORY disagree"
+    total = sum(layout.CORE_MEMORY.values())
+    assert total <= layout.CORE_MEMORY_LIMIT == 64 * 1024
+    assert _spec_core_memory_total() == total, "SPEC §6.2 and layout.CORE_MEMORY disagree"
     # The buffers the design declares are the ones counted (sizes of its IRON types).
-    entry = design.CORE_MEMORY
-    assert entry["qr object (depth 1)"] == design.QR_BYTES
-    assert entry["kv objects (depth 2)"] == 2 * design.KV_BYTES
-    assert entry["s scores int32 32x64 (LocalBuffer)"] == design.TQ * design.TK * 4
-    cfg = design.design_config(target, 1)["placement"]
+    entry = layout.CORE_MEMORY
+    assert entry["qr object (depth 1)"] == layout.QR_BYTES
+    assert entry["kv objects (depth 2)"] == 2 * layout.KV_BYTES
+    assert entry["s scores int32 32x64 (LocalBuffer)"] == layout.TQ * layout.TK * 4
+    cfg = layout.design_config(target, 1)["placement"]
     assert cfg["core_memory_bytes"] == total
     assert cfg["cores"] == {"npu1": 16, "npu2": 32}[target]
     assert cfg["groups"] * cfg["cores_per_group"] == cfg["cores"]
-    assert cfg["rounds_per_head"] * cfg["cores_per_group"] == design.NQT
+    assert cfg["rounds_per_head"] * cfg["cores_per_group"] == layout.NQT
 
 
 def test_core_memory_counts_the_compiled_tables(aie_lib):
     # What the AIE object keeps in data memory besides the buffers: its constant tables,
     # read from the AIE path compiled against the aie_api stand-in (same header, same
     # sizes as the Peano object's).
-    tables = {k: v for k, v in design.CORE_MEMORY.items() if "(rodata)" in k or "(bank" in k}
+    tables = {k: v for k, v in layout.CORE_MEMORY.items() if "(rodata)" in k or "(bank" in k}
     assert aie_lib.attn_table_bytes() == sum(tables.values())
 
 
 @pytest.mark.parametrize("exp", ["lut", "nolut"])
 def test_memory_map_puts_each_lookup_table_pair_in_two_banks(exp):
     # Finding 3: aie::lut needs LUT_ab and LUT_cd in different memory banks. The design's
-    # memory map (a model of mlir-aie's placement, design.memory_map) places every item of
+    # memory map (a model of mlir-aie's placement, layout.memory_map) places every item of
     # core_memory(exp) without overlap inside 64 KiB, each table inside one bank, the two
     # tables of each pair in different banks, and the stack first at its explicit size.
-    placed = design.memory_map(exp)
-    items = design.core_memory(exp)
+    placed = layout.memory_map(exp)
+    items = layout.core_memory(exp)
     for name, size in items.items():  # a depth-2 ObjectFifo is two buffers, [0] and [1]
         parts = [n for n in placed if n == name or n.startswith(f"{name} [")]
         assert sum(placed[n][1] - placed[n][0] for n in parts) == size, name
-    assert max(end for _, end in placed.values()) <= design.CORE_MEMORY_LIMIT
+    assert max(end for _, end in placed.values()) <= layout.CORE_MEMORY_LIMIT
     stack = next(n for n in placed if n.startswith("stack"))
-    assert placed[stack] == (0, design.STACK_BYTES) and design.STACK_BYTES > 1024
+    assert placed[stack] == (0, layout.STACK_BYTES) and layout.STACK_BYTES > 1024
     if exp == "lut":
-        for ab, cd in design.LUT_PAIRS:
-            assert design.bank_of(placed[ab]) != design.bank_of(placed[cd])
+        for ab, cd in layout.LUT_PAIRS:
+            assert layout.bank_of(placed[ab]) != layout.bank_of(placed[cd])
     else:
         assert not any("LUT" in n for n in placed), "the nolut build keeps no lookup table"
     # the check can fail: both tables of a pair in one bank is refused
     spans = [(60000, 62048), (62080, 64128)]
-    assert design.bank_of(spans[0]) == design.bank_of(spans[1]) == "D"
+    assert layout.bank_of(spans[0]) == layout.bank_of(spans[1]) == "D"
 
 
 def test_makefile_pins_the_sequential_allocator(tmp_path):
@@ -251,12 +255,12 @@ def test_makefile_pins_the_sequential_allocator(tmp_path):
 
 
 def test_spec_quotes_the_cycle_estimate_design_computes():
-    # SPEC §6.4's ranges are design.cycle_estimate's output, labelled as estimates.
+    # SPEC §6.4's ranges are estimate.cycle_estimate's output, labelled as estimates.
     text = SPEC_MD.read_text()
     section = text[text.index("### 6.4") : text.index("## 7.")]
     assert "estimate" in section and "not a measurement" in section
     for target in ("npu1", "npu2"):
-        e = design.cycle_estimate(target)
+        e = estimate.cycle_estimate(target)
         low, high = e["compute_ms_low"], e["compute_ms_high"]
         assert f"**{low:.1f}-{high:.1f} ms**" in section, target
         assert (
@@ -274,12 +278,12 @@ def test_spec_quotes_the_estimate_per_whisper_size_and_target():
     text = SPEC_MD.read_text()
     section = text[text.index("### 6.4") : text.index("## 7.")]
     assert "Per Whisper size (estimates, not measurements)" in section
-    for row in design.size_estimate_rows():
+    for row in estimate.size_estimate_rows():
         assert row in section, row
     for target in ("npu1", "npu2"):
-        base = design.cycle_estimate(target, heads=8)["compute_cycles_low"]
+        base = estimate.cycle_estimate(target, heads=8)["compute_cycles_low"]
         for heads in (6, 12, 16, 20):
-            got = design.cycle_estimate(target, heads=heads)["compute_cycles_low"]
+            got = estimate.cycle_estimate(target, heads=heads)["compute_cycles_low"]
             assert abs(got / base - heads / 8) < 1e-3, (target, heads)
 
 
@@ -297,23 +301,23 @@ def _indices(t) -> np.ndarray:
 @pytest.mark.parametrize("batch", [1, 8])
 def test_plan_respects_shim_dma_limits(target, batch):
     itemsize = {"q": 1, "k": 1, "v": 1, "rowp": 4, "out": 2}
-    plan = design.transfer_plan(target, batch)
-    for t in plan:
+    transfers = plan.transfer_plan(target, batch)
+    for t in transfers:
         words0 = t.sizes[3] * itemsize[t.buffer] / 4
         assert words0 == int(words0) and words0 <= 1023, t
         assert t.sizes[1] <= 1023 and t.sizes[2] <= 1023 and 1 <= t.sizes[0] <= 64, t
         assert t.strides[3] == 1, t
         assert t.wait, t  # every push is retired by an await
-    assert {t.column for t in plan} == set(range(design.TARGETS[target]["columns"]))
+    assert {t.column for t in plan} == set(range(layout.TARGETS[target]["columns"]))
 
 
 @pytest.mark.parametrize("target", ["npu1", "npu2"])
 @pytest.mark.parametrize("batch", [1, 8])
 def test_runtime_sequence_keeps_every_shim_queue_within_its_depth(target, batch):
-    result = design.check_plan(design.runtime_sequence(target, batch))
+    result = plan.check_plan(plan.runtime_sequence(target, batch))
     assert result.ok, result.problems[:5]
-    assert result.max_outstanding <= design.QUEUE_DEPTH == 4
-    assert result.max_bds <= design.SHIM_BDS
+    assert result.max_outstanding <= plan.QUEUE_DEPTH == 4
+    assert result.max_bds <= plan.SHIM_BDS
     # Two rounds in flight: the queue model reaches the depth, so a third would not fit.
     assert result.max_outstanding == 4
 
@@ -323,10 +327,10 @@ def _one_group_per_step(target: str) -> list:
     task group, fills never awaited, 12 fills per qr channel (3 rounds x 4 pieces)."""
     seq = []
     for step in range(2):
-        for col in range(design.TARGETS[target]["columns"]):
+        for col in range(layout.TARGETS[target]["columns"]):
             for piece in range(12):
                 seq.append(
-                    design.Transfer(
+                    plan.Transfer(
                         "fill",
                         f"qr{col}",
                         "q",
@@ -339,26 +343,26 @@ def _one_group_per_step(target: str) -> list:
                     )
                 )
             seq.append(
-                design.Transfer(
+                plan.Transfer(
                     "drain", f"out{col}", "out", 0, (1, 1, 1, 8), (0, 0, 0, 1), col, step, wait=True
                 )
             )
-        seq.append(design.Finish(step))
+        seq.append(plan.Finish(step))
     return seq
 
 
 def test_check_plan_catches_an_overflowing_or_deadlocking_sequence():
-    result = design.check_plan(_one_group_per_step("npu1"))
+    result = plan.check_plan(_one_group_per_step("npu1"))
     assert not result.ok
-    assert result.max_outstanding > design.QUEUE_DEPTH
+    assert result.max_outstanding > plan.QUEUE_DEPTH
     assert any("deadlock" in p for p in result.problems)
     assert any("never awaited" in p for p in result.problems)
     # Finishing a round before the next round's transfers exist is fine; awaiting a round
     # whose transfers are issued later is a deadlock.
-    seq = design.runtime_sequence("npu1", 1)
-    first_finish = next(i for i, op in enumerate(seq) if isinstance(op, design.Finish))
+    seq = plan.runtime_sequence("npu1", 1)
+    first_finish = next(i for i, op in enumerate(seq) if isinstance(op, plan.Finish))
     moved = [seq[first_finish], *seq[:first_finish], *seq[first_finish + 1 :]]
-    bad = design.check_plan(moved)
+    bad = plan.check_plan(moved)
     assert any("deadlock" in p for p in bad.problems)
 
 
@@ -385,26 +389,26 @@ def test_every_size_keeps_the_queues_and_moves_each_byte_as_the_spec_says(target
     query byte and row word once, K in both passes of every round, V once per round, and
     drains every output element once, judged against the adapters' buffer sizes."""
     batch = 2
-    seq = design.runtime_sequence(target, batch, heads)
-    result = design.check_plan(seq)
+    seq = plan.runtime_sequence(target, batch, heads)
+    result = plan.check_plan(seq)
     assert result.ok, result.problems[:5]
-    assert result.max_outstanding == design.QUEUE_DEPTH == 4
-    assert result.max_bds <= design.SHIM_BDS
-    layout = {s.name: s for s in qz.buffer_layout(batch, heads=heads)}
-    counts = {name: np.zeros(int(np.prod(s.shape)), np.int64) for name, s in layout.items()}
-    for t in (op for op in seq if isinstance(op, design.Transfer)):
+    assert result.max_outstanding == plan.QUEUE_DEPTH == 4
+    assert result.max_bds <= plan.SHIM_BDS
+    adapters = {s.name: s for s in qz.buffer_layout(batch, heads=heads)}
+    counts = {name: np.zeros(int(np.prod(s.shape)), np.int64) for name, s in adapters.items()}
+    for t in (op for op in seq if isinstance(op, plan.Transfer)):
         np.add.at(counts[t.buffer], _indices(t), 1)
-    per_bh = design.ROWP_WORDS
-    rowp_rows = np.arange(counts["rowp"].size) % per_bh >= design.HEADER_WORDS
+    per_bh = layout.ROWP_WORDS
+    rowp_rows = np.arange(counts["rowp"].size) % per_bh >= layout.HEADER_WORDS
     assert (counts["rowp"][rowp_rows] == 1).all() and (counts["rowp"][~rowp_rows] == 0).all()
     assert (counts["q"] == 1).all() and (counts["out"] == 1).all()
     # 48 query tiles per head over a group's 16 cores: 3 rounds, each streaming every key
     # record in both passes (pass 1 keys only) and every value record in pass 2.
     rounds = (qz.padded_frames(qz.FRAMES) // qz.Q_TILE) // 16
     assert (counts["k"] == 2 * rounds).all() and (counts["v"] == rounds).all()
-    config = design.design_config(target, batch, heads)
+    config = layout.design_config(target, batch, heads)
     assert config["tiles"]["heads"] == heads
-    g = min(design.groups(target), heads)
+    g = min(layout.groups(target), heads)
     assert config["placement"]["rounds_per_core_per_dispatch"] == batch * -(-heads // g) * 3
 
 
@@ -422,8 +426,8 @@ def test_manifest_for_another_size_is_found_by_its_shape(tmp_path, monkeypatch, 
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["heads"] == heads == manifest["tiles"]["heads"]
-    layout = qz.buffer_layout(1, heads=heads)
-    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in layout]
+    adapters = qz.buffer_layout(1, heads=heads)
+    assert [b["nbytes"] for b in manifest["buffers"]] == [s.nbytes for s in adapters]
     monkeypatch.setenv("AMANUENSIS_NPU_ARTIFACTS", str(tmp_path))
     monkeypatch.setenv("AMANUENSIS_NPU_CACHE", str(tmp_path / "cache"))
     found = artifacts.find_artifacts("npu1", simulated=False, heads=heads)
@@ -438,13 +442,13 @@ def test_pass_one_streams_keys_only():
     # Finding 7: the pass-1 fills read the k buffer on both join channels; V is read once
     # per round, by pass 2.
     for target in ("npu1", "npu2"):
-        plan = design.transfer_plan(target, 1)
-        kv = [t for t in plan if t.fifo[0] in "kv" and t.fifo[1:].isdigit()]
+        transfers = plan.transfer_plan(target, 1)
+        kv = [t for t in transfers if t.fifo[0] in "kv" and t.fifo[1:].isdigit()]
         v_bytes = sum(_indices(t).size for t in kv if t.buffer == "v")
         k_bytes = sum(_indices(t).size for t in kv if t.buffer == "k")
-        rounds = design.H * design.ROUNDS
-        assert v_bytes == rounds * design.NKT * design.REC_BYTES  # V once per round
-        assert k_bytes == 2 * rounds * design.NKT * design.REC_BYTES  # K in both passes
+        rounds = layout.H * layout.ROUNDS
+        assert v_bytes == rounds * layout.NKT * layout.REC_BYTES  # V once per round
+        assert k_bytes == 2 * rounds * layout.NKT * layout.REC_BYTES  # K in both passes
 
 
 # ------------------------------------------------------- transfer plan replay
@@ -499,18 +503,18 @@ def test_aie_path_exponent_runs_on_the_lookup_units(aie_lib):
     aie_lib.attn_standin_count.restype = ctypes.c_uint64
     aie_lib.attn_standin_count.argtypes = [ctypes.c_int32]
     rng = np.random.default_rng(3)
-    qr = _aligned(design.QR_BYTES, np.int8)
-    kv = _aligned(design.KV_BYTES, np.int8)
+    qr = _aligned(layout.QR_BYTES, np.int8)
+    kv = _aligned(layout.KV_BYTES, np.int8)
     qr[:] = rng.integers(-127, 128, qr.size)
     kv[:] = rng.integers(-127, 128, kv.size)
     kv.view(np.int16)[qz.SCALES_OFFSET // 2 : qz.SCALES_OFFSET // 2 + 64] = 1 << 13
-    words = qr[design.QR_WORDS_OFFSET :].view(np.int32)
+    words = qr[layout.QR_WORDS_OFFSET :].view(np.int32)
     words[:] = 12 | (4 << 16)
-    s = _aligned(design.TQ * design.TK * 4, np.int32)
-    p = _aligned(design.TQ * design.TK * 2, np.int16)
-    m = _aligned(design.TQ * 4, np.int32)
-    lsum = _aligned(design.TQ * 4, np.int32)
-    acc = _aligned(design.TQ * design.D * 4, np.int32)
+    s = _aligned(layout.TQ * layout.TK * 4, np.int32)
+    p = _aligned(layout.TQ * layout.TK * 2, np.int16)
+    m = _aligned(layout.TQ * 4, np.int32)
+    lsum = _aligned(layout.TQ * 4, np.int32)
+    acc = _aligned(layout.TQ * layout.D * 4, np.int32)
     p8, p16, p32 = (ctypes.POINTER(t) for t in (ctypes.c_int8, ctypes.c_int16, ctypes.c_int32))
     aie_lib.attn_qr_rows_init(*(b.ctypes.data_as(p32) for b in (m, lsum, acc)))
     aie_lib.attn_qr_pass1(
@@ -536,21 +540,21 @@ def test_aie_path_exponent_runs_on_the_lookup_units(aie_lib):
     )
     after = [aie_lib.attn_standin_count(i) for i in range(3)]
     macs, la, pl = (a - b for a, b in zip(after, before, strict=True))
-    scores = design.TQ * design.TK
+    scores = layout.TQ * layout.TK
     assert (la, pl) == (scores, scores)
-    assert macs == 2 * design.TQ * design.TK * design.D  # Q·Kᵀ and P·V
+    assert macs == 2 * layout.TQ * layout.TK * layout.D  # Q·Kᵀ and P·V
     assert lsum.min() >= 8192  # every row's max key contributes 2^13
 
 
 def test_glue_object_layout_equals_design(glue_lib):
-    layout = [glue_lib.attn_qr_layout(i) for i in range(7)]
-    assert layout == [
-        design.ROWS,
-        design.Q_TILE_BYTES,
-        design.QR_WORDS_OFFSET,
-        design.QR_BYTES,
-        design.REC_BYTES,
-        design.KV_BYTES,
+    compiled = [glue_lib.attn_qr_layout(i) for i in range(7)]
+    assert compiled == [
+        layout.ROWS,
+        layout.Q_TILE_BYTES,
+        layout.QR_WORDS_OFFSET,
+        layout.QR_BYTES,
+        layout.REC_BYTES,
+        layout.KV_BYTES,
         qz.SCALES_OFFSET,
     ]
 
@@ -562,12 +566,12 @@ def _aligned(nbytes: int, dtype) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype)
 
 
-def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarray:
+def _replay(transfers, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarray:
     """Run one dispatch the way the design moves data, with the glue on each core."""
     flat = {name: buf.reshape(-1) for name, buf in buffers.items()}
     streams: dict[str, list[bytes]] = defaultdict(list)
     drains: dict[str, list[np.ndarray]] = defaultdict(list)
-    for t in plan:
+    for t in transfers:
         idx = _indices(t)
         assert idx.min() >= 0 and idx.max() < flat[t.buffer].size, t
         if t.kind == "fill":
@@ -592,46 +596,46 @@ def _replay(plan, buffers: dict[str, np.ndarray], lib, n_cols: int) -> np.ndarra
         ctypes.POINTER(ctypes.c_int16),
         ctypes.POINTER(ctypes.c_int32),
     )
-    per_query_tile = design.PAIRS + design.NKT
+    per_query_tile = layout.PAIRS + layout.NKT
     kv_by_group = {}
-    for g in range(n_cols // design.COLS_PER_GROUP):
+    for g in range(n_cols // layout.COLS_PER_GROUP):
         # The memory tile joins one record from each channel into every object.
-        ks, vs = objects(f"k{g}", design.REC_BYTES), objects(f"v{g}", design.REC_BYTES)
+        ks, vs = objects(f"k{g}", layout.REC_BYTES), objects(f"v{g}", layout.REC_BYTES)
         assert len(ks) == len(vs)
         kv_by_group[g] = [core_buffer(k + v) for k, v in zip(ks, vs, strict=True)]
-    s = _aligned(design.TQ * design.TK * 4, np.int32)
-    p = _aligned(design.TQ * design.TK * 2, np.int16)
-    m = _aligned(design.TQ * 4, np.int32)
-    lsum = _aligned(design.TQ * 4, np.int32)
-    acc = _aligned(design.TQ * design.D * 4, np.int32)
-    tile = _aligned(design.TQ * design.D * 2, np.int16)
+    s = _aligned(layout.TQ * layout.TK * 4, np.int32)
+    p = _aligned(layout.TQ * layout.TK * 2, np.int16)
+    m = _aligned(layout.TQ * 4, np.int32)
+    lsum = _aligned(layout.TQ * 4, np.int32)
+    acc = _aligned(layout.TQ * layout.D * 4, np.int32)
+    tile = _aligned(layout.TQ * layout.D * 2, np.int16)
     for col in range(n_cols):
-        g = col // design.COLS_PER_GROUP
-        qr_objs = [core_buffer(o) for o in objects(f"qr{col}", design.QR_BYTES)]
+        g = col // layout.COLS_PER_GROUP
+        qr_objs = [core_buffer(o) for o in objects(f"qr{col}", layout.QR_BYTES)]
         kvs = kv_by_group[g]
         # Lock step: every core of the group consumes 12 + 24 kv objects per query tile.
         assert len(kvs) == per_query_tile * len(qr_objs)
-        tiles = [[None] * design.ROWS for _ in qr_objs]
-        for slot in range(design.ROWS):
+        tiles = [[None] * layout.ROWS for _ in qr_objs]
+        for slot in range(layout.ROWS):
             for i, qr in enumerate(qr_objs):
                 qp = qr.ctypes.data_as(p8)
                 lib.attn_qr_rows_init(
                     m.ctypes.data_as(p32), lsum.ctypes.data_as(p32), acc.ctypes.data_as(p32)
                 )
                 steps = kvs[per_query_tile * i : per_query_tile * (i + 1)]
-                for j, kv in enumerate(steps[: design.PAIRS]):
-                    valid1 = design.LAST_VALID if j == design.PAIRS - 1 else design.TK
+                for j, kv in enumerate(steps[: layout.PAIRS]):
+                    valid1 = layout.LAST_VALID if j == layout.PAIRS - 1 else layout.TK
                     lib.attn_qr_pass1(
                         qp,
                         kv.ctypes.data_as(p8),
                         s.ctypes.data_as(p32),
                         m.ctypes.data_as(p32),
                         slot,
-                        design.TK,
+                        layout.TK,
                         valid1,
                     )
-                for j, kv in enumerate(steps[design.PAIRS :]):
-                    valid = design.LAST_VALID if j == design.NKT - 1 else design.TK
+                for j, kv in enumerate(steps[layout.PAIRS :]):
+                    valid = layout.LAST_VALID if j == layout.NKT - 1 else layout.TK
                     lib.attn_qr_pass2(
                         qp,
                         kv.ctypes.data_as(p8),
@@ -678,7 +682,7 @@ def _replay_case(target: str, batch: int):
 def test_transfer_plan_replay_equals_the_scalar_layer(glue_lib, target, batch):
     buffers, reference = _replay_case(target, batch)
     got = _replay(
-        design.transfer_plan(target, batch), buffers, glue_lib, design.TARGETS[target]["columns"]
+        plan.transfer_plan(target, batch), buffers, glue_lib, layout.TARGETS[target]["columns"]
     )
     assert got.shape == reference.shape
     assert got.tobytes() == reference.tobytes()
@@ -689,7 +693,7 @@ def test_transfer_plan_replay_through_the_aie_path(aie_lib):
     # entry points (aie2, against the aie_api stand-in): alignment and object offsets are
     # what the stand-in checks on every vector load and store.
     buffers, reference = _replay_case("npu1", 1)
-    got = _replay(design.transfer_plan("npu1", 1), buffers, aie_lib, 4)
+    got = _replay(plan.transfer_plan("npu1", 1), buffers, aie_lib, 4)
     assert got.tobytes() == reference.tobytes()
 
 
@@ -709,14 +713,14 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
     assert design.iron_status()[0]
     design.build_program(target, 1, heads)
     rt = fake.Program.last.rt
-    cores = design.TARGETS[target]["columns"] * design.ROWS
+    cores = layout.TARGETS[target]["columns"] * layout.ROWS
     assert len(rt.workers) == cores
     for w in rt.workers:
         assert not w.placed, "no GlobalBuffer handed to a Worker"
-        assert w.stack_size == design.STACK_BYTES, "the stack is set explicitly, as counted"
+        assert w.stack_size == layout.STACK_BYTES, "the stack is set explicitly, as counted"
         assert len(w.local_buffers) == 5  # m, l, acc, s, p
         init, pass1, pass2, finish = w.fn_args[3:7]
-        assert [k.name for k in (init, pass1, pass2, finish)] == list(design.ENTRY_POINTS)
+        assert [k.name for k in (init, pass1, pass2, finish)] == list(layout.ENTRY_POINTS)
     init, pass1, pass2, finish = rt.workers[0].fn_args[3:7]
     # traced once per worker: a range_ body plus the peeled last key tile, per pass
     assert (len(init.calls), len(pass1.calls), len(pass2.calls), len(finish.calls)) == (
@@ -725,15 +729,15 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
         2 * cores,
         cores,
     )
-    assert {c[6] for c in pass1.calls} == {design.TK, design.LAST_VALID}
+    assert {c[6] for c in pass1.calls} == {layout.TK, layout.LAST_VALID}
     # the runtime sequence's arguments are the adapters' buffers for this head count
     sizes = [t.__args__[0][0] for t in rt.arg_types]  # np.ndarray[(n,), dtype]
     assert sizes == [int(np.prod(b.shape)) for b in qz.buffer_layout(1, heads=heads)]
-    seq = design.runtime_sequence(target, 1, heads)
+    seq = plan.runtime_sequence(target, 1, heads)
     assert len(rt.ops) == len(seq)
     handles: dict[int, int] = {}
     for got, want in zip(rt.ops, seq, strict=True):
-        if isinstance(want, design.Finish):
+        if isinstance(want, plan.Finish):
             assert got == ("finish", handles[want.group])
             continue
         kind, fifo, tap, group, wait, placement = got
@@ -744,7 +748,7 @@ def test_build_program_uses_iron_as_documented_and_issues_the_plan(monkeypatch, 
             want.sizes,
             want.strides,
         )
-        assert (placement.col, placement.row) == (want.column, design.SHIM_ROW)
+        assert (placement.col, placement.row) == (want.column, layout.SHIM_ROW)
 
 
 # --------------------------------------------------------- toolchain-only steps
@@ -777,9 +781,9 @@ def test_design_emits_mlir(tmp_path, target):
     text = out.read_text()
     assert f"aie.device({target}" in text
     assert "runtime_sequence" in text
-    for name in design.ENTRY_POINTS:
+    for name in layout.ENTRY_POINTS:
         assert name in text
-    assert text.count("aie.core(") == design.TARGETS[target]["columns"] * design.ROWS
+    assert text.count("aie.core(") == layout.TARGETS[target]["columns"] * layout.ROWS
 
 
 def _toolchain_missing() -> str | None:

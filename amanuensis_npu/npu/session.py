@@ -7,7 +7,7 @@ One hardware context at a time on npu1. The amdxdna driver partitions npu1 by co
 (amd/xdna-driver ``src/driver/amdxdna/npu1_regs.c``: ``temporal_only = 0``,
 ``first_col = 1``, leaving 4 columns to applications), while the npu4 family time-shares
 the whole array (``npu4_family.h``: ``temporal_only = 1``). Our kernel uses all 4 npu1
-columns (``TARGETS`` in kernels/attention/design.py), so a second live context (the
+columns (``TARGETS`` in kernels/attention/layout.py), so a second live context (the
 batch-1 and batch-8 builds are two xclbins) can only share or wait for the same columns:
 the solver shares an identical partition or fails (Linux
 ``drivers/accel/amdxdna/aie2_solver.c``, ``allocate_partition``), and mlir-aie's own

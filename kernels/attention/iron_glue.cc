@@ -28,8 +28,8 @@
 #define GLUE_QR_BYTES (GLUE_WORDS_OFFSET + GLUE_SLOTS * ATTN_TQ * 4)
 #define GLUE_KV_BYTES (2 * ATTN_REC_BYTES)
 
-static_assert(GLUE_QR_BYTES == 8704, "qr object layout differs from design.py");
-static_assert(GLUE_KV_BYTES == 8704, "kv object layout differs from design.py");
+static_assert(GLUE_QR_BYTES == 8704, "qr object layout differs from layout.py");
+static_assert(GLUE_KV_BYTES == 8704, "kv object layout differs from layout.py");
 static_assert(ATTN_REC_BYTES % 64 == 0, "records must keep 64-byte alignment in an object");
 
 #if defined(ATTN_SCALAR) || defined(ATTN_HOST_DRIVER)
@@ -61,7 +61,7 @@ GLUE_EXPORT void attn_qr_pass2(const int8_t *qr, const int8_t *kv, int32_t *s, i
                   valid);
 }
 
-// The object layout compiled in, so a test can check it against design.py.
+// The object layout compiled in, so a test can check it against layout.py.
 GLUE_EXPORT int32_t attn_qr_layout(int32_t what) {
   switch (what) {
     case 0: return GLUE_SLOTS;
@@ -80,7 +80,7 @@ GLUE_EXPORT int32_t attn_qr_layout(int32_t what) {
 #include <string.h>
 
 // Bytes of constant tables compiled into this object (what a core's data memory holds
-// besides the design's buffers and the stack; design.CORE_MEMORY counts them).
+// besides the design's buffers and the stack; layout.CORE_MEMORY counts them).
 GLUE_EXPORT int32_t attn_table_bytes(void) {
 #if defined(ATTN_SCALAR)
   return (int32_t)(sizeof(ATTN_EXP_E) + sizeof(ATTN_EXP_G) + sizeof(ATTN_RECIP_SEED));

@@ -17,8 +17,8 @@ Run in this order (`make -C kernels bringup` does, and stops at the first FAIL):
 
 Like design.py, importing this needs only numpy; emitting MLIR needs mlir-aie's IRON.
 The transfer plans of exp2n and scores are tiny (one fill per input, one drain); head and
-layer use design.runtime_sequence, so `--check-plan` replays all four against the shim
-DMA queue model of design.check_plan.
+layer use plan.runtime_sequence, so `--check-plan` replays all four against the shim
+DMA queue model of plan.check_plan.
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ def _load_design():
 
 
 design = _load_design()
+import layout  # noqa: E402 - design.py's siblings, on the path it puts them on
+import plan  # noqa: E402
 
 
 def _heads(name: str, heads: int | None) -> int:
     """`head` is one head; `layer` the model's count (default Base's 8)."""
-    return 1 if name == "head" else (heads or design.H)
+    return 1 if name == "head" else (heads or layout.H)
 
 
 def runtime_buffers(name: str, heads: int | None = None) -> list[dict[str, Any]]:
@@ -72,17 +74,17 @@ def runtime_buffers(name: str, heads: int | None = None) -> list[dict[str, Any]]
             ("s", "int32", (S_WORDS,), "out"),
         ]
     elif name in ("head", "layer"):
-        return design.runtime_buffers(1, _heads(name, heads))
+        return layout.runtime_buffers(1, _heads(name, heads))
     else:
         raise ValueError(f"unknown design {name!r}; choose one of {DESIGNS}")
-    return design.buffer_table(specs)
+    return layout.buffer_table(specs)
 
 
 def runtime_sequence(name: str, target: str, heads: int | None = None) -> list:
     """Every shim transfer and task-group finish of one dispatch of design `name`."""
     if name in ("head", "layer"):
-        return design.runtime_sequence(target, 1, _heads(name, heads))
-    t = design.Transfer
+        return plan.runtime_sequence(target, 1, _heads(name, heads))
+    t = plan.Transfer
     if name == "exp2n":
         blocks = (1, 1, EXP_BLOCKS, EXP_BLOCK)  # every DMA dimension below 1024 words
         stride = (0, 0, EXP_BLOCK, 1)
@@ -98,7 +100,7 @@ def runtime_sequence(name: str, target: str, heads: int | None = None) -> list:
         ]
     else:
         raise ValueError(f"unknown design {name!r}; choose one of {DESIGNS}")
-    return [*seq, design.Finish(0)]
+    return [*seq, plan.Finish(0)]
 
 
 def build_program(name: str, target: str, heads: int | None = None) -> Any:
@@ -118,7 +120,7 @@ def build_program(name: str, target: str, heads: int | None = None) -> Any:
     if name == "exp2n":
         block_ty = np.ndarray[(EXP_BLOCK,), i32]
         fifos = {"t_in": ObjectFifo(block_ty, depth=2), "p_out": ObjectFifo(block_ty, depth=2)}
-        kernel = Kernel("attn_exp2n_block", design.KERNEL_OBJECT, [block_ty, block_ty])
+        kernel = Kernel("attn_exp2n_block", layout.KERNEL_OBJECT, [block_ty, block_ty])
 
         def core_body(of_t, of_p, k):
             t, p = of_t.acquire(1), of_p.acquire(1)
@@ -136,7 +138,7 @@ def build_program(name: str, target: str, heads: int | None = None) -> Any:
             "k_in": ObjectFifo(k_ty, depth=1),
             "s_out": ObjectFifo(s_ty, depth=1),
         }
-        kernel = Kernel("attn_tile_scores", design.KERNEL_OBJECT, [q_ty, k_ty, s_ty])
+        kernel = Kernel("attn_tile_scores", layout.KERNEL_OBJECT, [q_ty, k_ty, s_ty])
 
         def core_body(of_q, of_k, of_s, k):
             q, kr, s = of_q.acquire(1), of_k.acquire(1), of_s.acquire(1)
@@ -151,23 +153,23 @@ def build_program(name: str, target: str, heads: int | None = None) -> Any:
     worker = Worker(
         core_body,
         fn_args=args,
-        placement=Tile(0, design.FIRST_CORE_ROW),
-        stack_size=design.STACK_BYTES,
+        placement=Tile(0, layout.FIRST_CORE_ROW),
+        stack_size=layout.STACK_BYTES,
     )
-    layout = runtime_buffers(name)
+    table = runtime_buffers(name)
     arg_types = [
-        np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in layout
+        np.ndarray[(int(np.prod(b["shape"])),), np.dtype[getattr(np, b["dtype"])]] for b in table
     ]
     rt = Runtime()
     with rt.sequence(*arg_types) as buffers:
-        named = dict(zip([b["name"] for b in layout], buffers, strict=True))
+        named = dict(zip([b["name"] for b in table], buffers, strict=True))
         rt.start(worker)
         group = rt.task_group()
         for op in runtime_sequence(name, target):
-            if isinstance(op, design.Finish):
+            if isinstance(op, plan.Finish):
                 rt.finish_task_group(group)
                 continue
-            size = int(np.prod(next(b["shape"] for b in layout if b["name"] == op.buffer)))
+            size = int(np.prod(next(b["shape"] for b in table if b["name"] == op.buffer)))
             tap = TensorAccessPattern((size,), op.offset, list(op.sizes), list(op.strides))
             move = rt.fill if op.kind == "fill" else rt.drain
             fifo = fifos[op.fifo]
@@ -177,7 +179,7 @@ def build_program(name: str, target: str, heads: int | None = None) -> Any:
                 tap=tap,
                 task_group=group,
                 wait=op.wait,
-                placement=Tile(op.column, design.SHIM_ROW),
+                placement=Tile(op.column, layout.SHIM_ROW),
             )
     program = Program(design._device(target), rt)
     return program.resolve_program(SequentialPlacer())
@@ -187,12 +189,12 @@ def print_plan_check() -> int:
     """`--check-plan`: every design on every target against the shim DMA queue model."""
     status = 0
     for name in DESIGNS:
-        for target in sorted(design.TARGETS):
-            result = design.check_plan(runtime_sequence(name, target))
+        for target in sorted(layout.TARGETS):
+            result = plan.check_plan(runtime_sequence(name, target))
             verdict = "ok" if result.ok else "PROBLEM"
             print(
                 f"{name} {target}: at most {result.max_outstanding} outstanding pushes per shim "
-                f"channel (limit {design.QUEUE_DEPTH}), {result.max_bds} of {design.SHIM_BDS} "
+                f"channel (limit {plan.QUEUE_DEPTH}), {result.max_bds} of {plan.SHIM_BDS} "
                 f"buffer descriptors per shim tile: {verdict}"
             )
             for problem in result.problems[:5]:
@@ -204,7 +206,7 @@ def print_plan_check() -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--design", choices=DESIGNS, default="exp2n")
-    p.add_argument("--target", choices=sorted(design.TARGETS), default="npu1")
+    p.add_argument("--target", choices=sorted(layout.TARGETS), default="npu1")
     p.add_argument("-o", "--output", type=Path, help="write the MLIR here (default: stdout)")
     p.add_argument("--check-plan", action="store_true", help="check every design's plan; exit")
     p.add_argument("--heads", type=int, help="heads of the layer design (the model's; default 8)")
