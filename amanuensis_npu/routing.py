@@ -164,7 +164,7 @@ def build_route(
         route = OpenVinoRoute(
             weights, model_sha256(), ov_device, precision, fallback, threads=threads
         )
-        route.reason = reason
+        route.reason = f"{reason}; {route.downgraded}" if route.downgraded else reason
         return route, fallback
     from .onnx.providers import CPU, check_spec, default_spec
     from .onnx.runner import OnnxRoute

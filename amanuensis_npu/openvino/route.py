@@ -126,6 +126,14 @@ class OpenVinoRoute(OnnxRoute):
         threads: int = 0,
         export_dir: Path | None = None,
     ) -> None:
+        self.downgraded = ""  # why the precision that runs is not the one asked for
+        if precision == "bf16" and device == "CPU":
+            native, why = native_bf16()
+            if not native:  # OpenVINO 2026.4 crashes (SIGSEGV) on bf16 without bf16 hardware
+                logger.warning("OpenVINO: %s (needs avx512_bf16 or AMX); the encoder runs in f32",
+                               why)
+                self.downgraded = f"bf16 asked, {why}: f32 ran"
+                precision = "f32"
         self.requested_device, self._precision = device, precision
         super().__init__(
             weights,
