@@ -284,14 +284,14 @@ def test_whole_encoder_route_line_names_no_attention(
     """OpenVINO and ONNX Runtime run the whole encoder: no attention backend and no
     attention counter in the line, only the encoder, its device, precision and why."""
     pytest.importorskip("openvino" if encoder.startswith("openvino") else "onnxruntime")
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import devices
 
     proc = cli("transcribe", str(CARDS[0]), *SAME, "-f", "txt", "--no-progress",
                "--encoder", encoder, "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("route:"))
     why = f"encoder={encoder!r} chosen explicitly"
-    if precision == "bf16" and not openvino_route.native_bf16()[0]:
+    if precision == "bf16" and not devices.native_bf16()[0]:
         # bf16 without bf16 hardware crashes OpenVINO: f32 runs, said on the line and before
         name, precision = "openvino:CPU", "f32"
         why = "bf16 asked, no native bf16 on this CPU: f32 ran"

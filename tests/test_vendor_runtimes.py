@@ -400,10 +400,10 @@ def test_openvino_compiles_once_and_recompiles_a_rewritten_export(
 
 
 def test_openvino_bf16_only_when_asked(cache: Path, base_dir: Path) -> None:
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import devices
 
     bf16 = amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:cpu:bf16")
-    if openvino_route.native_bf16()[0]:
+    if devices.native_bf16()[0]:
         assert bf16.encoder_route.name == "openvino:CPU:bf16"
         assert bf16.encoder_route.precision == "bf16"
     else:  # OpenVINO crashes on bf16 without bf16 hardware: f32 runs, and the reason says so
@@ -468,10 +468,10 @@ def test_bf16_encoder_is_closer_to_float32_than_stock_int8(
         model = ctranslate2.models.Whisper(str(base_dir), compute_type=compute_type)
         return lambda x: np.array(model.encode(ctranslate2.StorageView.from_array(x), True))
 
-    from amanuensis_npu.onnx import openvino_route
+    from amanuensis_npu.openvino import devices
 
     bf16 = amanuensis_npu.WhisperModel(base_dir, device="cpu", encoder="openvino:CPU:bf16")
-    if not openvino_route.native_bf16()[0]:  # auto never runs bf16 here; asked, it runs f32
+    if not devices.native_bf16()[0]:  # auto never runs bf16 here; asked, it runs f32
         assert bf16.encoder_route.precision == "f32" and "f32 ran" in bf16.encoder_route.reason
         return
     reference, stock_int8 = ct2("float32"), ct2("int8")

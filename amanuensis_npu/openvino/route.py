@@ -28,7 +28,7 @@ from typing import Any
 
 from ..onnx import providers as eps
 from ..onnx.runner import OnnxRoute
-from .devices import NAME, auto_precision, available_devices, installed
+from .devices import NAME, auto_precision, available_devices, installed, native_bf16
 
 logger = logging.getLogger("amanuensis_npu")
 
