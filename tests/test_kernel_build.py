@@ -308,7 +308,7 @@ def test_plan_respects_shim_dma_limits(target, batch):
         assert t.sizes[1] <= 1023 and t.sizes[2] <= 1023 and 1 <= t.sizes[0] <= 64, t
         assert t.strides[3] == 1, t
         assert t.wait, t  # every push is retired by an await
-    assert {t.column for t in plan} == set(range(layout.TARGETS[target]["columns"]))
+    assert {t.column for t in transfers} == set(range(layout.TARGETS[target]["columns"]))
 
 
 @pytest.mark.parametrize("target", ["npu1", "npu2"])
