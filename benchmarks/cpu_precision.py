@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-DEFAULT_DATA = REPO / "tests" / "data" / "speech"
+from common import SPEECH, clips, cpu_name, whisper_model
+
+DEFAULT_DATA = SPEECH
 # Word timestamps: the conversation's STM covers part of the clip, scored by word times.
 OPTIONS = {
     "temperature": 0.0,
@@ -55,20 +54,6 @@ ROWS: dict[str, tuple[bool, str, str]] = {
     "ours torch f32, int8 decoder": (True, "torch", "int8"),
     "ours openvino bf16, float32 decoder": (True, "openvino:CPU:bf16", "float32"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def clips(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.wav"))
 
 
 def windows(paths: list[Path]) -> list[tuple[str, Any]]:
@@ -130,24 +115,16 @@ def encoder_cosines(model_dir: Path, mels: list, threads: int) -> dict[str, list
 
 
 def transcripts(model_dir: Path, paths: list[Path], threads: int) -> dict[str, dict]:
-    import faster_whisper
-
-    import amanuensis_npu
     from amanuensis_npu.evaluation import find_reference, hypothesis_text
 
     out: dict[str, dict] = {}
     for row, (ours, route, compute_type) in ROWS.items():
-        if ours:
-            model = amanuensis_npu.WhisperModel(
-                model_dir, device="cpu" if route != "auto" else "npu", encoder=route,
-                compute_type=compute_type, cpu_threads=threads,
-            )  # fmt: skip
-            picked = model.encoder_route.name
-        else:
-            model = faster_whisper.WhisperModel(
-                str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads
-            )
-            picked = f"ctranslate2 {compute_type}"
+        device = "cpu" if route != "auto" else "npu"
+        settings = {"device": device, "encoder": route} if ours else {}
+        model = whisper_model(
+            model_dir, ours=ours, compute_type=compute_type, threads=threads, **settings
+        )
+        picked = model.encoder_route.name if ours else f"ctranslate2 {compute_type}"
         start = time.perf_counter()
         texts, scored = {}, {}
         for path in paths:

@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / "tests" / "data" / "speech"
+from common import SPEECH, clips
+
+DEFAULT_DATA = SPEECH
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     ct2 = ctranslate2.models.Whisper(str(model_dir), compute_type="float32")
     encoder = load_encoder(model_dir, attention="cpu")
     fe = FeatureExtractor(feature_size=encoder.n_mels)
-    clips = sorted(p for p in Path(args.data).rglob("*") if p.suffix in (".wav", ".flac", ".mp3"))
     worst = {"mean": 0.0, "max": 0.0, "cos": 1.0}
     print(f"{'window':60} {'mean abs':>10} {'max abs':>10} {'1 - cosine':>12}")
-    for clip in clips:
+    for clip in clips(Path(args.data), (".wav", ".flac", ".mp3")):
         mel = fe(decode_audio(str(clip)), padding=160 * 3000)
         for start in range(0, max(mel.shape[-1] - 3000, 1), 3000):
             x = np.ascontiguousarray(mel[None, :, start : start + 3000], dtype=np.float32)

@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,10 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import RESULTS, SPEECH, cpu_flags, cpu_name
 
-REPO = Path(__file__).resolve().parents[1]
-SPEECH = REPO / "tests" / "data" / "speech"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "npu_numerics"
+DEFAULT_OUT = RESULTS / "npu_numerics"
 QUARK_WORKER = Path(__file__).resolve().with_name("npu_numerics_quark.py")
 QUARK_VERSION = "0.13"
 DEFAULT_QUARK_VENV = Path.home() / ".cache" / "amanuensis-npu" / f"quark-{QUARK_VERSION}-venv"
@@ -652,17 +650,7 @@ def markdown_report(result: dict[str, Any]) -> str:
 
 
 def cpu_description() -> tuple[str, list[str]]:
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16"]
-    return name, [f for f in wanted if f in flags]
+    return cpu_name(), cpu_flags(("avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16"))
 
 
 # ---------------------------------------------------------------------------- main

@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import RESULTS, SPEECH, clips
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / "tests" / "data" / "speech"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "npu_sim_acceptance.json"
+DEFAULT_DATA = SPEECH
+DEFAULT_OUT = RESULTS / "npu_sim_acceptance.json"
 DECODE = {"temperature": 0.0, "condition_on_previous_text": False}
 FAULT_CLIP = "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
 FAULTS = ["open", "error", "abort", "timeout", "zeros", "nan", "raise", "error@3"]
@@ -88,10 +88,6 @@ def _word_diff(a: str, b: str) -> float:
     sm = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
     same = sum(block.size for block in sm.get_matching_blocks())
     return (max(len(wa), len(wb)) - same) / max(1, len(wb))
-
-
-def _clips(data: Path) -> list[Path]:
-    return sorted(p for p in data.rglob("*.wav"))
 
 
 class Runner:
@@ -336,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("AMANUENSIS_NPU_SIM_FAULTS", None)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    clips = _clips(args.data)
-    if not clips:
+    wavs = clips(args.data)
+    if not wavs:
         print(f"no .wav clips under {args.data}", file=sys.stderr)
         return 2
     runner = Runner(args.model)
@@ -347,13 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}:", flush=True)
         t0 = time.perf_counter()
         if name == "transcripts":
-            report[name] = check_transcripts(runner, clips, args.data)
+            report[name] = check_transcripts(runner, wavs, args.data)
         elif name == "batched":
-            report[name] = check_batched(runner, clips)
+            report[name] = check_batched(runner, wavs)
         elif name == "faults":
             report[name] = check_faults(runner, args.data, args.timeout_ms)
         else:
-            report[name] = check_concurrency(runner, clips)
+            report[name] = check_concurrency(runner, wavs)
         report[name]["wall_s"] = time.perf_counter() - t0
         print(f"  {'PASS' if report[name]['pass'] else 'FAIL'} {name}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from common import SPEECH, side_by_side
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = REPO / "tests" / "data" / "speech" / "cards" / "005.wav"
+DEFAULT_CLIP = SPEECH / "cards" / "005.wav"
 OPTIONS = {"language": "en", "temperature": [0.0]}
 
 
@@ -114,16 +114,14 @@ def encoder_batching(model: str, device: str, clip: Path, rounds: int) -> tuple[
     batch = np.stack([window] * 4)
     whisper.encode(batch[:1])  # warm-up
     whisper.encode(batch)
-    together, apart = [], []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        whisper.encode(batch)
-        together.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        for i in range(4):
-            whisper.encode(batch[i : i + 1])
-        apart.append(time.perf_counter() - t)
-    return statistics.median(together), statistics.median(apart)
+    seconds = side_by_side(
+        {
+            "together": lambda: whisper.encode(batch),
+            "apart": lambda: [whisper.encode(batch[i : i + 1]) for i in range(4)],
+        },
+        rounds,
+    )
+    return statistics.median(seconds["together"]), statistics.median(seconds["apart"])
 
 
 def main() -> int:

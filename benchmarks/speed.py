@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_AUDIO = REPO / "tests" / "data" / "speech" / "lecture" / "lecture.wav"
+from common import RESULTS, SPEECH, cpu_flags, cpu_name, side_by_side, whisper_model
+
+DEFAULT_AUDIO = SPEECH / "lecture" / "lecture.wav"
 
 # name -> (ours?, compute_type, attention, device, encoder route)
 VARIANTS: dict[str, tuple[bool, str, str, str, str]] = {
@@ -66,19 +67,13 @@ class EncodeTimer:
 
 
 def build(name: str, model_dir: str, threads: int) -> Any:
-    import faster_whisper
-
-    import amanuensis_npu
-
     ours, compute_type, attention, device, encoder = VARIANTS[name]
     if not ours:
-        return faster_whisper.WhisperModel(
-            model_dir, device="cpu", compute_type=compute_type, cpu_threads=threads
-        )
-    return amanuensis_npu.WhisperModel(
-        model_dir, device=device, compute_type=compute_type, cpu_threads=threads,
+        return whisper_model(model_dir, ours=False, compute_type=compute_type, threads=threads)
+    return whisper_model(
+        model_dir, ours=True, compute_type=compute_type, threads=threads, device=device,
         attention=attention, encoder=encoder,
-    )
+    )  # fmt: skip
 
 
 def route(model: Any) -> str:
@@ -93,18 +88,8 @@ def route(model: Any) -> str:
 
 def cpu_model() -> str:
     """The CPU's name and the vector extensions that decide OpenVINO's speed (Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or "unknown"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.startswith("model name")), "unknown")  # fmt: skip
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), []))  # fmt: skip
-    has = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return f"{name} ({', '.join(has) or 'no AVX2'})"
+    has = cpu_flags(("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"))
+    return f"{cpu_name()} ({', '.join(has) or 'no AVX2'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run faster-whisper's BatchedInferencePipeline at this batch size (0: sequential)",
     )  # fmt: skip
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
-    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "speed.json"))
+    parser.add_argument("--json", default=str(RESULTS / "speed.json"))
     args = parser.parse_args(argv)
 
     import torch
@@ -154,22 +139,24 @@ def main(argv: list[str] | None = None) -> int:
         segments, _ = runners[name](audio)  # warm-up
         texts[name] = "".join(s.text for s in segments).strip()
 
-    walls: dict[str, list[float]] = {n: [] for n in names}
-    enc: dict[str, list[float]] = {n: [] for n in names}
-    share: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
+    encoded: dict[str, list[tuple[float, int]]] = {n: [] for n in names}  # per run
+
+    def transcription(name: str) -> Any:
+        def run() -> None:
             timer = timers[name]
             timer.seconds, timer.windows = 0.0, 0
-            start = time.perf_counter()
             segments, _ = runners[name](audio)
             list(segments)
-            wall = time.perf_counter() - start
-            walls[name].append(wall)
-            enc[name].append(timer.seconds / max(timer.windows, 1))
-            share[name].append(timer.seconds / wall)
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+            encoded[name].append((timer.seconds, max(timer.windows, 1)))
+
+        return run
+
+    walls = side_by_side(
+        {name: transcription(name) for name in names}, args.rounds,
+        lambda r: print(f"round {r}/{args.rounds} done", file=sys.stderr),
+    )  # fmt: skip
+    enc = {n: [s / windows for s, windows in encoded[n]] for n in names}
+    share = {n: [s / w for (s, _), w in zip(encoded[n], walls[n], strict=True)] for n in names}
 
     base = statistics.median(walls[names[0]])
     rows = []

@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / "tests" / "data" / "speech"
+from common import SPEECH, clips, whisper_model
+
+DEFAULT_DATA = SPEECH
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,24 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", default="cpu")
     args = parser.parse_args(argv)
 
-    import faster_whisper
-
-    import amanuensis_npu
     from amanuensis_npu.core.models import resolve_model
     from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
 
     model_dir = str(resolve_model(args.model))
     models = {
-        "stock": faster_whisper.WhisperModel(model_dir, compute_type=args.compute_type),
-        f"ours ({args.attention})": amanuensis_npu.WhisperModel(
-            model_dir, device="cpu", compute_type=args.compute_type, attention=args.attention
+        "stock": whisper_model(model_dir, ours=False, compute_type=args.compute_type),
+        f"ours ({args.attention})": whisper_model(
+            model_dir, ours=True, compute_type=args.compute_type, attention=args.attention
         ),
     }
-    clips = sorted(p for p in Path(args.data).rglob("*.wav") if find_reference(p) is not None)
+    scored = [p for p in clips(Path(args.data)) if find_reference(p) is not None]
     print(f"{'folder':14} " + " ".join(f"{name:>22}" for name in models))
     totals: dict[str, dict[str, list[int]]] = {}
     for name, model in models.items():
-        for clip in clips:
+        for clip in scored:
             ref = find_reference(clip)
             segments, _ = model.transcribe(str(clip), temperature=0.0, word_timestamps=True)
             errors, words = word_counts(ref.text, hypothesis_text(list(segments), ref))

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks' shared `common`
     spec = importlib.util.spec_from_file_location(
         "npu_numerics_bench", REPO / "benchmarks" / "npu_numerics.py"
     )
