@@ -5,7 +5,7 @@ What runs here (no NPU toolchain on this machine):
   `buffer_layout`, sha256 of the files, and the NPU runtime accepts the result;
 - the runtime sequence against the shim DMA task queue (at most 4 pushes per
   channel, no await that needs a later push) and the per-core data memory;
-- design.py's transfer plan replayed byte for byte: the shim transfers are
+- plan.py's transfer plan replayed byte for byte: the shim transfers are
   gathered from real packed buffers with their exact offsets/sizes/strides, the
   objects are handed to every core as the ObjectFifos would, each core's call
   sequence runs iron_glue.cc + attention.cc through ctypes (the scalar path, and the

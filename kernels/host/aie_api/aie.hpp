@@ -70,7 +70,7 @@
 // (128-bit on AIE-ML, 256-bit on XDNA 2: mlir-aie aie_runtime_lib/AIE2/lut_based_ops.cpp:17-21,
 // AIE2P/lut_based_ops.cpp:16-20).
 // What a host build cannot model: program memory (16 KiB), stack use, which intrinsics
-// Peano lowers, bank placement of the tables (design.memory_map models it), timing.
+// Peano lowers, bank placement of the tables (layout.memory_map models it), timing.
 
 #pragma once
 
@@ -563,7 +563,7 @@ enum class lut_oor_policy { saturate, truncate };
 // meet vector_decl_align and sit "in different memory banks" (aie.hpp:6268). The stand-in
 // models 4 parallel accesses only (the 1- and 2-access forms exist upstream but this
 // kernel does not use them). It cannot see memory banks on the host: the design's memory
-// map puts the two tables in different banks (design.memory_map, tested).
+// map puts the two tables in different banks (layout.memory_map, tested).
 template <unsigned ParallelAccesses, typename OffsetType, typename SlopeType = OffsetType>
 struct lut {
   static_assert(ParallelAccesses == 1 || ParallelAccesses == 2 || ParallelAccesses == 4,
