@@ -1,4 +1,4 @@
-"""Encoder routes: which implementation of Whisper's encoder runs, chosen with `encoder=`.
+"""Routing: which implementation of Whisper's encoder runs, chosen with `encoder=`.
 
 - "torch": our PyTorch encoder; its attention core goes to an AttentionBackend (our
   NPU kernel, its emulator, or the CPU), see attention.py.
