@@ -415,8 +415,9 @@ class Session:
             handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise EventError(
-                    f"event type {kind!r} is not supported by a transcription session: send "
-                    f"{', '.join(self.HANDLERS)}", "invalid_event_type", "type")
+                    f"event type {kind!r} is not supported by a transcription session "
+                    "(session.update, input_audio_buffer.append/commit/clear)",
+                    "invalid_event_type", "type")
             await handler(self, event)
         except EventError as exc:
             await self.error(exc, event_id)
