@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import CARDS, LIBRIVOX
-from test_server import DETERMINISTIC, KEY, Server, post
+from test_server import DETERMINISTIC, KEY, Server, free_port, post
 
 from amanuensis_npu.evaluation import wer
 
@@ -477,3 +477,62 @@ def test_live_button_in_chromium_with_a_fake_microphone(server: Server, tmp_path
     assert grey == "rgb(153, 153, 153)"
     assert wer(reference, committed) <= 0.25, (reference, committed)
     assert requests.get(f"{server.url}/health", timeout=10).json()["queue"]["sessions"] == 0
+
+
+# ------------------------------------------------------------------------------- a failure
+
+
+def test_a_failing_transcription_gives_failed_and_the_session_goes_on(tmp_path: Path) -> None:
+    """A model that raises (a fake: what is tested is the server's answer, not a model):
+    the turn gets `...transcription.failed` in the published shape, and the session still
+    answers. The app runs in this process on uvicorn, with the fake engine."""
+    import threading
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from amanuensis_npu.server import ServerSettings
+    from amanuensis_npu.server.app import create_app
+    from amanuensis_npu.server.engine import Engine
+
+    class Broken:
+        supported_languages = ["en"]
+
+        def transcribe(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the device went away")
+
+    class FakeEngine(Engine):
+        def load(self) -> None:
+            self.transcriber = SimpleNamespace(model=Broken(), decode_options={})
+
+    settings = ServerSettings(model_options={"model": "fake"}, decode_options={}, max_queue=1)
+    app = create_app(settings, FakeEngine(settings.model_options, {}))
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not uv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        c = Client(SimpleNamespace(port=port), key=None)
+        try:
+            c.recv()
+            c.send(ga_update(16000, None), valid=False)
+            c.recv(checked=False)
+            c.append(pcm16(read_wav(CARDS[4])), 16000)
+            c.send({"type": "input_audio_buffer.commit"})
+            committed = c.until("input_audio_buffer.committed")
+            failed = c.until("conversation.item.input_audio_transcription.failed")
+            assert failed["item_id"] == committed["item_id"] and failed["content_index"] == 0
+            assert "the device went away" in failed["error"]["message"]
+            c.send({"type": "input_audio_buffer.clear"})
+            assert c.recv()["type"] == "input_audio_buffer.cleared"
+            assert not any(e["type"] == COMPLETED for e in c.events)
+        finally:
+            c.close()
+    finally:
+        uv.should_exit = True
+        thread.join(30)
+
