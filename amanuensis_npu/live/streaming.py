@@ -27,6 +27,7 @@ import logging
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ logger = logging.getLogger("amanuensis_npu.live")
 PROMPT_CHARS = 200  # committed text prompting a pass (whisper_streaming's size)
 MAX_BUFFER_SECONDS = 30.0  # Whisper's window: past it a pass costs two encoder windows
 KEEP_SILENCE_SECONDS = 0.5  # of trailing silence kept when silence is dropped
+UTTERANCE_END_SECONDS = 0.5  # of silence after the VAD's padded speech: an utterance ended
 NO_SPEECH_SKIP = 0.9  # segments Whisper itself calls silence this surely carry no words
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
 _OVERLAP_NGRAM = 5
@@ -181,11 +183,22 @@ class StreamingTranscriber:
         """Every word committed so far, in order."""
         return list(self._committed)
 
+    @property
+    def language(self) -> str | None:
+        """The language given, else the one detected by the first pass that heard words."""
+        return self._language or self._detected
+
+    @property
+    def buffer_start(self) -> float:
+        """The stream time where the audio buffer now begins (it moves at each trim)."""
+        return self._offset
+
     # -- one pass ---------------------------------------------------------------------
 
     def _pass(self, final: bool) -> Update:
         self._unprocessed = 0
-        if self._vad and not self._speech_after_committed():
+        speech_end = self._speech_end() if self._vad else None
+        if self._vad and speech_end is None:
             logger.debug("live: no speech after %.2f s, model not run", self._last_end())
             if final:
                 commit, self._tentative = self._tentative, []
@@ -195,27 +208,41 @@ class StreamingTranscriber:
                 self._drop_silence()
             return Update([], list(self._tentative))
         hypothesis, segment_ends = self._transcribe()
-        new = self._past_committed(hypothesis)
-        if final:
+        heard = self._heard_again(hypothesis)
+        new = hypothesis[heard:]
+        buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
+        if final or (
+            speech_end is not None
+            and buffer_end - speech_end >= UTTERANCE_END_SECONDS
+            and all(w.end <= speech_end for w in new)
+        ):
+            # The end of the stream, or of an utterance: this pass heard all of it.
             commit, self._tentative = new, []
         else:
             n = _agreed(self._tentative, new)
             commit, self._tentative = new[:n], new[n:]
         self._committed.extend(commit)
         if not final:
-            self._trim(hypothesis, segment_ends)
+            self._trim(hypothesis[: heard + len(commit)], segment_ends, hypothesis)
         return Update(commit, list(self._tentative))
 
     def _last_end(self) -> float:
         return self._committed[-1].end if self._committed else self._offset
 
-    def _speech_after_committed(self) -> bool:
-        """Silero VAD (faster-whisper's) on the buffer's audio after the committed words."""
-        from faster_whisper.vad import get_speech_timestamps
+    def _speech_end(self) -> float | None:
+        """Where the speech after the committed words ends (stream time, the VAD's padding
+        included), or None if there is none: faster-whisper's Silero VAD, with pauses of
+        half a second ending speech (its default of two seconds is for cutting files)."""
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         start = max(0, int((self._last_end() - self._offset) * self.SAMPLE_RATE))
         region = self._audio[start:]
-        return bool(region.size) and bool(get_speech_timestamps(region))
+        if not region.size:
+            return None
+        spans = get_speech_timestamps(region, VadOptions(min_silence_duration_ms=500))
+        if not spans:
+            return None
+        return self._offset + (start + spans[-1]["end"]) / self.SAMPLE_RATE
 
     def _prompt(self) -> str | None:
         """The committed text whose audio has left the buffer, its last ~200 characters
@@ -260,20 +287,43 @@ class StreamingTranscriber:
         )
         return words, ends
 
-    def _past_committed(self, hypothesis: list[Word]) -> list[Word]:
-        """The hypothesis without the committed words it heard again (see the module doc)."""
-        if not self._committed:
-            return list(hypothesis)
-        last_end = self._committed[-1].end
-        new = [w for w in hypothesis if (w.start + w.end) / 2 > last_end]
-        if new and abs(new[0].start - last_end) < 1.0:
-            tail = [_key(w.text) for w in self._committed[-_OVERLAP_NGRAM:]]
-            for n in range(min(len(tail), len(new)), 0, -1):
-                if tail[-n:] == [_key(w.text) for w in new[:n]]:
-                    logger.debug("live: dropped %d re-heard word(s): %s", n, _join(new[:n]))
-                    new = new[n:]
+    def _heard_again(self, hypothesis: list[Word]) -> int:
+        """How many words at the head of this pass are committed words heard again.
+
+        By content first: the committed words still in the buffer are aligned with the
+        pass (difflib), and the pass's word matched with the last committed word, if its
+        start is within a second of that word's, is the last one heard again. A committed
+        word at the edge of a buffer often gets an end stretched over the next word's
+        audio, so times alone would drop that next word. When the last committed word has
+        no match (the pass heard it otherwise), by time: a word whose middle lies at or
+        before the last committed end, then an n-gram of up to five words at the head of
+        the rest repeating the committed tail."""
+        if not self._committed or not hypothesis:
+            return 0
+        last = self._committed[-1]
+        in_buffer = [_key(w.text) for w in self._committed if w.end > self._offset + 1e-6]
+        if in_buffer:
+            keys = [_key(w.text) for w in hypothesis]
+            matcher = SequenceMatcher(None, in_buffer, keys, autojunk=False)
+            for a, b, size in reversed(matcher.get_matching_blocks()):
+                if size and a + size == len(in_buffer):
+                    j = b + size - 1
+                    if abs(hypothesis[j].start - last.start) < 1.0:
+                        return j + 1
                     break
-        return new
+        heard = 0
+        while heard < len(hypothesis) and (
+            hypothesis[heard].start + hypothesis[heard].end
+        ) / 2 <= last.end:
+            heard += 1
+        rest = hypothesis[heard:]
+        if rest and abs(rest[0].start - last.end) < 1.0:
+            tail = [_key(w.text) for w in self._committed[-_OVERLAP_NGRAM:]]
+            for n in range(min(len(tail), len(rest)), 0, -1):
+                if tail[-n:] == [_key(w.text) for w in rest[:n]]:
+                    logger.debug("live: dropped %d re-heard word(s): %s", n, _join(rest[:n]))
+                    return heard + n
+        return heard
 
     # -- the buffer -------------------------------------------------------------------
 
@@ -285,19 +335,19 @@ class StreamingTranscriber:
         self._offset += samples / self.SAMPLE_RATE
         logger.debug("live: buffer cut at %.2f s", self._offset)
 
-    def _trim(self, hypothesis: list[Word], segment_ends: set[int]) -> None:
-        """Past `buffer_seconds`, cut after the last committed word of this pass that ends a
-        segment or a sentence (between it and the next word): everything before the cut is
-        committed, and what the pass heard after it stays in the buffer. Past Whisper's
-        30 s window, after the last committed word of the pass whatever it ends."""
+    def _trim(
+        self, committed: list[Word], segment_ends: set[int], hypothesis: list[Word]
+    ) -> None:
+        """Past `buffer_seconds`, cut after the last word of this pass that is committed
+        (`committed`, the pass's head) and ends a segment or a sentence, between it and the
+        next word: everything before the cut is committed, and what the pass heard after it
+        stays in the buffer. Past Whisper's 30 s window, after the last committed word of
+        the pass, whatever it ends."""
         seconds = self._audio.size / self.SAMPLE_RATE
-        if seconds <= self._buffer_seconds or not self._committed:
+        if seconds <= self._buffer_seconds or not committed:
             return
-        last_end = self._committed[-1].end
         cut = forced = None
-        for i, w in enumerate(hypothesis):
-            if (w.start + w.end) / 2 > last_end:
-                break  # not committed
+        for i, w in enumerate(committed):
             nxt = hypothesis[i + 1] if i + 1 < len(hypothesis) else None
             after = w.end if nxt is None else max(w.end, (w.end + nxt.start) / 2)
             forced = after
