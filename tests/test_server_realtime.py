@@ -61,7 +61,7 @@ CLIENT_EVENTS = {
 }
 DELTA, COMPLETED = (f"conversation.item.input_audio_transcription.{k}"
                     for k in ("delta", "completed"))
-TURNS = [LIBRIVOX[0], LIBRIVOX[2], LIBRIVOX[3]]  # three read sentences, 5-7 s each
+TURNS = [LIBRIVOX[0], LIBRIVOX[2]]  # two read sentences, 7 and 5 s
 GAP = 1.0  # seconds of silence between them: longer than the VAD's 500 ms
 
 
@@ -193,10 +193,11 @@ def offline(server: Server, samples: np.ndarray) -> str:
 
 
 def test_server_vad_stream_gives_the_offline_transcript_turn_by_turn(server: Server) -> None:
-    """OpenAI's sequence: session.update (24 kHz, server_vad), 100 ms appends of three
-    sentences with 1 s pauses; each turn is speech_started -> speech_stopped -> committed
-    -> deltas -> completed, the deltas join to the transcript, the items chain by
-    previous_item_id, and the transcripts joined are within 5% WER of the offline text."""
+    """OpenAI's sequence: session.update (24 kHz, server_vad), 100 ms appends of two
+    sentences with 1 s pauses; each turn is speech_started -> (deltas as its words commit)
+    -> speech_stopped -> committed -> (the last deltas) -> completed, the deltas join to
+    the transcript, the items chain by previous_item_id, and the transcripts joined are
+    within 5% WER of the offline text."""
     parts = [read_wav(p) for p in TURNS]
     gap = np.zeros(int(GAP * 16000))
     audio = np.concatenate([x for p in parts for x in (p, gap)])
@@ -331,6 +332,13 @@ BAD_EVENTS: list[tuple[str, Any, str, str, str | None]] = [
                                                                 "audio": {"input": {
         "transcription": {"language": "klingon"}}}}},
      "unsupported_language", "klingon", "session.audio.input.transcription.language"),
+    ("noise reduction", {"type": "session.update", "session": {"type": "transcription",
+                                                               "audio": {"input": {
+        "noise_reduction": {"type": "near_field"}}}}},
+     "unsupported_parameter", "noise_reduction", "session.audio.input.noise_reduction"),
+    ("logprobs", {"type": "session.update", "session": {
+        "type": "transcription", "include": ["item.input_audio_transcription.logprobs"]}},
+     "unsupported_parameter", "logprobs", "session.include"),
     ("VAD commit, no speech", {"type": "input_audio_buffer.commit"},
      "input_audio_buffer_commit_empty", "no speech", None),
 ]
