@@ -126,9 +126,10 @@ class Client:
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Bearer {key}"} if key and subprotocols is None else {}
-        self.ws = connect(f"ws://127.0.0.1:{server.port}/v1/realtime?{query}",
-                          additional_headers=headers, subprotocols=subprotocols,
-                          max_queue=None, proxy=None, open_timeout=30)
+        self._connect = connect(f"ws://127.0.0.1:{server.port}/v1/realtime?{query}",
+                                additional_headers=headers, subprotocols=subprotocols,
+                                max_queue=None, proxy=None, open_timeout=30)
+        self.ws = self._connect.__enter__()  # websockets' own way is `with connect(...)`
         self.events: list[dict] = []
 
     def send(self, event: dict | str | bytes, valid: bool = True) -> None:
@@ -159,7 +160,7 @@ class Client:
                        "audio": base64.b64encode(pcm[i:i + step].tobytes()).decode()})
 
     def close(self) -> None:
-        self.ws.close()
+        self._connect.__exit__(None, None, None)
 
 
 def ga_update(rate: int = 24000, turn_detection: Any = "vad") -> dict:
@@ -258,7 +259,8 @@ def test_server_vad_stream_gives_the_offline_transcript_turn_by_turn(server: Ser
 
 
 def test_manual_commit_at_16_khz_and_the_beta_session_update(server: Server) -> None:
-    """turn_detection null: the client commits. The beta form (`transcription_session.
+    """Turning the server VAD off ends its open turn; then turn_detection null: the client
+    commits. The beta form (`transcription_session.
     update`, pcm16) is answered in its own shape; 16 kHz (Whisper's rate, as vLLM takes
     it) is this server's addition to OpenAI's 24 kHz, so its session is checked by hand."""
     clip = read_wav(LIBRIVOX[0])
@@ -275,8 +277,12 @@ def test_manual_commit_at_16_khz_and_the_beta_session_update(server: Server) -> 
         assert beta["type"] == "transcription_session.updated"
         assert beta["session"]["input_audio_format"] == "pcm16"
         assert beta["session"]["turn_detection"]["threshold"] == 0.6
+        c.append(to_24k(clip[:32000]), 24000)  # 2 s: a turn opens...
+        opened = c.until("input_audio_buffer.speech_started")
         update = ga_update(16000, None)
         c.send(update, valid=False)  # 16000 is not in the published rate enum
+        first = c.until("input_audio_buffer.committed")  # ...and ends with the server VAD
+        assert first["item_id"] == opened["item_id"] and first["previous_item_id"] is None
         updated = c.recv(checked=False)
         fmt = updated["session"]["audio"]["input"]["format"]
         assert fmt == {"type": "audio/pcm", "rate": 16000}
@@ -285,14 +291,20 @@ def test_manual_commit_at_16_khz_and_the_beta_session_update(server: Server) -> 
         assert updated["session"]["audio"]["input"]["turn_detection"] is None
         c.append(pcm16(clip), 16000)
         c.send({"type": "input_audio_buffer.commit"})
+        mark = len(c.events)
         committed = c.until("input_audio_buffer.committed")
-        assert committed["previous_item_id"] is None
+        assert committed["previous_item_id"] == first["item_id"]
         done = c.until(COMPLETED)
-        assert done["item_id"] == committed["item_id"]
-        assert not any(e["type"].startswith("input_audio_buffer.speech") for e in c.events)
+        while done["item_id"] != committed["item_id"]:  # the 2 s turn's may come first
+            done = c.until(COMPLETED)
+        assert not any(e["type"].startswith("input_audio_buffer.speech") for e in c.events[mark:])
     finally:
         c.close()
-    deltas = "".join(e["delta"] for e in c.events if e["type"] == DELTA)
+    first_done = [e for e in c.events
+                  if e["type"] == COMPLETED and e["item_id"] == first["item_id"]]
+    assert len(first_done) == 1 and first_done[0]["transcript"]
+    deltas = "".join(e["delta"] for e in c.events
+                     if e["type"] == DELTA and e["item_id"] == done["item_id"])
     assert deltas == done["transcript"]
     assert wer(reference, done["transcript"]) <= 0.05, (reference, done["transcript"])
 

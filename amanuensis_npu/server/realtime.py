@@ -43,6 +43,7 @@ SAMPLE_RATE = 16000  # what Whisper and the speech detector take
 RATES = (24000, 16000)  # OpenAI's PCM rate, and Whisper's own (as vLLM takes it)
 WINDOW = 512  # the speech detector's window at 16 kHz (32 ms)
 MIN_COMMIT_MS = 100  # OpenAI refuses a commit of less audio
+MAX_BUFFER_SAMPLES = 10 * 60 * SAMPLE_RATE  # uncommitted audio a client-committed session holds
 KEY_PROTOCOL = "openai-insecure-api-key."
 PARTIAL_EVENT = "amanuensis.input_audio_transcription.partial"  # opt-in: ?partial=true
 SESSION_OBJECT = "realtime.transcription_session"
@@ -423,28 +424,36 @@ class Session:
             await self.error(exc, event_id)
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
-        self._configure(parse_ga(event.get("session"), self.config, self.engine,
-                                 self.languages))
+        await self._configure(parse_ga(event.get("session"), self.config, self.engine,
+                                       self.languages))
         await self.send({"type": "session.updated", "session": self.session_ga()})
 
     async def on_beta_update(self, event: dict[str, Any]) -> None:
-        self._configure(parse_beta(event.get("session"), self.config, self.engine,
-                                   self.languages))
+        await self._configure(parse_beta(event.get("session"), self.config, self.engine,
+                                         self.languages))
         await self.send({"type": "transcription_session.updated",
                          "session": self.session_beta()})
 
-    def _configure(self, config: Config) -> None:
+    async def _configure(self, config: Config) -> None:
         old, self.config = self.config, config
         if config.rate != old.rate:
             self.resampler = Resampler(config.rate)
         if config.turn_detection != old.turn_detection:
+            if self.turn is not None:  # the turn the old detector opened ends here
+                self._give_until(self.buffer_start + self.buffer.size)
+                await self._commit_turn()
             self.detector = SpeechDetector(config.turn_detection) if config.turn_detection \
                 else None
             if self.detector is not None:  # its clock is the session's audio clock
                 self.detector.position = self.buffer_start + self.buffer.size
 
     async def on_append(self, event: dict[str, Any]) -> None:
-        audio = self.resampler(decode_pcm16(event.get("audio")))
+        pcm = decode_pcm16(event.get("audio"))
+        incoming = pcm.size * SAMPLE_RATE // self.config.rate
+        if self.detector is None and self.buffer.size + incoming > MAX_BUFFER_SAMPLES:
+            raise EventError(f"the input audio buffer is full ({MAX_BUFFER_SAMPLES // 960_000} "
+                             "minutes uncommitted): commit or clear it", "input_audio_buffer_full")
+        audio = self.resampler(pcm)
         self.buffer = np.concatenate([self.buffer, audio])
         if self.detector is None:  # the client commits
             return
