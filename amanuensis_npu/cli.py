@@ -1,4 +1,5 @@
-"""`amanuensis-npu`: transcribe files and archives, and tell what hardware path would run.
+"""`amanuensis-npu`: transcribe files and archives (or live audio), and tell what hardware
+path would run.
 
 Output files are written by WhisperX's writers (txt, srt, vtt, tsv, json), the
 same files `whisperx` writes, so downstream tooling sees no difference. The options
@@ -207,6 +208,46 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.options import add_server_arguments
 
     add_server_arguments(s)
+
+    lv = sub.add_parser(
+        "live", parents=[common, model_group], formatter_class=defaults,
+        help="transcribe the microphone, a file or stdin as the audio arrives",
+        description=(
+            "Live transcription (LocalAgreement-2 over a rolling buffer): each committed "
+            "line goes to stdout as soon as two passes agree on it, the changing tail to "
+            "stderr (on a terminal, or with --partial); at the end, or on Ctrl-C, the "
+            "committed words are written in WhisperX's formats."
+        ),
+    )
+    ld = lv.add_argument_group("decoding")
+    ld.add_argument("--language", default=None,
+                   help="language code; detected from the first words when omitted")
+    ld.add_argument("--task", default="transcribe", choices=["transcribe", "translate"],
+                   help="transcribe, or translate to English")
+    ld.add_argument("--beam_size", type=int, default=5, help="beams in beam search")
+    ld.add_argument("--initial_prompt", default=None, help="text to prompt the first pass")
+    ls = lv.add_argument_group("stream")
+    ls.add_argument("--input", default=None, metavar="FILE",
+                   help="an audio file (anything faster-whisper decodes), or '-' for raw "
+                   "PCM16 mono 16 kHz on stdin (default: the default microphone)")
+    ls.add_argument("--realtime", action="store_true",
+                   help="feed a file at real-time pace (default: as fast as it transcribes)")
+    ls.add_argument("--partial", action="store_true",
+                   help="show the uncommitted tail on stderr even when it is not a terminal")
+    ls.add_argument("--min_chunk", type=float, default=1.0,
+                   help="seconds of new audio that start a new pass")
+    ls.add_argument("--buffer", type=float, default=15.0,
+                   help="seconds of audio kept before the buffer is cut at a committed "
+                   "segment end")
+    ls.add_argument("--vad", type=_str2bool, default=True, metavar="{True,False}",
+                   help="skip silence with faster-whisper's Silero VAD")
+    lo = lv.add_argument_group("outputs")
+    lo.add_argument("--output_format", "-f", default="all", choices=OUTPUT_FORMATS,
+                   help="WhisperX's output files ('all': the five)")
+    lo.add_argument("--output_dir", "-o", default=".", help="where the outputs go")
+    lo.add_argument("--output_name", default=None,
+                   help="base name of the outputs (default: the input's name, else "
+                   "live-<date>-<time>)")
 
     p = sub.add_parser("patch-whisperx", parents=[common],
                        help="make plain `whisperx --device npu` use this plugin")
@@ -432,6 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _patch_whisperx(args)
         if args.command == "export-onnx":
             return _export_onnx(args)
+        if args.command == "live":
+            from .live.command import run_live
+
+            return run_live(args, model_options(args))
         if args.command == "serve":
             from .server.main import serve
 

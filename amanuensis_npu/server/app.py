@@ -32,6 +32,7 @@ from .formats import Deltas, delta_event, done_event, error_event, render
 from .forms import MODEL_ALIASES, parse
 from .limits import ApiKey, BodyTooLarge, UploadLimit
 from .options import ServerSettings
+from .realtime import realtime
 from .scheduler import Job, Scheduler
 
 logger = logging.getLogger("amanuensis_npu.server")
@@ -102,7 +103,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
             return JSONResponse({"status": "loading"}, status_code=503)
         body = {"status": "ok", "route": engine.route(),
                 "queue": {"waiting": scheduler.waiting, "busy": scheduler.busy,
-                          "max_queue": settings.max_queue}}
+                          "sessions": scheduler.sessions, "max_queue": settings.max_queue}}
         return JSONResponse(body)
 
     async def audio(request: Request, task: str, page: bool = False) -> Response:
@@ -147,6 +148,9 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
+    # OpenAI's Realtime transcription over a WebSocket; it checks the key itself (the
+    # ApiKey layer sees HTTP only, and browsers send the key as a subprotocol)
+    app.add_api_websocket_route("/v1/realtime", realtime)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     # Outermost first on the way in: CORS answers preflights and decorates every answer,
@@ -164,12 +168,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 
 
 def _languages(engine: Engine) -> list[str]:
-    """The codes the model takes (Whisper's list while it is still loading)."""
-    if engine.transcriber is None:
-        from whisperx.utils import LANGUAGES
-
-        return list(LANGUAGES)
-    return list(engine.transcriber.model.supported_languages)
+    return engine.languages()
 
 
 def _page_body(

@@ -65,6 +65,14 @@ class Engine:
         self.transcriber = Transcriber(self.model_options, self.decode_options, self.batch_size)
         self.loaded_at = time.time()
 
+    def languages(self) -> list[str]:
+        """The codes the model takes (Whisper's list while it is still loading)."""
+        if self.transcriber is None:
+            from whisperx.utils import LANGUAGES
+
+            return list(LANGUAGES)
+        return list(self.transcriber.model.supported_languages)
+
     def options(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """faster-whisper's keywords: the command's defaults, then the request's fields."""
         assert self.transcriber is not None

@@ -41,8 +41,10 @@ class Job:
         overrides: dict[str, Any],
         deadline: float | None = None,
         on_segment: Callable[[Any], None] | None = None,
+        work: Callable[[], Any] | None = None,
     ) -> None:
         self.samples = samples
+        self.work = work  # a realtime session's step: runs on the worker instead of engine.run
         self.overrides = overrides
         self.deadline = deadline  # time.monotonic() after which it stops
         self.on_segment = on_segment
@@ -67,6 +69,7 @@ class Scheduler:
         self.max_queue = max_queue
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
+        self._sessions = 0  # open realtime sessions: each holds one place of the queue
         self._cond = threading.Condition()
         self._closing = False
         self._recent: deque[float] = deque(maxlen=16)  # seconds per finished transcription
@@ -94,27 +97,57 @@ class Scheduler:
         with self._cond:
             return self._running is not None
 
-    def submit(self, job: Job) -> None:
-        """Queue `job`, or raise APIError 429 (queue full) / 503 (no model, shutting down)."""
+    @property
+    def sessions(self) -> int:
+        with self._cond:
+            return self._sessions
+
+    def _refuse(self) -> None:
+        """Raise 503 when no work can be taken (no model, shutting down); lock held."""
         if self.engine.load_error is not None:
             raise APIError(503, f"the model failed to load: {self.engine.load_error}",
                            code="model_not_loaded")
+        if self._closing:
+            raise APIError(503, "the server is shutting down", code="shutting_down")
+
+    def _full(self) -> APIError:
+        retry = self._retry_after()
+        live = f" and {self._sessions} live sessions are open" if self._sessions else ""
+        return APIError(
+            429,
+            f"server busy: {len(self._waiting)} requests already wait for the model{live} "
+            f"(--max-queue {self.max_queue}); retry in {retry} s",
+            code="queue_full",
+            headers={"Retry-After": str(retry)},
+        )
+
+    def submit(self, job: Job, session: bool = False) -> None:
+        """Queue `job`, or raise APIError 429 (queue full) / 503 (no model, shutting down).
+
+        A job of an open realtime session (`session=True`) is not counted again: the
+        session took its place when it opened (`open_session`).
+        """
         with self._cond:
-            if self._closing:
-                raise APIError(503, "the server is shutting down", code="shutting_down")
-            if len(self._waiting) >= self.max_queue and (
+            self._refuse()
+            if not session and len(self._waiting) + self._sessions >= self.max_queue and (
                 self._running is not None or self._waiting or not self.engine.ready
             ):
-                retry = self._retry_after()
-                raise APIError(
-                    429,
-                    f"server busy: {len(self._waiting)} requests already wait for the model "
-                    f"(--max-queue {self.max_queue}); retry in {retry} s",
-                    code="queue_full",
-                    headers={"Retry-After": str(retry)},
-                )
+                raise self._full()
             self._waiting.append(job)
             self._cond.notify_all()
+
+    def open_session(self) -> None:
+        """A realtime session takes a place of the queue for as long as it is open, so
+        `--max-queue` bounds live sessions and waiting requests together; 429 when full."""
+        with self._cond:
+            self._refuse()
+            if len(self._waiting) + self._sessions >= self.max_queue:
+                raise self._full()
+            self._sessions += 1
+
+    def close_session(self) -> None:
+        with self._cond:
+            self._sessions -= 1
 
     def cancel(self, job: Job) -> None:
         """The client left: drop the job if it still waits, else stop it at the next segment."""
@@ -156,7 +189,12 @@ class Scheduler:
             job.started = time.monotonic()
             outcome: Any = None
             try:
-                outcome = self.engine.run(job.samples, job.overrides, job.on_segment, job.check)
+                if job.work is not None:
+                    job.check()  # its session may have ended while it waited
+                    outcome = job.work()
+                else:
+                    outcome = self.engine.run(job.samples, job.overrides, job.on_segment,
+                                              job.check)
             except Cancelled as exc:
                 logger.info("stopped a transcription: %s", exc.reason)
                 outcome = exc

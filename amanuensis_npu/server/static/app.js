@@ -180,3 +180,134 @@ document.querySelectorAll(".downloads button").forEach((b) => b.addEventListener
 }));
 
 refreshRoute();
+
+// Live: the microphone over OpenAI's Realtime transcription protocol (/v1/realtime). The
+// AudioContext runs at 24 kHz (the browser resamples the microphone), a worklet posts
+// PCM16 in 100 ms blocks, the server's VAD cuts turns; each turn's committed words are
+// black, the tail it may still change grey (this server's opt-in partial event).
+const live = { ws: null, ctx: null, stream: null, node: null, items: new Map(), open: new Set(), stopping: false };
+
+function liveItem(id) {
+  if (!live.items.has(id)) {
+    const span = document.createElement("span");
+    span.className = "item";
+    span.dataset.item = id;
+    const committed = document.createElement("span");
+    committed.className = "committed";
+    const partial = document.createElement("span");
+    partial.className = "partial";
+    span.append(committed, partial, document.createTextNode(" "));
+    $("live-text").append(span);
+    live.items.set(id, { committed, partial });
+  }
+  return live.items.get(id);
+}
+
+function liveEvent(e) {
+  switch (e.type) {
+    case "input_audio_buffer.speech_started":
+      live.open.add(e.item_id); liveItem(e.item_id); $("live-status").textContent = "listening: speech…"; break;
+    case "input_audio_buffer.speech_stopped":
+      $("live-status").textContent = "listening"; break;
+    case "conversation.item.input_audio_transcription.delta":
+      liveItem(e.item_id).committed.textContent += e.delta; break;
+    case "amanuensis.input_audio_transcription.partial": {
+      const item = liveItem(e.item_id);
+      item.partial.textContent = (item.committed.textContent && e.text ? " " : "") + e.text;
+      break;
+    }
+    case "conversation.item.input_audio_transcription.completed": {
+      const item = liveItem(e.item_id);
+      item.committed.textContent = e.transcript; item.partial.textContent = "";
+      live.open.delete(e.item_id); break;
+    }
+    case "conversation.item.input_audio_transcription.failed":
+      live.open.delete(e.item_id); showError("live: " + e.error.message); break;
+    case "error":
+      // Stop's commit finds no open turn when the VAD has already closed it: not a failure
+      if (!(live.stopping && e.error.code === "input_audio_buffer_commit_empty")) showError("live: " + e.error.message);
+      if (e.error.code === "invalid_api_key") $("keyrow").hidden = false;
+      break;
+  }
+  if (live.stopping && live.open.size === 0) liveDone();
+}
+
+function liveDone() {
+  if (live.ws) live.ws.close();
+  live.ws = null;
+  live.stopping = false;
+  $("live").classList.remove("on");
+  $("live").textContent = "◉ Live";
+  $("live").disabled = false;
+  $("live-status").textContent = "done";
+  $("live-text").dataset.state = "done";
+}
+
+async function liveStart() {
+  $("error").hidden = true;
+  if ($("key").value) localStorage.setItem("amanuensis-key", $("key").value);
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime?intent=transcription&partial=true`;
+  const protocols = ["realtime"];
+  if (key()) protocols.push("openai-insecure-api-key." + key());
+  live.items.clear(); live.open.clear();
+  $("live-text").replaceChildren();
+  delete $("live-text").dataset.state;
+  $("live-output").hidden = false;
+  $("live-status").textContent = "connecting…";
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+  } catch (e) { showError("microphone unavailable: " + e.message); return; }
+  const ws = new WebSocket(url, protocols);
+  live.ws = ws;
+  ws.onmessage = (m) => liveEvent(JSON.parse(m.data));
+  ws.onclose = (e) => {
+    if (live.ws === ws && !live.stopping) { liveStop(true); if (e.code !== 1000 && e.reason) showError("live: " + e.reason); }
+  };
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("the server could not be reached")); })
+    .catch((e) => { showError(e.message); });
+  if (ws.readyState !== WebSocket.OPEN) { liveStop(true); return; }
+  const session = { type: "transcription", audio: { input: {
+    format: { type: "audio/pcm", rate: 24000 },
+    transcription: { model: "whisper-1", ...($("language").value ? { language: $("language").value } : {}) },
+    turn_detection: { type: "server_vad", threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 } } } };
+  ws.send(JSON.stringify({ type: "session.update", session }));
+  live.ctx = new AudioContext({ sampleRate: 24000 });
+  await live.ctx.audioWorklet.addModule("/static/live-worklet.js");
+  live.node = new AudioWorkletNode(live.ctx, "pcm16-tap");
+  live.node.port.onmessage = (e) => {
+    if (live.ws && live.ws.readyState === WebSocket.OPEN) {
+      const bytes = new Uint8Array(e.data);
+      let bin = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      live.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: btoa(bin) }));
+    }
+  };
+  live.ctx.createMediaStreamSource(live.stream).connect(live.node);
+  live.node.connect(live.ctx.destination);  // a worklet runs while it is pulled
+  $("live").classList.add("on");
+  $("live").textContent = "■ Stop live";
+  $("live-status").textContent = "listening";
+}
+
+async function liveStop(failed = false) {
+  if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
+  live.stream = null;
+  if (live.node) {
+    live.node.port.postMessage("flush");
+    await new Promise((r) => setTimeout(r, 100));  // the last block's message
+    live.node.disconnect();
+    live.node = null;
+  }
+  if (live.ctx) { live.ctx.close(); live.ctx = null; }
+  if (failed || !live.ws || live.ws.readyState !== WebSocket.OPEN) { live.open.clear(); liveDone(); return; }
+  live.stopping = true;
+  $("live").disabled = true;
+  $("live-status").textContent = "finishing…";
+  live.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+  // the answer (committed, or an error when no turn is open) comes back; if nothing is
+  // open by then, we are done
+  setTimeout(() => { if (live.stopping && live.open.size === 0) liveDone(); }, 1000);
+}
+
+$("live").addEventListener("click", () => (live.ws ? liveStop() : liveStart()));

@@ -1,0 +1,170 @@
+"""Live transcription against the offline transcript of the same audio by the same model.
+
+Simulated real time: audio arrives on the audio clock in packets (default 100 ms); each
+`process()` call advances the clock by its measured wall time, and audio that arrived
+meanwhile is fed before the next call. Nothing sleeps, so a clip costs only its compute,
+while every commit gets the time at which a real-time loop would have had it. Printed per
+clip and pooled:
+
+- word difference: WER of the live text against the offline text (Whisper's normaliser);
+- lost / duplicated words at trims: offline words missing within a second of a buffer
+  trim, and live words that repeat their neighbour where the offline text does not;
+- latency: from a word's end in the audio (the offline transcript's time for the word,
+  when aligned) to the clock time at which the call committing it returned (p50 / p95);
+- real-time factor: compute time / audio time.
+
+    python benchmarks/live.py [--model base] [--compute_type default] [--packet 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from difflib import SequenceMatcher
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO / "tests" / "data" / "speech"
+DEFAULT_CLIPS = [
+    SPEECH / "lecture" / "lecture.wav",
+    SPEECH / "conversation" / "sample.wav",
+    *sorted((SPEECH / "librivox").glob("*.wav")),
+]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def stream(transcriber, audio: np.ndarray, packet: float) -> dict:  # noqa: ANN001
+    """Feed `audio` on the simulated clock; commits as (word, clock time), trims, compute."""
+    sr = transcriber.SAMPLE_RATE
+    step = int(round(packet * sr))
+    clock = compute = 0.0
+    fed = 0
+    commits: list[tuple[object, float]] = []
+    trims: list[float] = []
+    start = transcriber.buffer_start
+    while fed < audio.size:
+        while fed < audio.size and (fed + step) / sr <= clock + 1e-9:
+            transcriber.insert_audio(audio[fed : fed + step])
+            fed += step
+        t0 = time.perf_counter()
+        update = transcriber.process()
+        spent = time.perf_counter() - t0
+        compute += spent
+        clock += spent
+        commits += [(w, clock) for w in update.committed]
+        if transcriber.buffer_start != start:
+            start = transcriber.buffer_start
+            trims.append(start)
+        if fed < audio.size and (fed + step) / sr > clock:
+            clock = (fed + step) / sr  # wait for the next packet
+    clock = max(clock, audio.size / sr)
+    t0 = time.perf_counter()
+    update = transcriber.finish()
+    spent = time.perf_counter() - t0
+    compute += spent
+    commits += [(w, clock + spent) for w in update.committed]
+    return {"commits": commits, "trims": trims, "compute": compute}
+
+
+def _key(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def trim_errors(offline: list, live: list, trims: list[float]) -> tuple[int, int, dict]:
+    """(lost at trims, duplicated, live word index -> offline end time) by aligning words."""
+    a = [_key(w.word) for w in offline]
+    b = [_key(w.text) for w in live]
+    lost = duplicated = 0
+    ends: dict[int, float] = {}
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            for k in range(i2 - i1):
+                ends[j1 + k] = offline[i1 + k].end
+        if op in ("delete", "replace") and i2 - i1 > j2 - j1:
+            for w in offline[i1 + (j2 - j1) : i2]:
+                if any(abs(w.start - t) <= 1.0 or abs(w.end - t) <= 1.0 for t in trims):
+                    lost += 1
+        if op in ("insert", "replace") and j2 - j1 > i2 - i1:
+            for j in range(j1 + (i2 - i1), j2):
+                if (j > 0 and b[j] == b[j - 1]) or (j + 1 < len(b) and b[j] == b[j + 1]):
+                    duplicated += 1
+    return lost, duplicated, ends
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clips", nargs="*", default=[str(c) for c in DEFAULT_CLIPS])
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compute_type", default="default")
+    parser.add_argument("--beam_size", type=int, default=5)
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--packet", type=float, default=0.1, help="seconds per audio packet")
+    parser.add_argument("--min_chunk", type=float, default=1.0)
+    parser.add_argument("--buffer", type=float, default=15.0)
+    args = parser.parse_args(argv)
+
+    from faster_whisper.audio import decode_audio
+
+    from amanuensis_npu import api
+    from amanuensis_npu.evaluation import word_counts
+    from amanuensis_npu.live import StreamingTranscriber
+
+    model = api.get_model(args.model, device=args.device, compute_type=args.compute_type)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
+          f"{args.compute_type}, beam {args.beam_size}, packets {args.packet:g} s, "
+          f"min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
+    header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
+              f"{'p50':>5} {'p95':>5} {'RTF':>5}")
+    print(header)
+    errors = words = lost_all = dup_all = 0
+    latencies: list[float] = []
+    audio_s = compute_s = 0.0
+    for clip in map(Path, args.clips):
+        audio = decode_audio(str(clip))
+        segments, _ = model.transcribe(
+            audio, language=args.language, beam_size=args.beam_size, word_timestamps=True
+        )
+        offline = [w for s in segments for w in (s.words or [])]
+        transcriber = StreamingTranscriber(
+            model, language=args.language, beam_size=args.beam_size,
+            min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
+        )
+        run = stream(transcriber, audio, args.packet)
+        live = [w for w, _ in run["commits"]]
+        e, n = word_counts("".join(w.word for w in offline), "".join(w.text for w in live))
+        lost, dup, ends = trim_errors(offline, live, run["trims"])
+        lat = [t - ends.get(i, w.end) for i, (w, t) in enumerate(run["commits"])]
+        seconds = audio.size / 16000
+        errors, words, lost_all, dup_all = errors + e, words + n, lost_all + lost, dup_all + dup
+        latencies += lat
+        audio_s, compute_s = audio_s + seconds, compute_s + run["compute"]
+        p50, p95 = (np.percentile(lat, [50, 95]) if lat else (float("nan"),) * 2)
+        name = str(clip.relative_to(SPEECH)) if clip.is_relative_to(SPEECH) else clip.name
+        print(f"{name[-36:]:36} {seconds:5.1f} {e / max(n, 1):6.1%} {lost:4d} {dup:3d} "
+              f"{len(run['trims']):5d} {p50:5.2f} {p95:5.2f} {run['compute'] / seconds:5.2f}",
+              flush=True)
+    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
+    print(f"{'all':36} {audio_s:5.1f} {errors / max(words, 1):6.1%} {lost_all:4d} "
+          f"{dup_all:3d} {'':5} {p50:5.2f} {p95:5.2f} {compute_s / audio_s:5.2f}")
+    print("goals: diff <= 5%, lost 0, dup 0, p50 <= 2 s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
