@@ -5,7 +5,8 @@ small (layers are repeats; heads, width and mel bins are what differ): small's 1
 of d 768 on 80 mel bins, large-v3's (and turbo's) 20 heads of d 1280 on 128. The reference
 is CTranslate2's own encoder (compute_type float32) on the same model, fed real speech
 features made by faster-whisper's extractor at the model's mel count. The simulated NPU
-at 12 and 20 heads is checked against the emulator in tests/test_npu_runtime.py.
+at 12 heads and at 20 heads with 128 mel bins is checked against the emulator,
+bit for bit, in tests/test_npu_runtime.py.
 """
 
 from __future__ import annotations
