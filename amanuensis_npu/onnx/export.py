@@ -9,7 +9,10 @@ README.md: `optimum-cli export onnx --opset 17`, then the shapes made static), a
 needs no package beyond `onnx`; torch 2.13 still ships it (with a deprecation notice).
 
 Exports live in `<cache>/onnx/`, one file per model sha256 and batch size, written
-to a temporary file and renamed, so a reader never sees half a model. On reuse a file
+to a temporary file and renamed, so a reader never sees half a model. An encoder
+whose float32 weights pass the 2 GB one protobuf can hold (large-v1/v2/v3,
+large-v3-turbo, distil-large-v3: 2.5 GB) keeps them in ONNX external data, one
+`<export>.data` file beside it, written before the export that names it. On reuse a file
 is checked (onnx.checker, shapes, metadata) and rebuilt when anything disagrees.
 """
 
@@ -43,11 +46,7 @@ N_FRAMES = 3000  # 30 s of 10 ms log-mel frames: the encoder's one input length
 INPUT_NAME = "mel"
 OUTPUT_NAME = "encoder_out"
 META = "amanuensis_npu."
-_MAX_PROTO_BYTES = 2_000_000_000  # one protobuf file holds at most 2 GB
-
-
-class ExportError(RuntimeError):
-    """The encoder could not be exported (the message is one line for the user)."""
+_MAX_PROTO_BYTES = 2_000_000_000  # one protobuf file holds at most 2 GB: beyond, external data
 
 
 class _ExportAttention(AttentionBackend):
@@ -68,6 +67,11 @@ def exports_dir() -> Path:
 
 def export_path(model_sha256: str, batch: int, directory: Path | None = None) -> Path:
     return Path(directory or exports_dir()) / f"whisper-encoder-{model_sha256[:16]}-b{batch}.onnx"
+
+
+def data_path(path: Path) -> Path:
+    """The external-data file of an export too large for one protobuf."""
+    return path.with_name(path.name + ".data")
 
 
 def exported_batches(model_sha256: str, directory: Path | None = None) -> list[int]:
@@ -141,10 +145,13 @@ def check_export(
 
     n_mels, n_ctx, d_model = dims
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(str(path))  # by path: checks external data, takes > 2 GB
     except Exception as exc:
         return f"not a valid ONNX model ({one_line(exc)})"
+    problem = _external_data_problem(model, path)
+    if problem:
+        return problem
     meta = {p.key: p.value for p in model.metadata_props}
     for key, value in _metadata(model_sha256, batch).items():
         if key != META + "version" and meta.get(key) != value:
@@ -161,6 +168,35 @@ def check_export(
     return None
 
 
+def _external_data_problem(model: object, path: Path) -> str | None:
+    """Why the tensors an export keeps outside it are not all there (the checker only
+    looks at where they are said to be, not at how much is there)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    sizes: dict[str, int] = {}
+    for tensor in model.graph.initializer:  # type: ignore[attr-defined]
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        target = path.parent / info.location
+        if info.location not in sizes:
+            if not target.is_file():
+                return f"external data {info.location} is missing"
+            sizes[info.location] = target.stat().st_size
+        end = (info.offset or 0) + (info.length or 0)
+        if end > sizes[info.location]:
+            return f"external data {info.location} is cut short ({sizes[info.location]} bytes)"
+    return None
+
+
+def _file_key(path: Path) -> tuple:
+    """What identifies an export as written: its size and time, and its data file's."""
+    st = path.stat()
+    data = data_path(path)
+    extra = (data.stat().st_size, data.stat().st_mtime_ns) if data.is_file() else ()
+    return (str(path), st.st_size, st.st_mtime_ns, *extra)
+
+
 _LOCK = threading.Lock()
 _VALID: set[tuple] = set()
 
@@ -175,8 +211,7 @@ def ensure_export(
     dims = _dims(weights)
     with _LOCK:
         if path.is_file():
-            st = path.stat()
-            key = (str(path), st.st_size, st.st_mtime_ns, model_sha256, batch)
+            key = (*_file_key(path), model_sha256, batch)
             if key in _VALID or _stamp(path) == _stamp_text(key):
                 _VALID.add(key)
                 return path
@@ -219,47 +254,62 @@ def _build(weights: dict[str, np.ndarray], model_sha256: str, batch: int, path: 
     import onnx
 
     n_mels, _, _ = _dims(weights)
-    if sum(int(a.size) * 4 for a in weights.values()) > _MAX_PROTO_BYTES:
-        raise ExportError(
-            "this model's encoder is larger than the 2 GB an ONNX file can hold without "
-            "external data, which this exporter does not write"
-        )
+    external = sum(int(a.size) * 4 for a in weights.values()) > _MAX_PROTO_BYTES
     logger.info("exporting the encoder to ONNX (batch %d) into %s", batch, path)
     encoder = WhisperEncoder.from_weights(weights, _ExportAttention(), prepack=False)
     example = torch.zeros(batch, n_mels, N_FRAMES)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript exporter's deprecation notice and its tracer's notes about
-        # shapes read as Python numbers (static here by design) are not for users.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            encoder,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            do_constant_folding=True,
-        )
-    model = onnx.load_from_string(buffer.getvalue())
-    for key, value in _metadata(model_sha256, batch).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.doc_string = "Whisper encoder exported by amanuensis-npu (static shapes)"
-    onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like the model's
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        # Past 2 GB the exporter needs a file name to put tensors beside (one file each);
+        # they are gathered into one data file below.
+        target: str | io.BytesIO = str(Path(scratch) / "traced.onnx") if external else io.BytesIO()
+        with warnings.catch_warnings():
+            # The TorchScript exporter's deprecation notice and its tracer's notes about
+            # shapes read as Python numbers (static here by design) are not for users.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                encoder,
+                (example,),
+                target,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                do_constant_folding=True,
+            )
+        del encoder
+        if isinstance(target, str):
+            model = onnx.load(target)
+        else:
+            model = onnx.load_from_string(target.getvalue())
+        for key, value in _metadata(model_sha256, batch).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        model.doc_string = "Whisper encoder exported by amanuensis-npu (static shapes)"
+        if not external:
+            onnx.checker.check_model(model)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            if external:
+                os.close(fd)
+                data = data_path(path)
+                data.unlink(missing_ok=True)  # onnx appends to an existing data file
+                path.unlink(missing_ok=True)  # no export may name a data file being rewritten
+                onnx.save_model(model, tmp, save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=data.name,
+                                size_threshold=1024)  # fmt: skip
+                onnx.checker.check_model(tmp)
+                os.chmod(data, 0o644)
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(model.SerializeToString())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like the model's
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def export_encoder(

@@ -10,10 +10,12 @@ the one `jobs.Transcriber` loads for the command, so the text is the command's t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +34,14 @@ class Cancelled(Exception):
         self.reason = reason  # "timeout" or "disconnected"
 
 
-def model_id(model: str) -> str:
-    """The name /v1/models lists for the loaded model: `base`, or a directory's last part."""
-    return str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or str(model)
+def model_id(model: str | os.PathLike) -> str:
+    """The name /v1/models lists for the loaded model: a name as the command was given it
+    (`base`, `tiny.en`, `Systran/faster-whisper-small`: what a client would send back),
+    a directory by its last part (its full path is nobody else's business)."""
+    text = os.fspath(model)
+    if not Path(text).expanduser().exists():
+        return text
+    return text.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or text
 
 
 class Engine:
