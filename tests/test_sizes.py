@@ -22,9 +22,9 @@ from conftest import CARDS
 
 from amanuensis_npu import load_encoder
 from amanuensis_npu.core.encoder import cached_encoder_weights
-from amanuensis_npu.encoder_routes import build_route
 from amanuensis_npu.npu.fidelity import cosine
 from amanuensis_npu.onnx import export
+from amanuensis_npu.routing import build_route
 
 SHAPES = {  # published d_model, heads and mel bins; 2 of their layers
     "small": {"d": 768, "heads": 12, "n_mels": 80},
