@@ -38,6 +38,7 @@ PROMPT_CHARS = 200  # committed text prompting a pass (whisper_streaming's size)
 MAX_BUFFER_SECONDS = 30.0  # Whisper's window: past it a pass costs two encoder windows
 KEEP_SILENCE_SECONDS = 0.5  # of trailing silence kept when silence is dropped
 UTTERANCE_END_SECONDS = 0.5  # of silence after the VAD's padded speech: an utterance ended
+TRIM_PAUSE_SECONDS = 0.5  # a pause between two words ends a segment for trimming
 NO_SPEECH_SKIP = 0.9  # segments Whisper itself calls silence this surely carry no words
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
 _OVERLAP_NGRAM = 5
@@ -257,7 +258,12 @@ class StreamingTranscriber:
 
     def _transcribe(self) -> tuple[list[Word], set[int]]:
         """One pass over the buffer: its words on the stream clock, and the indices of the
-        words that end a segment."""
+        words that end a segment.
+
+        Without timestamp tokens: a window whose text runs to its end (a buffer cut
+        mid-speech, every pass but the last) otherwise makes faster-whisper, as Whisper,
+        drop the unfinished segment and decode the tail in a second window, which doubled
+        the encoder's work per pass. Word times come from the alignment either way."""
         segments, info = self._model.transcribe(
             self._audio,
             language=self._language or self._detected,
@@ -266,6 +272,7 @@ class StreamingTranscriber:
             word_timestamps=True,
             initial_prompt=self._prompt(),
             condition_on_previous_text=True,
+            without_timestamps=True,
             vad_filter=self._vad,
         )
         words: list[Word] = []
@@ -339,9 +346,9 @@ class StreamingTranscriber:
         self, committed: list[Word], segment_ends: set[int], hypothesis: list[Word]
     ) -> None:
         """Past `buffer_seconds`, cut after the last word of this pass that is committed
-        (`committed`, the pass's head) and ends a segment or a sentence, between it and the
-        next word: everything before the cut is committed, and what the pass heard after it
-        stays in the buffer. Past Whisper's 30 s window, after the last committed word of
+        (`committed`, the pass's head) and ends a segment, a pause or a sentence, between it
+        and the next word: everything before the cut is committed, and what the pass heard
+        after it stays in the buffer. Past Whisper's 30 s window, after the last committed word of
         the pass, whatever it ends."""
         seconds = self._audio.size / self.SAMPLE_RATE
         if seconds <= self._buffer_seconds or not committed:
@@ -351,7 +358,8 @@ class StreamingTranscriber:
             nxt = hypothesis[i + 1] if i + 1 < len(hypothesis) else None
             after = w.end if nxt is None else max(w.end, (w.end + nxt.start) / 2)
             forced = after
-            if i in segment_ends or w.text.rstrip().endswith(_SENTENCE_END):
+            pause = nxt is not None and nxt.start - w.end >= TRIM_PAUSE_SECONDS
+            if i in segment_ends or pause or w.text.rstrip().endswith(_SENTENCE_END):
                 cut = after
         if cut is None and seconds > MAX_BUFFER_SECONDS - self._min_chunk / self.SAMPLE_RATE:
             cut = forced
