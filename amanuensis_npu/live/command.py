@@ -280,6 +280,9 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
         source = lambda: stdin_chunks(sys.stdin.buffer)  # noqa: E731
     else:
         source = None
+    if samples is not None and args.realtime:
+        print(f"streaming {args.input} at real-time pace (Ctrl-C ends and writes the outputs)",
+              file=sys.stderr, flush=True)
     if source is not None:
         threading.Thread(target=_pump, args=(source(), chunks, stop), daemon=True).start()
 

@@ -260,10 +260,11 @@ class StreamingTranscriber:
         """One pass over the buffer: its words on the stream clock, and the indices of the
         words that end a segment.
 
-        Without timestamp tokens: a window whose text runs to its end (a buffer cut
-        mid-speech, every pass but the last) otherwise makes faster-whisper, as Whisper,
-        drop the unfinished segment and decode the tail in a second window, which doubled
-        the encoder's work per pass. Word times come from the alignment either way."""
+        With timestamp tokens, as faster-whisper decodes by default. A buffer cut
+        mid-speech makes faster-whisper (as Whisper) decode the unfinished last segment
+        again in a second window, so a pass often costs two encoder runs; without them
+        it costs one, but tiny.en then looped a sentence into the last 0.3 s of a clip
+        ("... young man. He was an old-sposed young man"), and a final pass commits that."""
         segments, info = self._model.transcribe(
             self._audio,
             language=self._language or self._detected,
@@ -272,7 +273,6 @@ class StreamingTranscriber:
             word_timestamps=True,
             initial_prompt=self._prompt(),
             condition_on_previous_text=True,
-            without_timestamps=True,
             vad_filter=self._vad,
         )
         words: list[Word] = []
