@@ -208,15 +208,13 @@ class StreamingTranscriber:
             if not self._tentative:
                 self._drop_silence()
             return Update([], list(self._tentative))
-        hypothesis, segment_ends = self._transcribe()
+        buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
+        pausing = speech_end is not None and buffer_end - speech_end >= UTTERANCE_END_SECONDS
+        mid_speech = speech_end is not None and not pausing and not final
+        hypothesis, segment_ends = self._transcribe(timestamps=not mid_speech)
         heard = self._heard_again(hypothesis)
         new = hypothesis[heard:]
-        buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
-        if final or (
-            speech_end is not None
-            and buffer_end - speech_end >= UTTERANCE_END_SECONDS
-            and all(w.end <= speech_end for w in new)
-        ):
+        if final or (pausing and all(w.end <= speech_end for w in new)):
             # The end of the stream, or of an utterance: this pass heard all of it.
             commit, self._tentative = new, []
         else:
@@ -256,15 +254,17 @@ class StreamingTranscriber:
             text = text.split(" ", 1)[1] if " " in text else text
         return text or None
 
-    def _transcribe(self) -> tuple[list[Word], set[int]]:
+    def _transcribe(self, timestamps: bool) -> tuple[list[Word], set[int]]:
         """One pass over the buffer: its words on the stream clock, and the indices of the
         words that end a segment.
 
-        With timestamp tokens, as faster-whisper decodes by default. A buffer cut
-        mid-speech makes faster-whisper (as Whisper) decode the unfinished last segment
-        again in a second window, so a pass often costs two encoder runs; without them
-        it costs one, but tiny.en then looped a sentence into the last 0.3 s of a clip
-        ("... young man. He was an old-sposed young man"), and a final pass commits that."""
+        Timestamp tokens only where the VAD says the buffer ends in a pause (and in the last
+        pass, and always without the VAD). A buffer cut mid-speech makes faster-whisper (as
+        Whisper) decode its unfinished last segment again in a second window, two encoder
+        runs a pass; without timestamp tokens it is one. But without them tiny.en looped a
+        sentence into the silent end of a clip ("... young man. He was an old-sposed young
+        man"), which a last pass or an utterance end would commit unchecked: a buffer that
+        ends in silence ends its last segment with a timestamp, one window either way."""
         segments, info = self._model.transcribe(
             self._audio,
             language=self._language or self._detected,
@@ -273,6 +273,7 @@ class StreamingTranscriber:
             word_timestamps=True,
             initial_prompt=self._prompt(),
             condition_on_previous_text=True,
+            without_timestamps=not timestamps,
             vad_filter=self._vad,
         )
         words: list[Word] = []
