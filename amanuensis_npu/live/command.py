@@ -258,6 +258,8 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
         name = args.output_name or datetime.now().strftime("live-%Y%m%d-%H%M%S")
         microphone = open_microphone(chunks)  # before the model: a missing device fails fast
     elif args.input == "-":
+        if sys.stdin.isatty():
+            raise ValueError("--input - reads raw PCM16 mono 16 kHz from a pipe, not a terminal")
         name = args.output_name or datetime.now().strftime("live-%Y%m%d-%H%M%S")
     else:
         samples = api.load_audio(args.input)

@@ -210,8 +210,7 @@ class StreamingTranscriber:
             return Update([], list(self._tentative))
         buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
         pausing = speech_end is not None and buffer_end - speech_end >= UTTERANCE_END_SECONDS
-        mid_speech = speech_end is not None and not pausing and not final
-        hypothesis, segment_ends = self._transcribe(timestamps=not mid_speech)
+        hypothesis, segment_ends = self._transcribe()
         heard = self._heard_again(hypothesis)
         new = hypothesis[heard:]
         if final or (pausing and all(w.end <= speech_end for w in new)):
@@ -254,17 +253,16 @@ class StreamingTranscriber:
             text = text.split(" ", 1)[1] if " " in text else text
         return text or None
 
-    def _transcribe(self, timestamps: bool) -> tuple[list[Word], set[int]]:
+    def _transcribe(self) -> tuple[list[Word], set[int]]:
         """One pass over the buffer: its words on the stream clock, and the indices of the
         words that end a segment.
 
-        Timestamp tokens only where the VAD says the buffer ends in a pause (and in the last
-        pass, and always without the VAD). A buffer cut mid-speech makes faster-whisper (as
-        Whisper) decode its unfinished last segment again in a second window, two encoder
-        runs a pass; without timestamp tokens it is one. But without them tiny.en looped a
-        sentence into the silent end of a clip ("... young man. He was an old-sposed young
-        man"), which a last pass or an utterance end would commit unchecked: a buffer that
-        ends in silence ends its last segment with a timestamp, one window either way."""
+        With timestamp tokens, as faster-whisper decodes by default. A buffer cut
+        mid-speech makes faster-whisper (as Whisper) decode its unfinished last segment
+        again in a second window, so such a pass costs two encoder runs; without timestamp
+        tokens it would cost one, but then Whisper loops on short buffers: base heard
+        "He was not. He was not." in the first second of a clip and repeated a whole
+        sentence at its end, and both tiny.en and base had such loops committed."""
         segments, info = self._model.transcribe(
             self._audio,
             language=self._language or self._detected,
@@ -273,7 +271,6 @@ class StreamingTranscriber:
             word_timestamps=True,
             initial_prompt=self._prompt(),
             condition_on_previous_text=True,
-            without_timestamps=not timestamps,
             vad_filter=self._vad,
         )
         words: list[Word] = []
