@@ -141,7 +141,7 @@ def test_process_waits_for_min_chunk(model) -> None:  # noqa: ANN001
 def trimmed_stream(model) -> dict:  # noqa: ANN001
     samples = audio(LECTURE)[: 16 * SR]  # 16 s of the lecture, cut mid-speech
     transcriber = StreamingTranscriber(
-        model, buffer_seconds=4.0, min_chunk_seconds=2.0, **OPTIONS
+        model, buffer_seconds=4.0, min_chunk_seconds=3.0, **OPTIONS
     )
     run = stream(transcriber, samples, 1.0)
     segments = list(model.transcribe(samples, word_timestamps=True, **OPTIONS)[0])

@@ -349,7 +349,12 @@ class StreamingTranscriber:
         after it stays in the buffer. Past Whisper's 30 s window, after the last committed word of
         the pass, whatever it ends."""
         seconds = self._audio.size / self.SAMPLE_RATE
-        if seconds <= self._buffer_seconds or not committed:
+        if seconds <= self._buffer_seconds:
+            return
+        full = seconds > MAX_BUFFER_SECONDS - self._min_chunk / self.SAMPLE_RATE
+        if not committed:
+            if full and not hypothesis:  # 30 s in which Whisper heard nothing (VAD off)
+                self._cut(self._offset + seconds - self._buffer_seconds)
             return
         cut = forced = None
         for i, w in enumerate(committed):
@@ -359,7 +364,7 @@ class StreamingTranscriber:
             pause = nxt is not None and nxt.start - w.end >= TRIM_PAUSE_SECONDS
             if i in segment_ends or pause or w.text.rstrip().endswith(_SENTENCE_END):
                 cut = after
-        if cut is None and seconds > MAX_BUFFER_SECONDS - self._min_chunk / self.SAMPLE_RATE:
+        if cut is None and full:
             cut = forced
         if cut is not None:
             self._cut(cut)
