@@ -11,7 +11,8 @@ clip and pooled:
   trim, and live words that repeat their neighbour where the offline text does not;
 - latency: from a word's end in the audio (the offline transcript's time for the word,
   when aligned) to the clock time at which the call committing it returned (p50 / p95);
-- real-time factor: compute time / audio time.
+- real-time factor: compute time / audio time;
+- WER of the offline and of the live text against the human reference, where there is one.
 
     python benchmarks/live.py [--model base] [--compute_type default] [--packet 0.1]
 """
@@ -25,6 +26,7 @@ import sys
 import time
 from difflib import SequenceMatcher
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("clips", nargs="*", default=[str(c) for c in DEFAULT_CLIPS])
     parser.add_argument("--model", default="base")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="npu", help="as the CLI's (npu: auto route)")
+    parser.add_argument("--encoder", default="auto")
     parser.add_argument("--compute_type", default="default")
     parser.add_argument("--beam_size", type=int, default=5)
     parser.add_argument("--language", default="en")
@@ -121,25 +124,28 @@ def main(argv: list[str] | None = None) -> int:
     from faster_whisper.audio import decode_audio
 
     from amanuensis_npu import api
-    from amanuensis_npu.evaluation import word_counts
+    from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
     from amanuensis_npu.live import StreamingTranscriber
 
-    model = api.get_model(args.model, device=args.device, compute_type=args.compute_type)
+    model = api.get_model(args.model, device=args.device, compute_type=args.compute_type,
+                          encoder=args.encoder)
+    route = api.route_fields(model, None)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
-          f"{args.compute_type}, beam {args.beam_size}, packets {args.packet:g} s, "
+          f"{args.compute_type} (encoder {route['encoder']} on {route['encoder_device']}, "
+          f"{route['encoder_precision']}), beam {args.beam_size}, packets {args.packet:g} s, "
           f"min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
     header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
-              f"{'p50':>5} {'p95':>5} {'RTF':>5}")
+              f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16}")
     print(header)
     errors = words = lost_all = dup_all = 0
     latencies: list[float] = []
     audio_s = compute_s = 0.0
     for clip in map(Path, args.clips):
         audio = decode_audio(str(clip))
-        segments, _ = model.transcribe(
+        segments = list(model.transcribe(
             audio, language=args.language, beam_size=args.beam_size, word_timestamps=True
-        )
+        )[0])
         offline = [w for s in segments for w in (s.words or [])]
         transcriber = StreamingTranscriber(
             model, language=args.language, beam_size=args.beam_size,
@@ -155,9 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         latencies += lat
         audio_s, compute_s = audio_s + seconds, compute_s + run["compute"]
         p50, p95 = (np.percentile(lat, [50, 95]) if lat else (float("nan"),) * 2)
+        ref = find_reference(clip)
+        against = ""
+        if ref is not None:
+            as_segments = [SimpleNamespace(text="".join(w.text for w in live), words=[
+                SimpleNamespace(start=w.start, end=w.end, word=w.text) for w in live])]
+            live_wer = word_counts(ref.text, hypothesis_text(as_segments, ref))
+            off_wer = word_counts(ref.text, hypothesis_text(segments, ref))
+            rates = [f"{e_ / max(n_, 1):.1%}" for e_, n_ in (off_wer, live_wer)]
+            against = " / ".join(rates)
         name = str(clip.relative_to(SPEECH)) if clip.is_relative_to(SPEECH) else clip.name
         print(f"{name[-36:]:36} {seconds:5.1f} {e / max(n, 1):6.1%} {lost:4d} {dup:3d} "
-              f"{len(run['trims']):5d} {p50:5.2f} {p95:5.2f} {run['compute'] / seconds:5.2f}",
+              f"{len(run['trims']):5d} {p50:5.2f} {p95:5.2f} {run['compute'] / seconds:5.2f} "
+              f"{against:>16}",
               flush=True)
     p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
     print(f"{'all':36} {audio_s:5.1f} {errors / max(words, 1):6.1%} {lost_all:4d} "

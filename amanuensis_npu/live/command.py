@@ -258,6 +258,8 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
         name = args.output_name or datetime.now().strftime("live-%Y%m%d-%H%M%S")
         microphone = open_microphone(chunks)  # before the model: a missing device fails fast
     elif args.input == "-":
+        if sys.stdin.isatty():
+            raise ValueError("--input - reads raw PCM16 mono 16 kHz from a pipe, not a terminal")
         name = args.output_name or datetime.now().strftime("live-%Y%m%d-%H%M%S")
     else:
         samples = api.load_audio(args.input)
@@ -280,6 +282,9 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
         source = lambda: stdin_chunks(sys.stdin.buffer)  # noqa: E731
     else:
         source = None
+    if samples is not None and args.realtime:
+        print(f"streaming {args.input} at real-time pace (Ctrl-C ends and writes the outputs)",
+              file=sys.stderr, flush=True)
     if source is not None:
         threading.Thread(target=_pump, args=(source(), chunks, stop), daemon=True).start()
 

@@ -38,6 +38,7 @@ PROMPT_CHARS = 200  # committed text prompting a pass (whisper_streaming's size)
 MAX_BUFFER_SECONDS = 30.0  # Whisper's window: past it a pass costs two encoder windows
 KEEP_SILENCE_SECONDS = 0.5  # of trailing silence kept when silence is dropped
 UTTERANCE_END_SECONDS = 0.5  # of silence after the VAD's padded speech: an utterance ended
+TRIM_PAUSE_SECONDS = 0.5  # a pause between two words ends a segment for trimming
 NO_SPEECH_SKIP = 0.9  # segments Whisper itself calls silence this surely carry no words
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
 _OVERLAP_NGRAM = 5
@@ -207,15 +208,12 @@ class StreamingTranscriber:
             if not self._tentative:
                 self._drop_silence()
             return Update([], list(self._tentative))
+        buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
+        pausing = speech_end is not None and buffer_end - speech_end >= UTTERANCE_END_SECONDS
         hypothesis, segment_ends = self._transcribe()
         heard = self._heard_again(hypothesis)
         new = hypothesis[heard:]
-        buffer_end = self._offset + self._audio.size / self.SAMPLE_RATE
-        if final or (
-            speech_end is not None
-            and buffer_end - speech_end >= UTTERANCE_END_SECONDS
-            and all(w.end <= speech_end for w in new)
-        ):
+        if final or (pausing and all(w.end <= speech_end for w in new)):
             # The end of the stream, or of an utterance: this pass heard all of it.
             commit, self._tentative = new, []
         else:
@@ -257,7 +255,14 @@ class StreamingTranscriber:
 
     def _transcribe(self) -> tuple[list[Word], set[int]]:
         """One pass over the buffer: its words on the stream clock, and the indices of the
-        words that end a segment."""
+        words that end a segment.
+
+        With timestamp tokens, as faster-whisper decodes by default. A buffer cut
+        mid-speech makes faster-whisper (as Whisper) decode its unfinished last segment
+        again in a second window, so such a pass costs two encoder runs; without timestamp
+        tokens it would cost one, but then Whisper loops on short buffers: base heard
+        "He was not. He was not." in the first second of a clip and repeated a whole
+        sentence at its end, and both tiny.en and base had such loops committed."""
         segments, info = self._model.transcribe(
             self._audio,
             language=self._language or self._detected,
@@ -339,21 +344,27 @@ class StreamingTranscriber:
         self, committed: list[Word], segment_ends: set[int], hypothesis: list[Word]
     ) -> None:
         """Past `buffer_seconds`, cut after the last word of this pass that is committed
-        (`committed`, the pass's head) and ends a segment or a sentence, between it and the
-        next word: everything before the cut is committed, and what the pass heard after it
-        stays in the buffer. Past Whisper's 30 s window, after the last committed word of
+        (`committed`, the pass's head) and ends a segment, a pause or a sentence, between it
+        and the next word: everything before the cut is committed, and what the pass heard
+        after it stays in the buffer. Past Whisper's 30 s window, after the last committed word of
         the pass, whatever it ends."""
         seconds = self._audio.size / self.SAMPLE_RATE
-        if seconds <= self._buffer_seconds or not committed:
+        if seconds <= self._buffer_seconds:
+            return
+        full = seconds > MAX_BUFFER_SECONDS - self._min_chunk / self.SAMPLE_RATE
+        if not committed:
+            if full and not hypothesis:  # 30 s in which Whisper heard nothing (VAD off)
+                self._cut(self._offset + seconds - self._buffer_seconds)
             return
         cut = forced = None
         for i, w in enumerate(committed):
             nxt = hypothesis[i + 1] if i + 1 < len(hypothesis) else None
             after = w.end if nxt is None else max(w.end, (w.end + nxt.start) / 2)
             forced = after
-            if i in segment_ends or w.text.rstrip().endswith(_SENTENCE_END):
+            pause = nxt is not None and nxt.start - w.end >= TRIM_PAUSE_SECONDS
+            if i in segment_ends or pause or w.text.rstrip().endswith(_SENTENCE_END):
                 cut = after
-        if cut is None and seconds > MAX_BUFFER_SECONDS - self._min_chunk / self.SAMPLE_RATE:
+        if cut is None and full:
             cut = forced
         if cut is not None:
             self._cut(cut)
