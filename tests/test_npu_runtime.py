@@ -615,19 +615,9 @@ def test_tiny_en_encoder_on_the_sim_equals_the_emulator_one_dispatch_per_layer(
     equals the emulator's bit for bit, in 4 dispatches and no fallback."""
     import torch
 
-    from amanuensis_npu.core.encoder import load_encoder
-    from amanuensis_npu.npu.emulator import EmulatorAttention
 
-    backend = NPUAttention()
     mel = torch.from_numpy(np.ascontiguousarray(windows[0][1][None]))
-    with torch.inference_mode():
-        got = load_encoder(tiny_en_dir, attention=backend)(mel)
-        want = load_encoder(tiny_en_dir, attention=EmulatorAttention())(mel)
-    snap = backend.stats.snapshot()
-    assert (snap["dispatches"], snap["fallbacks"]) == (4, 0), snap
-    assert torch.equal(got, want)
-    with torch.inference_mode():  # the kernel's arithmetic, not the CPU's, reached the output
-        assert not torch.equal(got, load_encoder(tiny_en_dir, attention="cpu")(mel))
+    _assert_sim_equals_emulator(tiny_en_dir, mel, dispatches=4, heads=6)
 
 
 @pytest.mark.parametrize("heads, n_mels", [(12, 80), (20, 128)])
@@ -641,23 +631,32 @@ def test_one_layer_of_small_and_large_shapes_on_the_sim_equals_the_emulator(
     from _ct2_builders import build_whisper_model
     from test_sizes import speech_features
 
-    from amanuensis_npu.core.encoder import load_encoder
-    from amanuensis_npu.npu.emulator import EmulatorAttention
 
     model_dir, _ = build_whisper_model(
         tmp_path / "m", None, d=64 * heads, heads=heads, layers=1, n_mels=n_mels
     )
-    backend = NPUAttention()
     mel = torch.from_numpy(
         np.ascontiguousarray(windows[0][1][None]) if n_mels == 80 else speech_features(n_mels)
     )
+    _assert_sim_equals_emulator(model_dir, mel, dispatches=1, heads=heads)
+
+
+def _assert_sim_equals_emulator(model_dir, mel, dispatches: int, heads: int) -> None:  # noqa: ANN001
+    """The simulated NPU's encoder output equals the emulator's bit for bit, in
+    `dispatches` dispatches with no fallback, and differs from float CPU attention."""
+    import torch
+
+    from amanuensis_npu.core.encoder import load_encoder
+    from amanuensis_npu.npu.emulator import EmulatorAttention
+
+    backend = NPUAttention()
     with torch.inference_mode():
         enc = load_encoder(model_dir, attention=backend)
         assert enc.n_heads == heads
         got = enc(mel)
         want = load_encoder(model_dir, attention=EmulatorAttention())(mel)
     snap = backend.stats.snapshot()
-    assert (snap["dispatches"], snap["fallbacks"]) == (1, 0), snap
+    assert (snap["dispatches"], snap["fallbacks"]) == (dispatches, 0), snap
     assert torch.equal(got, want)
     with torch.inference_mode():  # the kernel's arithmetic, not the CPU's, reached the output
         assert not torch.equal(got, load_encoder(model_dir, attention="cpu")(mel))
