@@ -175,6 +175,38 @@ def test_no_word_lost_or_doubled_at_a_trim(trimmed_stream: dict) -> None:
     assert (lost, doubled) == ([], []), trimmed_stream["trims"]
 
 
+class HallucinatingModel:
+    """The model, with a sentence of zero-length words after each pass's last word: what
+    tiny.en int8 on an AMD EPYC (Zen 4) invented at the open end of a trimmed buffer and
+    the utterance end then committed ("And then we're going to go back to Dublin.")."""
+
+    def __init__(self, model) -> None:  # noqa: ANN001
+        self.model = model
+
+    def transcribe(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        from faster_whisper.transcribe import Segment, Word
+
+        segments, info = self.model.transcribe(*args, **kwargs)
+        segments = list(segments)
+        if not segments:
+            return iter(segments), info
+        at = segments[-1].end
+        text = " And then we're going to go back to Dublin."
+        words = [Word(at, at, f" {w}", 0.6) for w in text.split()]
+        invented = Segment(len(segments), 0, at, at, text, [], -0.4, 1.2, 0.1, words, 0.0)
+        return iter([*segments, invented]), info
+
+
+def test_a_hallucinated_tail_is_not_committed(model) -> None:  # noqa: ANN001
+    """Whisper's own anomaly test (improbable or zero-length words) keeps an invented
+    sentence at the buffer's end out of the transcript, at utterance ends and at the end."""
+    samples = np.concatenate([audio(LIBRIVOX[0]), np.zeros(2 * SR, dtype=np.float32)])
+    run = stream(StreamingTranscriber(HallucinatingModel(model), **OPTIONS), samples, 1.0)
+    live = "".join(w.text for w in run["snapshots"][-1])
+    assert "dublin" not in live.lower(), live
+    assert wer(offline(model, samples), live) <= 0.05, live
+
+
 # -- silence -------------------------------------------------------------------------------
 
 

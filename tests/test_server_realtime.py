@@ -390,6 +390,40 @@ def test_bad_events_each_get_one_error_and_the_session_goes_on(server: Server) -
     assert wer(offline(server, clip), done["transcript"]) <= 0.05, done
 
 
+def test_a_full_buffer_refuses_more_audio_until_cleared(server: Server) -> None:
+    """Client-committed audio is held until committed: past the server's limit (10 min) an
+    append gets one `input_audio_buffer_full` error and is not kept; after a clear the
+    session transcribes as before."""
+    from amanuensis_npu.server.realtime import MAX_BUFFER_SAMPLES
+
+    chunk = np.zeros(10 * 16000, dtype=np.int16)  # 10 s appends: the limit in 60 events
+    c = Client(server)
+    try:
+        c.recv()
+        c.send(ga_update(16000, None), valid=False)  # 16 kHz: not in the published enum
+        assert c.recv(checked=False)["type"] == "session.updated"
+        for _ in range(MAX_BUFFER_SAMPLES // chunk.size):
+            c.send({"type": "input_audio_buffer.append",
+                    "audio": base64.b64encode(chunk.tobytes()).decode()})
+        c.send({"type": "input_audio_buffer.append", "event_id": "over",
+                "audio": base64.b64encode(chunk[:1600].tobytes()).decode()})
+        error = c.recv()
+        assert error["type"] == "error", error
+        assert error["error"]["code"] == "input_audio_buffer_full", error
+        assert error["error"]["event_id"] == "over" and "clear" in error["error"]["message"]
+        c.send({"type": "input_audio_buffer.clear"})
+        assert c.recv()["type"] == "input_audio_buffer.cleared"
+        clip = read_wav(CARDS[4])
+        c.append(pcm16(clip), 16000)
+        c.send({"type": "input_audio_buffer.commit"})
+        committed = c.until("input_audio_buffer.committed")
+        done = c.until(COMPLETED)
+    finally:
+        c.close()
+    assert done["item_id"] == committed["item_id"]
+    assert wer(offline(server, clip), done["transcript"]) <= 0.05, done
+
+
 def test_api_key_by_header_or_browser_subprotocol(server: Server) -> None:
     from websockets.exceptions import ConnectionClosed
 

@@ -42,6 +42,31 @@ TRIM_PAUSE_SECONDS = 0.5  # a pause between two words ends a segment for trimmin
 NO_SPEECH_SKIP = 0.9  # segments Whisper itself calls silence this surely carry no words
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
 _OVERLAP_NGRAM = 5
+_PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # openai/whisper's, for the anomaly test
+
+
+def _anomalous(words: Sequence[Any]) -> bool:
+    """Whisper's own test for a hallucinated segment (openai/whisper transcribe.py,
+    `is_segment_anomaly`, which faster-whisper applies with `hallucination_silence_threshold`):
+    its first eight words are mostly improbable, or far too short or too long. At the open
+    end of a live buffer Whisper often invents a sentence of zero-length words there
+    ("And then we're going to go back to Dublin.", each 0.00 s, after a lecture's pause), and
+    an utterance end would commit it: such a segment is not taken from the pass."""
+
+    def score(word: Any) -> float:
+        duration = word.end - word.start
+        value = 1.0 if word.probability < 0.15 else 0.0
+        if duration < 0.133:
+            value += (0.133 - duration) * 15
+        if duration > 2.0:
+            value += duration - 2.0
+        return value
+
+    kept = [w for w in words if w.word.strip() not in _PUNCTUATION][:8]
+    if not kept:
+        return False
+    total = sum(score(w) for w in kept)
+    return total >= 3 or total + 0.01 >= len(kept)
 
 
 @dataclass(frozen=True)
@@ -277,6 +302,9 @@ class StreamingTranscriber:
         ends: set[int] = set()
         for segment in segments:
             if segment.no_speech_prob > NO_SPEECH_SKIP:
+                continue
+            if segment.words and _anomalous(segment.words):
+                logger.debug("live: dropped a hallucinated segment: %s", segment.text.strip())
                 continue
             for w in segment.words or ():
                 words.append(Word(self._offset + w.start, self._offset + w.end, w.word))
