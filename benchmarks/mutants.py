@@ -609,6 +609,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_server_schema.py::test_translation_json_and_verbose_json",),
         "translations answer fields OpenAI's published translation schema does not have",
     ),
+    Mutant(
+        "live-keeps-hallucinated-segments",
+        "amanuensis_npu/live/streaming.py",
+        (("            if segment.words and _anomalous(segment.words):",
+          "            if False:"),),
+        ("tests/test_live.py::test_a_hallucinated_tail_is_not_committed",),
+        "a sentence Whisper invents at the open end of a live buffer is committed",
+    ),
+    Mutant(
+        "realtime-buffer-unbounded",
+        "amanuensis_npu/server/realtime.py",
+        (("        if self.detector is None and self.buffer.size + incoming > MAX_BUFFER_SAMPLES:",
+          "        if False:"),),
+        ("tests/test_server_realtime.py::test_a_full_buffer_refuses_more_audio_until_cleared",),
+        "a client-committed realtime session holds audio without bound",
+    ),
 )
 
 
