@@ -615,7 +615,6 @@ def test_tiny_en_encoder_on_the_sim_equals_the_emulator_one_dispatch_per_layer(
     equals the emulator's bit for bit, in 4 dispatches and no fallback."""
     import torch
 
-
     mel = torch.from_numpy(np.ascontiguousarray(windows[0][1][None]))
     _assert_sim_equals_emulator(tiny_en_dir, mel, dispatches=4, heads=6)
 
@@ -630,7 +629,6 @@ def test_one_layer_of_small_and_large_shapes_on_the_sim_equals_the_emulator(
     import torch
     from _ct2_builders import build_whisper_model
     from test_sizes import speech_features
-
 
     model_dir, _ = build_whisper_model(
         tmp_path / "m", None, d=64 * heads, heads=heads, layers=1, n_mels=n_mels

@@ -392,7 +392,7 @@ def test_bad_events_each_get_one_error_and_the_session_goes_on(server: Server) -
 
 def test_a_full_buffer_refuses_more_audio_until_cleared(server: Server) -> None:
     """Client-committed audio is held until committed: past the server's limit (10 min) an
-    append gets one `input_audio_buffer_full` error and is not kept; after a clear the
+    append gets one `input_audio_buffer_full` error naming the way out; after a clear the
     session transcribes as before."""
     from amanuensis_npu.server.realtime import MAX_BUFFER_SAMPLES
 
