@@ -47,6 +47,7 @@ JOBS = "tests/test_jobs.py::"
 NPU = "tests/test_npu_runtime.py::"
 ONNX = "tests/test_onnx_encoder.py::"
 WX = "tests/test_whisperx.py::"
+WXCLI = "tests/test_whisperx_cli.py::"
 SRV = "tests/test_server.py::"
 VR = "tests/test_vendor_runtimes.py::"
 
@@ -102,7 +103,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "whisperx-npu-ignores-attention-setting",
         "amanuensis_npu/integrations/whisperx_cli.py",
         (('attention = os.environ.get(ATTENTION_ENV, "auto")', 'attention = "auto"'),),
-        (f"{WX}test_cli_emulator_int8_writes_all_five_formats",),
+        (f"{WXCLI}test_cli_emulator_int8_writes_all_five_formats",),
         "AMANUENSIS_NPU_ATTENTION=emulator has no effect on whisperx-npu",
     ),
     # --- the CLI's options ------------------------------------------------------------------
@@ -508,7 +509,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx.py",
         (('    if compute_type == "default":\n        compute_type = "float32"\n',
           '    if False:\n        compute_type = "float32"\n'),),
-        (f"{WX}test_cli_amd_npu_default_compute_type_matches_stock_whisperx",),
+        (f"{WXCLI}test_cli_amd_npu_default_compute_type_matches_stock_whisperx",),
         "--compute_type default converts float16 weights with a CTranslate2 warning",
     ),
     Mutant(
@@ -516,7 +517,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx.py",
         (("            onnx_providers=onnx_providers,\n            compute_type=compute_type,\n",
           '            onnx_providers=onnx_providers,\n            compute_type="float32",\n'),),
-        (f"{WX}test_compute_type_reaches_ctranslate2[int8]",),
+        (f"{WXCLI}test_compute_type_reaches_ctranslate2[int8]",),
         "load_model(compute_type='int8') silently decodes in float32",
     ),
     Mutant(
@@ -524,7 +525,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx_cli.py",
         (("onnx_providers=providers, **kwargs,",
           'onnx_providers=providers, **{**kwargs, "compute_type": "default"},'),),
-        (f"{WX}test_compute_type_reaches_ctranslate2[int8]",),
+        (f"{WXCLI}test_compute_type_reaches_ctranslate2[int8]",),
         "whisperx-npu --compute_type int8 silently decodes in float32",
     ),
     Mutant(
@@ -532,7 +533,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx.py",
         (('    if compute_type == "float16":\n        raise UnsupportedComputeTypeError(',
           '    if False:\n        raise UnsupportedComputeTypeError('),),
-        (f"{WX}test_float16_is_refused_clearly",),
+        (f"{WXCLI}test_float16_is_refused_clearly",),
         "--compute_type float16 with --device npu fails deep in CTranslate2, not in one line",
     ),
     Mutant(
@@ -540,7 +541,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx.py",
         (("    if name == AMD_NPU:\n        return True\n",
           "    if name == AMD_NPU:\n        return False\n"),),
-        (f"{WX}test_cli_amd_npu_default_compute_type_matches_stock_whisperx",),
+        (f"{WXCLI}test_cli_amd_npu_default_compute_type_matches_stock_whisperx",),
         "--device amd-npu is handed to torch, which does not know it",
     ),
     Mutant(
@@ -556,14 +557,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "amanuensis_npu/integrations/whisperx_cli.py",
         (("            saved = run.write_finished()\n",
           '            saved = "wrote nothing"\n'),),
-        (f"{WX}test_cli_stage_failing_after_transcription_keeps_the_transcript",),
+        (f"{WXCLI}test_cli_stage_failing_after_transcription_keeps_the_transcript",),
         "alignment failing after transcription throws the transcripts away",
     ),
     Mutant(
         "whisperx-no-preflight",
         "amanuensis_npu/integrations/whisperx_cli.py",
         (("            run.preflight()\n", "            pass\n"),),
-        (f"{WX}test_cli_alignment_offline_stops_before_transcribing",),
+        (f"{WXCLI}test_cli_alignment_offline_stops_before_transcribing",),
         "a missing alignment model is found only after every file was transcribed",
     ),
     # --- the server (issue 16) ----------------------------------------------------------------

@@ -41,6 +41,7 @@ SAMPLE_WINDOWS = (
     "lecture/lecture.wav@30s+audio-pad",
     "librivox/sense_and_sensibility_01_austen_64kb-0870.wav@0s",
 )
+WHISPERX_CLIPS = [LIBRIVOX[0], LIBRIVOX[1], CARDS[0]]  # whisperx against stock whisperx
 SPEECH_LAYER_WINDOWS = SAMPLE_WINDOWS[1:3]  # every layer of these through the kernel paths
 
 
@@ -194,6 +195,7 @@ def _release_cached_models() -> Iterator[None]:
 
     with api._MODELS_LOCK:
         api._MODELS.clear()
+    gc.collect()
     _trim_heap()
 
 
@@ -208,3 +210,16 @@ def _release_module_memory() -> Iterator[None]:
         encoder._CACHE.clear()
     gc.collect()
     _trim_heap()
+
+
+@pytest.fixture
+def fake_torch_npu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make `torch_npu` importable (an empty package), as on a Huawei Ascend machine, where
+    the name "npu" is torch_npu's and whisperx's patch must leave it alone."""
+    import amanuensis_npu.integrations.whisperx as wxn
+
+    (tmp_path / "torch_npu").mkdir()
+    (tmp_path / "torch_npu" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(wxn, "_warned_clash", False)
+    return tmp_path
