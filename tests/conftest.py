@@ -195,7 +195,6 @@ def _release_cached_models() -> Iterator[None]:
 
     with api._MODELS_LOCK:
         api._MODELS.clear()
-    gc.collect()
     _trim_heap()
 
 
