@@ -137,7 +137,7 @@ def test_files_in_memory_load_like_a_directory(base_dir: Path, models: tuple) ->
     names = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
     files = {n: (base_dir / n).read_bytes() for n in names}
     in_memory = amanuensis_npu.WhisperModel("base-in-memory", device="cpu", files=files)
-    del files  # the model has read them (memory: the suite's peak is here)
+    del files  # the model has read them; the bytes need not stay beside three models
     clip = next(c for c in CLIPS if c.parent.name == "librivox")
     expected = _text(_run(models[1], clip, False, **DETERMINISTIC))
     assert _text(_run(in_memory, clip, False, **DETERMINISTIC)) == expected

@@ -27,7 +27,6 @@ from conftest import LECTURE, LIBRIVOX, WHISPERX_CLIPS
 import amanuensis_npu.integrations.whisperx as wxn
 from amanuensis_npu.evaluation import wer
 
-SHORT_CLIPS = WHISPERX_CLIPS
 DETERMINISTIC = {"temperatures": [0.0]}
 
 
@@ -37,7 +36,7 @@ def _text(result: dict) -> str:
 
 @pytest.fixture(scope="module")
 def audio() -> dict[Path, object]:
-    return {clip: whisperx.load_audio(str(clip)) for clip in [*SHORT_CLIPS, LECTURE]}
+    return {clip: whisperx.load_audio(str(clip)) for clip in [*WHISPERX_CLIPS, LECTURE]}
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +83,14 @@ def test_pipeline_is_whisperx_with_our_encoder(npu_pipeline, audio) -> None:  # 
     assert isinstance(model, wxn.NPUWhisperModel)
     assert model.model.device == "cpu"  # CTranslate2 decodes on the CPU
     before = model.attention_backend.stats.snapshot()["attention_calls"]
-    result = npu_pipeline.transcribe(audio[SHORT_CLIPS[0]], batch_size=8)
+    result = npu_pipeline.transcribe(audio[WHISPERX_CLIPS[0]], batch_size=8)
     after = model.attention_backend.stats.snapshot()["attention_calls"]
     # One 30 s window through 6 encoder layers: our encoder, not CTranslate2's, ran.
     assert after - before == 6 * len(result["segments"])
     assert _text(result)
 
 
-@pytest.mark.parametrize("clip", SHORT_CLIPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("clip", WHISPERX_CLIPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_transcript_matches_stock_whisperx(npu_pipeline, stock_pipeline, audio, clip) -> None:  # noqa: ANN001
     ours = npu_pipeline.transcribe(audio[clip], batch_size=8)
     stock = stock_pipeline.transcribe(audio[clip], batch_size=8)
@@ -243,7 +242,7 @@ def test_alignment_sentence_splitter_missing_offline_names_it(
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
     monkeypatch.setattr(nltk, "download", lambda *a, **k: False)  # what offline download returns
     model, meta = _tiny_wav2vec2()
-    clip = SHORT_CLIPS[2]
+    clip = WHISPERX_CLIPS[2]
     result = npu_pipeline.transcribe(audio[clip], batch_size=8)
     with pytest.raises(wxn.ModelUnavailableError) as info:
         wxn.align(result["segments"], model, meta, audio[clip], "npu")

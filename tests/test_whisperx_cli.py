@@ -29,7 +29,6 @@ from amanuensis_npu.integrations import whisperx_patch
 from amanuensis_npu.integrations.whisperx_cli import ATTENTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
-SHORT_CLIPS = WHISPERX_CLIPS
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 CLI_DETERMINISTIC = ["--temperature_increment_on_fallback", "None"]
 PATCH = REPO / "patches" / "whisperx-3.8.6-npu.patch"
@@ -87,7 +86,7 @@ def _cues(subtitles: str) -> str:
 
 def test_cli_emulator_int8_writes_all_five_formats(tmp_path: Path) -> None:
     """AMANUENSIS_NPU_ATTENTION=emulator reaches whisperx-npu; every format holds the words."""
-    clip = SHORT_CLIPS[0]
+    clip = WHISPERX_CLIPS[0]
     proc = _run(
         [_script("whisperx-npu"), str(clip), "--model", "base", "--device", "npu",
          "--compute_type", "int8", "--no_align", "--language", "en",
@@ -123,7 +122,7 @@ def test_cli_amd_npu_default_compute_type_matches_stock_whisperx(
     """`--device amd-npu --compute_type default` (float32, as stock whisperx's CPU default)
     gives stock whisperx's transcript, quietly: no CTranslate2 float16 warning, no torchcodec
     warning, no Lightning checkpoint notice, while a real whisperx warning still shows."""
-    clips = [str(SHORT_CLIPS[2])]
+    clips = [str(WHISPERX_CLIPS[2])]
     common = ["--compute_type", "default", *CLI_DETERMINISTIC, "--no_align", "--language", "en"]
     ours = _run_as_user(
         [_script("whisperx-npu"), *clips, "--model", "base", "--device", "amd-npu", *common,
@@ -136,7 +135,7 @@ def test_cli_amd_npu_default_compute_type_matches_stock_whisperx(
          "-o", str(tmp_path / "cpu")]
     )  # fmt: skip
     assert stock.returncode == 0, stock.stderr[-2000:]
-    for clip in SHORT_CLIPS[2:]:
+    for clip in WHISPERX_CLIPS[2:]:
         a = _json_text(tmp_path / "npu" / f"{clip.stem}.json")
         b = _json_text(tmp_path / "cpu" / f"{clip.stem}.json")
         assert a and a == b
@@ -192,7 +191,7 @@ def _whisperx_npu(*args: str) -> int:
     from amanuensis_npu.integrations import whisperx_cli
 
     return whisperx_cli.main(
-        [str(SHORT_CLIPS[2]), "--model", "base", "--device", "npu", "--compute_type", "int8",
+        [str(WHISPERX_CLIPS[2]), "--model", "base", "--device", "npu", "--compute_type", "int8",
          "--language", "en", "--verbose", "False", *args]
     )  # fmt: skip
 
@@ -314,7 +313,7 @@ def test_cli_stage_failing_after_transcription_keeps_the_transcript(
             _whisperx_npu(*args)
     err = capsys.readouterr().err
     assert len(no_transcription) == 1 and len(loads) == 1  # loaded once, before transcribing
-    clip = SHORT_CLIPS[2]
+    clip = WHISPERX_CLIPS[2]
     wrote = f"wrote 1 transcript to {out} without word alignment"
     assert wrote in err, err
     if issubclass(fault_type, wxn.WhisperXNPUError):
@@ -336,7 +335,7 @@ def test_cli_aligns_offline_with_local_models(offline_alignment, tmp_path, monke
     monkeypatch.setattr(nltk.data, "path", [str(nltk_data)])
     out = tmp_path / "out"
     assert _whisperx_npu("--align_model", str(model_dir), "-o", str(out)) == 0
-    clip = SHORT_CLIPS[2]
+    clip = WHISPERX_CLIPS[2]
     data = json.loads((out / f"{clip.stem}.json").read_text())
     words = [w["word"] for w in data["word_segments"]]
     # whisperx splits the segment text on spaces: the words are the transcript's words.
@@ -393,7 +392,7 @@ def test_patch_dry_run_apply_run_and_revert(whisperx_copy: Path, tmp_path: Path)
     assert "already applied" in again.getvalue()
 
     out = tmp_path / "out"
-    clip = SHORT_CLIPS[2]
+    clip = WHISPERX_CLIPS[2]
     run = _run(
         [sys.executable, "-m", "whisperx", str(clip), "--model", "base", "--device", "npu",
          "--compute_type", "int8", "--no_align", "--language", "en", "-o", str(out)],
