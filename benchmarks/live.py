@@ -12,9 +12,17 @@ clip and pooled:
 - latency: from a word's end in the audio (the offline transcript's time for the word,
   when aligned) to the clock time at which the call committing it returned (p50 / p95);
 - real-time factor: compute time / audio time;
-- WER of the offline and of the live text against the human reference, where there is one.
+- WER of the offline and of the live text against the human reference, where there is one;
+- offline against itself: a second offline transcription's word difference from the first.
+  Where faster-whisper falls back to sampling (temperature 0.2 and up, as on the noisy
+  conversation), the offline text is one draw of several, and this is the floor of `diff`.
 
-    python benchmarks/live.py [--model base] [--compute_type default] [--packet 0.1]
+`--streams 1,2,3` then streams the first clip N times at once at real pace (wall clock,
+sleeping between packets), one pass at a time on the one model as the server runs them,
+and prints each N's latency and how far the streams ended behind the audio: the number of
+live streams one process keeps up with.
+
+    python benchmarks/live.py [--model base] [--compute_type default] [--streams 1,2]
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import argparse
 import os
 import platform
 import sys
+import threading
 import time
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -82,6 +91,70 @@ def stream(transcriber, audio: np.ndarray, packet: float) -> dict:  # noqa: ANN0
     return {"commits": commits, "trims": trims, "compute": compute}
 
 
+def paced_stream(transcriber, audio: np.ndarray, packet: float, t0: float,  # noqa: ANN001
+                 lock: threading.Lock) -> dict:
+    """Feed `audio` at real pace from wall time `t0`; passes run one at a time under `lock`.
+    Commits as (word, seconds since t0), and the lag: finish time minus the audio's end."""
+    sr = transcriber.SAMPLE_RATE
+    step = int(round(packet * sr))
+    commits: list[tuple[object, float]] = []
+    compute = 0.0
+    for fed in range(0, audio.size, step):
+        wait = t0 + (fed + step) / sr - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        transcriber.insert_audio(audio[fed : fed + step])
+        with lock:
+            t = time.perf_counter()
+            update = transcriber.process()
+            compute += time.perf_counter() - t
+        commits += [(w, time.perf_counter() - t0) for w in update.committed]
+    with lock:
+        t = time.perf_counter()
+        update = transcriber.finish()
+        compute += time.perf_counter() - t
+    done = time.perf_counter() - t0
+    commits += [(w, done) for w in update.committed]
+    return {"commits": commits, "lag": done - audio.size / sr, "compute": compute}
+
+
+def concurrent_streams(model, audio: np.ndarray, offline: list, n: int,  # noqa: ANN001
+                       args: argparse.Namespace) -> str:
+    """One line: `n` streams of `audio` at once, their latency, lag and word difference."""
+    from amanuensis_npu.evaluation import word_counts
+    from amanuensis_npu.live import StreamingTranscriber
+
+    lock = threading.Lock()
+    runs: list[dict] = [{} for _ in range(n)]
+    t0 = time.perf_counter() + 0.5
+
+    def one(i: int) -> None:
+        transcriber = StreamingTranscriber(
+            model, language=args.language, beam_size=args.beam_size,
+            min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
+        )
+        time.sleep(i * 0.3)  # streams do not start on the same packet
+        runs[i] = paced_stream(transcriber, audio, args.packet, t0 + i * 0.3, lock)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies: list[float] = []
+    errors = words = 0
+    for i, run in enumerate(runs):
+        live = [w for w, _ in run["commits"]]
+        _, _, ends = trim_errors(offline, live, [])
+        latencies += [t - i * 0.3 - ends.get(k, w.end) for k, (w, t) in enumerate(run["commits"])]
+        e, m = word_counts("".join(w.word for w in offline), "".join(w.text for w in live))
+        errors, words = errors + e, words + m
+    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
+    lags = ", ".join(f"{r['lag']:.1f}" for r in runs)
+    busy = sum(r["compute"] for r in runs) / (audio.size / 16000 + max(r["lag"] for r in runs))
+    return (f"{n:7d} {p50:5.2f} {p95:5.2f} {errors / max(words, 1):6.1%} {busy:6.0%}   {lags}")
+
+
 def _key(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
@@ -113,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="base")
     parser.add_argument("--device", default="npu", help="as the CLI's (npu: auto route)")
     parser.add_argument("--encoder", default="auto")
+    parser.add_argument("--attention", default="auto", help="auto|cpu|emulator|npu")
     parser.add_argument("--compute_type", default="default")
     parser.add_argument("--beam_size", type=int, default=5)
     parser.add_argument("--language", default="en")
     parser.add_argument("--packet", type=float, default=0.1, help="seconds per audio packet")
     parser.add_argument("--min_chunk", type=float, default=1.0)
     parser.add_argument("--buffer", type=float, default=15.0)
+    parser.add_argument("--streams", default="", help="e.g. 1,2,3: concurrent streams to try")
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.streams.split(",") if n.strip()]
 
     from faster_whisper.audio import decode_audio
 
@@ -128,25 +204,36 @@ def main(argv: list[str] | None = None) -> int:
     from amanuensis_npu.live import StreamingTranscriber
 
     model = api.get_model(args.model, device=args.device, compute_type=args.compute_type,
-                          encoder=args.encoder)
+                          encoder=args.encoder, attention=args.attention)
     route = api.route_fields(model, None)
+    backend = model.attention_backend
+    attention = "" if route["backend"] == "none" else f", attention {backend.route}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
           f"{args.compute_type} (encoder {route['encoder']} on {route['encoder_device']}, "
-          f"{route['encoder_precision']}), beam {args.beam_size}, packets {args.packet:g} s, "
-          f"min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
+          f"{route['encoder_precision']}{attention}), beam {args.beam_size}, "
+          f"packets {args.packet:g} s, min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
     header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
-              f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16}")
+              f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16} {'off/off':>7}")
     print(header)
     errors = words = lost_all = dup_all = 0
     latencies: list[float] = []
     audio_s = compute_s = 0.0
-    for clip in map(Path, args.clips):
-        audio = decode_audio(str(clip))
-        segments = list(model.transcribe(
+    first: tuple[np.ndarray, list] | None = None
+
+    def transcribe_offline(audio: np.ndarray) -> list:
+        return list(model.transcribe(
             audio, language=args.language, beam_size=args.beam_size, word_timestamps=True
         )[0])
+
+    for clip in map(Path, args.clips):
+        audio = decode_audio(str(clip))
+        segments = transcribe_offline(audio)
         offline = [w for s in segments for w in (s.words or [])]
+        again = word_counts(
+            "".join(w.word for w in offline), "".join(s.text for s in transcribe_offline(audio))
+        )
+        first = first or (audio, offline)
         transcriber = StreamingTranscriber(
             model, language=args.language, beam_size=args.beam_size,
             min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
@@ -173,12 +260,22 @@ def main(argv: list[str] | None = None) -> int:
         name = str(clip.relative_to(SPEECH)) if clip.is_relative_to(SPEECH) else clip.name
         print(f"{name[-36:]:36} {seconds:5.1f} {e / max(n, 1):6.1%} {lost:4d} {dup:3d} "
               f"{len(run['trims']):5d} {p50:5.2f} {p95:5.2f} {run['compute'] / seconds:5.2f} "
-              f"{against:>16}",
+              f"{against:>16} {again[0] / max(again[1], 1):7.1%}",
               flush=True)
     p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
     print(f"{'all':36} {audio_s:5.1f} {errors / max(words, 1):6.1%} {lost_all:4d} "
           f"{dup_all:3d} {'':5} {p50:5.2f} {p95:5.2f} {compute_s / audio_s:5.2f}")
     print("goals: diff <= 5%, lost 0, dup 0, p50 <= 2 s")
+    if route["backend"] != "none":
+        stats = backend.stats.snapshot()
+        print(f"attention: {backend.route}, {stats['attention_calls']} calls, "
+              f"{stats['fallbacks']} fell back to the CPU")
+    if counts and first is not None:
+        print(f"\n{len(first[0]) / 16000:.0f} s of {Path(args.clips[0]).name} streamed N times at "
+              "once at real pace, one pass at a time:")
+        print(f"{'streams':>7} {'p50':>5} {'p95':>5} {'diff':>6} {'busy':>6}   lag at the end (s)")
+        for n in counts:
+            print(concurrent_streams(model, *first, n, args), flush=True)
     return 0
 
 

@@ -49,6 +49,7 @@ ONNX = "tests/test_onnx_encoder.py::"
 WX = "tests/test_whisperx.py::"
 WXCLI = "tests/test_whisperx_cli.py::"
 SRV = "tests/test_server.py::"
+LIVE = "tests/test_live.py::"
 VR = "tests/test_vendor_runtimes.py::"
 
 
@@ -617,6 +618,22 @@ MUTANTS: tuple[Mutant, ...] = (
           "            if False:"),),
         ("tests/test_live.py::test_a_hallucinated_tail_is_not_committed",),
         "a sentence Whisper invents at the open end of a live buffer is committed",
+    ),
+    Mutant(
+        "live-cuts-mid-gap",
+        "amanuensis_npu/live/streaming.py",
+        (("            self._cut(self._quietest(w.end, gap_end) if nxt else w.end)",
+          "            self._cut((w.end + gap_end) / 2)"),),
+        (f"{LIVE}test_a_cut_goes_in_the_quiet_and_the_prompt_keeps_the_word_before_it",),
+        "a live buffer cut inside the next word's sound loses that word",
+    ),
+    Mutant(
+        "live-prompt-drops-straddling-word",
+        "amanuensis_npu/live/streaming.py",
+        (("        gone = [w for w in self._committed if (w.start + w.end) / 2 <= self._offset]",
+          "        gone = [w for w in self._committed if w.end <= self._offset]"),),
+        (f"{LIVE}test_a_cut_goes_in_the_quiet_and_the_prompt_keeps_the_word_before_it",),
+        "the word before a live cut is neither heard again nor in the prompt, and the next is lost",
     ),
     Mutant(
         "realtime-buffer-unbounded",

@@ -207,6 +207,62 @@ def test_a_hallucinated_tail_is_not_committed(model) -> None:  # noqa: ANN001
     assert wer(offline(model, samples), live) <= 0.05, live
 
 
+class MistimingModel:
+    """Three words over noise bursts, timed as Whisper mistimes them (the first word's end
+    stretched over the gap, the second's start 0.35 s late: tiny.en put a lecture's "And"
+    0.13 s late, and a cut in the middle of the gap it saw lost the word). The third word
+    differs between passes, so LocalAgreement commits the first two and keeps it open."""
+
+    SPEECH = [(0.0, 1.0), (1.15, 1.8), (1.85, 2.5)]  # where the bursts really are
+    WORDS = [(0.0, 1.05, " one."), (1.5, 1.8, " two"), (1.85, 2.5, " three")]
+
+    def __init__(self) -> None:
+        self.prompts: list[str | None] = []
+
+    @classmethod
+    def audio(cls) -> np.ndarray:
+        samples = np.zeros(3 * SR, np.float32)
+        noise = np.random.default_rng(0).uniform(-0.3, 0.3, samples.size).astype(np.float32)
+        for start, end in cls.SPEECH:
+            samples[int(start * SR) : int(end * SR)] = noise[int(start * SR) : int(end * SR)]
+        return samples
+
+    def transcribe(self, samples, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        from faster_whisper.transcribe import Segment, TranscriptionInfo, Word
+
+        self.prompts.append(kwargs.get("initial_prompt"))
+        seconds = samples.size / SR
+        info = TranscriptionInfo("en", 1.0, seconds, seconds, None, None, None)
+        if len(self.prompts) > 2:
+            return iter([]), info
+        words = [Word(a, b, text, 0.9) for a, b, text in self.WORDS]
+        if len(self.prompts) == 2:
+            words[2] = Word(1.85, 2.5, " tree", 0.9)
+        text = "".join(w.word for w in words)
+        return iter([Segment(0, 0, 0.0, 2.5, text, [], -0.2, 1.2, 0.01, words, 0.0)]), info
+
+
+def test_a_cut_goes_in_the_quiet_and_the_prompt_keeps_the_word_before_it() -> None:
+    """The buffer is cut where the audio is quiet near the gap Whisper reported, not in its
+    middle (inside the next word's sound); the committed word whose middle lies before the
+    cut is gone from the buffer and so prompts the next pass."""
+    model = MistimingModel()
+    transcriber = StreamingTranscriber(
+        model, vad=False, buffer_seconds=1.0, min_chunk_seconds=0.5, language="en"
+    )
+    samples = MistimingModel.audio()
+    transcriber.insert_audio(samples[: int(2.5 * SR)])
+    transcriber.process()
+    transcriber.insert_audio(samples[int(2.5 * SR) :])
+    update = transcriber.process()
+    assert update.committed_text == "one. two"
+    silence = MistimingModel.SPEECH[0][1], MistimingModel.SPEECH[1][0]
+    assert silence[0] <= transcriber.buffer_start <= silence[1], transcriber.buffer_start
+    transcriber.insert_audio(np.zeros(SR, np.float32))
+    transcriber.process()
+    assert model.prompts[-1] == "one.", model.prompts
+
+
 # -- silence -------------------------------------------------------------------------------
 
 

@@ -5,9 +5,10 @@ again each time enough new audio has arrived. Words near the end of the buffer c
 one pass to the next; a word is committed once two consecutive passes agree on it and on
 everything before it (LocalAgreement-2, Macháček et al., "Turning Whisper into Real-Time
 Transcription System", 2023). Committed words never change. Once the buffer is longer than
-`buffer_seconds` it is cut at the end of a committed segment or sentence, and the committed
-text whose audio was cut away becomes the prompt of later passes, as previous text
-conditions each window of an offline transcription.
+`buffer_seconds` it is cut at the end of a committed segment or sentence (in the quietest
+20 ms near the gap, since Whisper's word times are approximate), and the committed text
+whose audio was cut away becomes the prompt of later passes, as previous text conditions
+each window of an offline transcription.
 
 Two rules keep a word from being lost or doubled where passes overlap committed audio: a
 word of a new pass whose middle lies at or before the end of the last committed word is
@@ -39,6 +40,7 @@ MAX_BUFFER_SECONDS = 30.0  # Whisper's window: past it a pass costs two encoder 
 KEEP_SILENCE_SECONDS = 0.5  # of trailing silence kept when silence is dropped
 UTTERANCE_END_SECONDS = 0.5  # of silence after the VAD's padded speech: an utterance ended
 TRIM_PAUSE_SECONDS = 0.5  # a pause between two words ends a segment for trimming
+CUT_SEARCH_SECONDS = 0.1  # a cut goes to the quietest 20 ms this far around a word gap
 NO_SPEECH_SKIP = 0.9  # segments Whisper itself calls silence this surely carry no words
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
 _OVERLAP_NGRAM = 5
@@ -271,7 +273,7 @@ class StreamingTranscriber:
         """The committed text whose audio has left the buffer, its last ~200 characters
         (cut at a word), after the initial prompt; the committed words still in the buffer
         are heard again, and prompting with them would make Whisper skip them."""
-        gone = [w for w in self._committed if w.end <= self._offset + 1e-6]
+        gone = [w for w in self._committed if (w.start + w.end) / 2 <= self._offset]
         text = " ".join(filter(None, [(self._initial_prompt or "").strip(), _join(gone)]))
         if len(text) > PROMPT_CHARS:
             text = text[-PROMPT_CHARS:]
@@ -384,18 +386,35 @@ class StreamingTranscriber:
             if full and not hypothesis:  # 30 s in which Whisper heard nothing (VAD off)
                 self._cut(self._offset + seconds - self._buffer_seconds)
             return
-        cut = forced = None
+        cut_after = forced = None
         for i, w in enumerate(committed):
             nxt = hypothesis[i + 1] if i + 1 < len(hypothesis) else None
-            after = w.end if nxt is None else max(w.end, (w.end + nxt.start) / 2)
-            forced = after
+            forced = (w, nxt)
             pause = nxt is not None and nxt.start - w.end >= TRIM_PAUSE_SECONDS
             if i in segment_ends or pause or w.text.rstrip().endswith(_SENTENCE_END):
-                cut = after
-        if cut is None and full:
-            cut = forced
-        if cut is not None:
-            self._cut(cut)
+                cut_after = (w, nxt)
+        if cut_after is None and full:
+            cut_after = forced
+        if cut_after is not None:
+            w, nxt = cut_after
+            gap_end = w.end if nxt is None else max(w.end, nxt.start)
+            self._cut(self._quietest(w.end, gap_end) if nxt else w.end)
+
+    def _quietest(self, start: float, end: float) -> float:
+        """The middle of the quietest 20 ms from `start` to `end` (stream times), widened by
+        `CUT_SEARCH_SECONDS` each side. Whisper's word times are off by a tenth of a second
+        or more: tiny.en put "And" 0.13 s after its start, and a cut in the middle of the
+        gap it saw fell inside the word, which no later pass then heard."""
+        frame, hop = int(0.02 * self.SAMPLE_RATE), int(0.01 * self.SAMPLE_RATE)
+        lo = int((start - CUT_SEARCH_SECONDS - self._offset) * self.SAMPLE_RATE)
+        hi = int((end + CUT_SEARCH_SECONDS - self._offset) * self.SAMPLE_RATE)
+        lo, hi = max(lo, 0), min(hi, self._audio.size)
+        if hi - lo < frame:
+            return (start + end) / 2
+        region = self._audio[lo:hi].astype(np.float64)
+        energy = np.convolve(region * region, np.ones(frame), mode="valid")[::hop]
+        best = lo + int(np.argmin(energy)) * hop + frame // 2
+        return self._offset + best / self.SAMPLE_RATE
 
     def _drop_silence(self) -> None:
         """No speech after the committed words and nothing tentative: the buffer's audio
