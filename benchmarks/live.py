@@ -91,6 +91,16 @@ def stream(transcriber, audio: np.ndarray, packet: float) -> dict:  # noqa: ANN0
     return {"commits": commits, "trims": trims, "compute": compute}
 
 
+def new_transcriber(model, args: argparse.Namespace):  # noqa: ANN001, ANN201
+    """A stream's transcriber with the command line's policy options."""
+    from amanuensis_npu.live import StreamingTranscriber
+
+    return StreamingTranscriber(
+        model, language=args.language, beam_size=args.beam_size,
+        min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
+    )
+
+
 def paced_stream(transcriber, audio: np.ndarray, packet: float, t0: float,  # noqa: ANN001
                  lock: threading.Lock) -> dict:
     """Feed `audio` at real pace from wall time `t0`; passes run one at a time under `lock`.
@@ -122,19 +132,14 @@ def concurrent_streams(model, audio: np.ndarray, offline: list, n: int,  # noqa:
                        args: argparse.Namespace) -> str:
     """One line: `n` streams of `audio` at once, their latency, lag and word difference."""
     from amanuensis_npu.evaluation import word_counts
-    from amanuensis_npu.live import StreamingTranscriber
 
     lock = threading.Lock()
     runs: list[dict] = [{} for _ in range(n)]
     t0 = time.perf_counter() + 0.5
 
-    def one(i: int) -> None:
-        transcriber = StreamingTranscriber(
-            model, language=args.language, beam_size=args.beam_size,
-            min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
-        )
-        time.sleep(i * 0.3)  # streams do not start on the same packet
-        runs[i] = paced_stream(transcriber, audio, args.packet, t0 + i * 0.3, lock)
+    def one(i: int) -> None:  # streams start 0.3 s apart, not on the same packet
+        runs[i] = paced_stream(new_transcriber(model, args), audio, args.packet, t0 + i * 0.3,
+                               lock)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
@@ -201,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from amanuensis_npu import api
     from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
-    from amanuensis_npu.live import StreamingTranscriber
 
     model = api.get_model(args.model, device=args.device, compute_type=args.compute_type,
                           encoder=args.encoder, attention=args.attention)
@@ -234,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "".join(w.word for w in offline), "".join(s.text for s in transcribe_offline(audio))
         )
         first = first or (audio, offline)
-        transcriber = StreamingTranscriber(
-            model, language=args.language, beam_size=args.beam_size,
-            min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
-        )
+        transcriber = new_transcriber(model, args)
         run = stream(transcriber, audio, args.packet)
         live = [w for w, _ in run["commits"]]
         e, n = word_counts("".join(w.word for w in offline), "".join(w.text for w in live))

@@ -622,8 +622,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "live-cuts-mid-gap",
         "amanuensis_npu/live/streaming.py",
-        (("            self._cut(self._quietest(w.end, gap_end) if nxt else w.end)",
-          "            self._cut((w.end + gap_end) / 2)"),),
+        (("                self._cut(self._quietest(w.end, max(w.end, nxt.start)))",
+          "                self._cut(max(w.end, (w.end + nxt.start) / 2))"),),
         (f"{LIVE}test_a_cut_goes_in_the_quiet_and_the_prompt_keeps_the_word_before_it",),
         "a live buffer cut inside the next word's sound loses that word",
     ),

@@ -397,8 +397,10 @@ class StreamingTranscriber:
             cut_after = forced
         if cut_after is not None:
             w, nxt = cut_after
-            gap_end = w.end if nxt is None else max(w.end, nxt.start)
-            self._cut(self._quietest(w.end, gap_end) if nxt else w.end)
+            if nxt is None:
+                self._cut(w.end)
+            else:
+                self._cut(self._quietest(w.end, max(w.end, nxt.start)))
 
     def _quietest(self, start: float, end: float) -> float:
         """The middle of the quietest 20 ms from `start` to `end` (stream times), widened by
