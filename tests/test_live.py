@@ -365,7 +365,11 @@ def test_live_realtime_commits_before_the_audio_ends_and_ctrl_c_writes(
         assert arrived - started[0] < LECTURE_SECONDS, arrived - started[0]
         proc.send_signal(signal.SIGINT)
         rest = proc.stdout.read()
-        assert proc.wait(timeout=120) == 130
+        status = proc.wait(timeout=120)
+        reader.join(timeout=10)
+        # Seen once in a full run on an AVX2-only EPYC: 0, cause unknown; say what the child saw.
+        assert status == 130, (f"first line {arrived - started[0]:.1f} s after the start; "
+                               f"stderr: {''.join(stderr)[-2000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
