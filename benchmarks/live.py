@@ -97,7 +97,7 @@ def new_transcriber(model, args: argparse.Namespace):  # noqa: ANN001, ANN201
     from amanuensis_npu.live import StreamingTranscriber
 
     return StreamingTranscriber(
-        model, language=args.language, beam_size=args.live_beam_size or args.beam_size,
+        model, language=args.language, beam_size=args.live_beam_size,
         min_chunk_seconds=args.min_chunk, buffer_seconds=args.buffer,
     )
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", default="auto", help="auto|cpu|emulator|npu")
     parser.add_argument("--compute_type", default="default")
     parser.add_argument("--beam_size", type=int, default=5)
-    parser.add_argument("--live_beam_size", type=int, default=0,
+    parser.add_argument("--live_beam_size", type=int, default=None,
                         help="the live passes' beam (default: --beam_size, the offline one's)")
     parser.add_argument("--language", default="en")
     parser.add_argument("--packet", type=float, default=0.1, help="seconds per audio packet")
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer", type=float, default=15.0)
     parser.add_argument("--streams", default="", help="e.g. 1,2,3: concurrent streams to try")
     args = parser.parse_args(argv)
+    args.live_beam_size = args.live_beam_size or args.beam_size
     counts = [int(n) for n in args.streams.split(",") if n.strip()]
 
     from faster_whisper.audio import decode_audio
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
           f"{args.compute_type} (encoder {route['encoder']} on {route['encoder_device']}, "
           f"{route['encoder_precision']}{attention}), beam {args.beam_size} "
-          f"(live {args.live_beam_size or args.beam_size}), "
+          f"(live {args.live_beam_size}), "
           f"packets {args.packet:g} s, min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
     header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
               f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16} {'off/off':>7}")

@@ -373,7 +373,6 @@ def test_live_realtime_commits_before_the_audio_ends_and_ctrl_c_writes(
     finally:
         if proc.poll() is None:
             proc.kill()
-    reader.join(timeout=10)
     written = normalize((tmp_path / "lecture.txt").read_text())
     assert normalize(first) and written.startswith(normalize(first))
     assert normalize(first + " " + rest) == written
