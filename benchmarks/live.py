@@ -105,16 +105,21 @@ def new_transcriber(model, args: argparse.Namespace):  # noqa: ANN001, ANN201
 def paced_stream(transcriber, audio: np.ndarray, packet: float, t0: float,  # noqa: ANN001
                  lock: threading.Lock) -> dict:
     """Feed `audio` at real pace from wall time `t0`; passes run one at a time under `lock`.
-    Commits as (word, seconds since t0), and the lag: finish time minus the audio's end."""
+    Before each pass every packet that has arrived by then is fed, as the command and the
+    server drain their queues (feeding one packet per pass kept a late stream late for
+    good). Commits as (word, seconds since t0), and the lag: finish time minus audio end."""
     sr = transcriber.SAMPLE_RATE
     step = int(round(packet * sr))
     commits: list[tuple[object, float]] = []
     compute = 0.0
-    for fed in range(0, audio.size, step):
-        wait = t0 + (fed + step) / sr - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        transcriber.insert_audio(audio[fed : fed + step])
+    fed = 0
+    while fed < audio.size:
+        arrived = min(audio.size, int((time.perf_counter() - t0) * sr) // step * step)
+        if arrived <= fed:
+            time.sleep(max(0.0, t0 + (fed + step) / sr - time.perf_counter()))
+            continue
+        transcriber.insert_audio(audio[fed:arrived])
+        fed = arrived
         with lock:
             t = time.perf_counter()
             update = transcriber.process()

@@ -13,10 +13,12 @@ import argparse
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -236,6 +238,29 @@ def _drain(source: queue.Queue, block: float) -> tuple[list[np.ndarray], bool]:
         return chunks, False
 
 
+@contextmanager
+def _ctrl_c_sets(interrupted: threading.Event) -> Iterator[None]:
+    """While streaming, the first Ctrl-C only sets `interrupted`: the loop ends after the pass
+    under way and the stream is flushed. Python's own KeyboardInterrupt can be raised inside
+    a finaliser or a library's cleanup, where it is printed and dropped, and the run then
+    played on to the end (exit 0 once, in the suite); a flag cannot be dropped. A second
+    Ctrl-C raises KeyboardInterrupt, to skip the flush."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
     """The command: open the source, stream it through one transcriber, write outputs."""
     try:
@@ -288,31 +313,39 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
     if source is not None:
         threading.Thread(target=_pump, args=(source(), chunks, stop), daemon=True).start()
 
-    status = 0
+    interrupted = threading.Event()
+    flush = True
     try:
-        if samples is not None and not args.realtime:
-            for chunk in file_chunks(samples, args.min_chunk):
-                transcriber.insert_audio(chunk)
-                display.show(transcriber.process())
-        else:
-            ended = False
-            while not ended:
-                got, ended = _drain(chunks, PACKET_SECONDS)
-                for chunk in got:
+        with _ctrl_c_sets(interrupted):
+            if samples is not None and not args.realtime:
+                for chunk in file_chunks(samples, args.min_chunk):
+                    if interrupted.is_set():
+                        break
                     transcriber.insert_audio(chunk)
-                display.show(transcriber.process())
-    except KeyboardInterrupt:
-        # The microphone's normal end; for a file or stdin an interruption (status 130).
-        status = 0 if microphone is not None else 130
-        print("\nstopping: committing what was heard and writing the outputs",
-              file=sys.stderr, flush=True)
+                    display.show(transcriber.process())
+            else:
+                ended = False
+                while not ended and not interrupted.is_set():
+                    got, ended = _drain(chunks, PACKET_SECONDS)
+                    for chunk in got:
+                        transcriber.insert_audio(chunk)
+                    display.show(transcriber.process())
+    except KeyboardInterrupt:  # a second Ctrl-C during a pass: no flush either
+        flush = not interrupted.is_set()
+        interrupted.set()
     finally:
         stop.set()
         if microphone is not None:
             microphone.stop()
             microphone.close()
+    # The microphone's normal end; for a file or stdin an interruption (status 130).
+    status = 130 if interrupted.is_set() and (microphone is None or not flush) else 0
+    if interrupted.is_set():
+        print("\nstopping: committing what was heard and writing the outputs",
+              file=sys.stderr, flush=True)
     try:
-        display.show(transcriber.finish())
+        if flush:
+            display.show(transcriber.finish())
     except KeyboardInterrupt:  # a second Ctrl-C: write what is committed without the flush
         status = 130
     display.close()
