@@ -24,6 +24,7 @@ live streams one process keeps up with.
 
     python benchmarks/live.py [--model base] [--compute_type default] [--streams 1,2]
     python benchmarks/live.py --live_beam_size 2   # cheaper live passes, beam-5 reference
+    python benchmarks/live.py --repeat 3           # each run is one draw: median, range
 """
 
 from __future__ import annotations
@@ -191,63 +192,26 @@ def trim_errors(offline: list, live: list, trims: list[float]) -> tuple[int, int
     return lost, duplicated, ends
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("clips", nargs="*", default=[str(c) for c in DEFAULT_CLIPS])
-    parser.add_argument("--model", default="base")
-    parser.add_argument("--device", default="npu", help="as the CLI's (npu: auto route)")
-    parser.add_argument("--encoder", default="auto")
-    parser.add_argument("--attention", default="auto", help="auto|cpu|emulator|npu")
-    parser.add_argument("--compute_type", default="default")
-    parser.add_argument("--beam_size", type=int, default=5)
-    parser.add_argument("--live_beam_size", type=int, default=None,
-                        help="the live passes' beam (default: --beam_size, the offline one's)")
-    parser.add_argument("--language", default="en")
-    parser.add_argument("--packet", type=float, default=0.1, help="seconds per audio packet")
-    parser.add_argument("--min_chunk", type=float, default=1.0)
-    parser.add_argument("--buffer", type=float, default=15.0)
-    parser.add_argument("--streams", default="", help="e.g. 1,2,3: concurrent streams to try")
-    args = parser.parse_args(argv)
-    args.live_beam_size = args.live_beam_size or args.beam_size
-    counts = [int(n) for n in args.streams.split(",") if n.strip()]
-
+def stream_clips(model, args: argparse.Namespace, offline_of: dict,  # noqa: ANN001
+                 transcribe_offline) -> tuple[float, float, float]:  # noqa: ANN001
+    """One run over the clips: a row per clip and the pooled row; (diff, p50, RTF) pooled.
+    Each clip's offline transcripts are made once, in `offline_of`, and kept for reruns."""
     from faster_whisper.audio import decode_audio
 
-    from amanuensis_npu import api
     from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
 
-    model = api.get_model(args.model, device=args.device, compute_type=args.compute_type,
-                          encoder=args.encoder, attention=args.attention)
-    route = api.route_fields(model, None)
-    backend = model.attention_backend
-    attention = "" if route["backend"] == "none" else f", attention {backend.route}"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
-          f"{args.compute_type} (encoder {route['encoder']} on {route['encoder_device']}, "
-          f"{route['encoder_precision']}{attention}), beam {args.beam_size} "
-          f"(live {args.live_beam_size}), "
-          f"packets {args.packet:g} s, min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
-    header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
-              f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16} {'off/off':>7}")
-    print(header)
     errors = words = lost_all = dup_all = 0
     latencies: list[float] = []
     audio_s = compute_s = 0.0
-    first: tuple[np.ndarray, list] | None = None
-
-    def transcribe_offline(audio: np.ndarray) -> list:
-        return list(model.transcribe(
-            audio, language=args.language, beam_size=args.beam_size, word_timestamps=True
-        )[0])
-
     for clip in map(Path, args.clips):
         audio = decode_audio(str(clip))
-        segments = transcribe_offline(audio)
-        offline = [w for s in segments for w in (s.words or [])]
-        again = word_counts(
-            "".join(w.word for w in offline), "".join(s.text for s in transcribe_offline(audio))
-        )
-        first = first or (audio, offline)
+        if clip not in offline_of:
+            segments = transcribe_offline(audio)
+            offline = [w for s in segments for w in (s.words or [])]
+            again = word_counts("".join(w.word for w in offline),
+                                "".join(s.text for s in transcribe_offline(audio)))
+            offline_of[clip] = (segments, offline, again)
+        segments, offline, again = offline_of[clip]
         transcriber = new_transcriber(model, args)
         run = stream(transcriber, audio, args.packet)
         live = [w for w, _ in run["commits"]]
@@ -276,6 +240,69 @@ def main(argv: list[str] | None = None) -> int:
     p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
     print(f"{'all':36} {audio_s:5.1f} {errors / max(words, 1):6.1%} {lost_all:4d} "
           f"{dup_all:3d} {'':5} {p50:5.2f} {p95:5.2f} {compute_s / audio_s:5.2f}")
+    return errors / max(words, 1), float(p50), compute_s / audio_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clips", nargs="*", default=[str(c) for c in DEFAULT_CLIPS])
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--device", default="npu", help="as the CLI's (npu: auto route)")
+    parser.add_argument("--encoder", default="auto")
+    parser.add_argument("--attention", default="auto", help="auto|cpu|emulator|npu")
+    parser.add_argument("--compute_type", default="default")
+    parser.add_argument("--beam_size", type=int, default=5)
+    parser.add_argument("--live_beam_size", type=int, default=None,
+                        help="the live passes' beam (default: --beam_size, the offline one's)")
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--packet", type=float, default=0.1, help="seconds per audio packet")
+    parser.add_argument("--min_chunk", type=float, default=1.0)
+    parser.add_argument("--buffer", type=float, default=15.0)
+    parser.add_argument("--streams", default="", help="e.g. 1,2,3: concurrent streams to try")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs over the clips: a pass's timing moves the next pass's "
+                        "audio, so one run is one draw; prints the median and range")
+    args = parser.parse_args(argv)
+    args.live_beam_size = args.live_beam_size or args.beam_size
+    counts = [int(n) for n in args.streams.split(",") if n.strip()]
+
+    from faster_whisper.audio import decode_audio
+
+    from amanuensis_npu import api
+
+    model = api.get_model(args.model, device=args.device, compute_type=args.compute_type,
+                          encoder=args.encoder, attention=args.attention)
+    route = api.route_fields(model, None)
+    backend = model.attention_backend
+    attention = "" if route["backend"] == "none" else f", attention {backend.route}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load {load:.1f}; model {args.model} "
+          f"{args.compute_type} (encoder {route['encoder']} on {route['encoder_device']}, "
+          f"{route['encoder_precision']}{attention}), beam {args.beam_size} "
+          f"(live {args.live_beam_size}), "
+          f"packets {args.packet:g} s, min chunk {args.min_chunk:g} s, buffer {args.buffer:g} s")
+    header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
+              f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16} {'off/off':>7}")
+    print(header)
+    first: tuple[np.ndarray, list] | None = None
+    offline_of: dict[Path, tuple[list, list, tuple[int, int]]] = {}
+
+    def transcribe_offline(audio: np.ndarray) -> list:
+        return list(model.transcribe(
+            audio, language=args.language, beam_size=args.beam_size, word_timestamps=True
+        )[0])
+
+    pooled: list[tuple[float, float, float]] = []
+    for repeat in range(args.repeat):
+        if args.repeat > 1:
+            print(f"run {repeat + 1} of {args.repeat}:")
+        pooled.append(stream_clips(model, args, offline_of, transcribe_offline))
+        first = first or (decode_audio(args.clips[0]), offline_of[Path(args.clips[0])][1])
+    if args.repeat > 1:
+        diff, p50, rtf = (float(np.median(v)) for v in zip(*pooled, strict=True))
+        print(f"median of {args.repeat} runs: diff {diff:.1%}, p50 {p50:.2f} s, RTF {rtf:.2f} "
+              f"(diff {min(d for d, _, _ in pooled):.1%}-{max(d for d, _, _ in pooled):.1%}, "
+              f"p50 {min(q for _, q, _ in pooled):.2f}-{max(q for _, q, _ in pooled):.2f})")
     print("goals: diff <= 5%, lost 0, dup 0, p50 <= 2 s")
     if route["backend"] != "none":
         stats = backend.stats.snapshot()
