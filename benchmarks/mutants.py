@@ -636,6 +636,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "the word before a live cut is neither heard again nor in the prompt, and the next is lost",
     ),
     Mutant(
+        "live-ctrl-c-ignored",
+        "amanuensis_npu/live/command.py",
+        (("                while not ended and not interrupted.is_set():",
+          "                while not ended:"),),
+        (f"{LIVE}test_live_realtime_commits_before_the_audio_ends_and_ctrl_c_writes",),
+        "Ctrl-C on `live --realtime` does not stop the stream: it plays on to the end",
+    ),
+    Mutant(
         "realtime-buffer-unbounded",
         "amanuensis_npu/server/realtime.py",
         (("        if self.detector is None and self.buffer.size + incoming > MAX_BUFFER_SAMPLES:",
