@@ -195,7 +195,7 @@ def trim_errors(offline: list, live: list, trims: list[float]) -> tuple[int, int
 def stream_clips(model, args: argparse.Namespace, offline_of: dict,  # noqa: ANN001
                  transcribe_offline) -> tuple[float, float, float]:  # noqa: ANN001
     """One run over the clips: a row per clip and the pooled row; (diff, p50, RTF) pooled.
-    Each clip's offline transcripts are made once, in `offline_of`, and kept for reruns."""
+    Each clip's audio and offline transcripts are made once, in `offline_of`, for reruns."""
     from faster_whisper.audio import decode_audio
 
     from amanuensis_npu.evaluation import find_reference, hypothesis_text, word_counts
@@ -204,14 +204,14 @@ def stream_clips(model, args: argparse.Namespace, offline_of: dict,  # noqa: ANN
     latencies: list[float] = []
     audio_s = compute_s = 0.0
     for clip in map(Path, args.clips):
-        audio = decode_audio(str(clip))
         if clip not in offline_of:
+            audio = decode_audio(str(clip))
             segments = transcribe_offline(audio)
             offline = [w for s in segments for w in (s.words or [])]
             again = word_counts("".join(w.word for w in offline),
                                 "".join(s.text for s in transcribe_offline(audio)))
-            offline_of[clip] = (segments, offline, again)
-        segments, offline, again = offline_of[clip]
+            offline_of[clip] = (audio, segments, offline, again)
+        audio, segments, offline, again = offline_of[clip]
         transcriber = new_transcriber(model, args)
         run = stream(transcriber, audio, args.packet)
         live = [w for w, _ in run["commits"]]
@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                         "audio, so one run is one draw; prints the median and range")
     args = parser.parse_args(argv)
     args.live_beam_size = args.live_beam_size or args.beam_size
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     counts = [int(n) for n in args.streams.split(",") if n.strip()]
-
-    from faster_whisper.audio import decode_audio
 
     from amanuensis_npu import api
 
@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"{'clip':36} {'sec':>5} {'diff':>6} {'lost':>4} {'dup':>3} {'trims':>5} "
               f"{'p50':>5} {'p95':>5} {'RTF':>5} {'ref WER off/live':>16} {'off/off':>7}")
     print(header)
-    first: tuple[np.ndarray, list] | None = None
-    offline_of: dict[Path, tuple[list, list, tuple[int, int]]] = {}
+    offline_of: dict[Path, tuple[np.ndarray, list, list, tuple[int, int]]] = {}
 
     def transcribe_offline(audio: np.ndarray) -> list:
         return list(model.transcribe(
@@ -297,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeat > 1:
             print(f"run {repeat + 1} of {args.repeat}:")
         pooled.append(stream_clips(model, args, offline_of, transcribe_offline))
-        first = first or (decode_audio(args.clips[0]), offline_of[Path(args.clips[0])][1])
     if args.repeat > 1:
         diff, p50, rtf = (float(np.median(v)) for v in zip(*pooled, strict=True))
         print(f"median of {args.repeat} runs: diff {diff:.1%}, p50 {p50:.2f} s, RTF {rtf:.2f} "
@@ -308,12 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         stats = backend.stats.snapshot()
         print(f"attention: {backend.route}, {stats['attention_calls']} calls, "
               f"{stats['fallbacks']} fell back to the CPU")
-    if counts and first is not None:
-        print(f"\n{len(first[0]) / 16000:.0f} s of {Path(args.clips[0]).name} streamed N times at "
+    if counts:
+        audio, _, offline, _ = offline_of[Path(args.clips[0])]
+        print(f"\n{len(audio) / 16000:.0f} s of {Path(args.clips[0]).name} streamed N times at "
               "once at real pace, one pass at a time:")
         print(f"{'streams':>7} {'p50':>5} {'p95':>5} {'diff':>6} {'busy':>6}   lag at the end (s)")
         for n in counts:
-            print(concurrent_streams(model, *first, n, args), flush=True)
+            print(concurrent_streams(model, audio, offline, n, args), flush=True)
     return 0
 
 

@@ -341,8 +341,8 @@ def run_live(args: argparse.Namespace, model_options: dict[str, Any]) -> int:
     # The microphone's normal end; for a file or stdin an interruption (status 130).
     status = 130 if interrupted.is_set() and (microphone is None or not flush) else 0
     if interrupted.is_set():
-        print("\nstopping: committing what was heard and writing the outputs",
-              file=sys.stderr, flush=True)
+        what = "committing what was heard and writing" if flush else "writing what is committed"
+        print(f"\nstopping: {what} the outputs", file=sys.stderr, flush=True)
     try:
         if flush:
             display.show(transcriber.finish())
